@@ -1,0 +1,39 @@
+# Two entry points, both self-contained on a fresh clone:
+#   make run   - set up, start the local stage, run a short swarm, write a report
+#   make test  - set up (incl. wscat and chromium for end-to-end tests), ruff, mypy, pytest
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+node_modules/.bin/wscat: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/fanbench run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP) node_modules/.bin/wscat
+	$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

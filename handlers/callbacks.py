@@ -1,0 +1,118 @@
+"""The @connections management API: clients, error classification, retried posts."""
+
+from __future__ import annotations
+
+import enum
+import random
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    GONE = "gone"
+    """The connection no longer exists: its id is stale and should be deleted."""
+    RETRYABLE = "retryable"
+    """429 throttling or a 5xx: worth another try while time allows."""
+    FAILED = "failed"
+    """Will not succeed on retry (413, 400, 403, ...)."""
+
+
+THROTTLE_CODES = frozenset({"LimitExceededException", "ThrottlingException", "TooManyRequests"})
+
+
+def classify_error(error: ClientError) -> Outcome:
+    """Map a failed post to an outcome.
+
+    Typed ``GoneException`` and *any* 410 both mean gone: behind some proxies and
+    emulators the error type header is missing and boto3 raises a bare
+    ``ClientError`` with code ``'410'``.
+    """
+    code = error.response.get("Error", {}).get("Code", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if code == "GoneException" or status == 410 or code == "410":
+        return Outcome.GONE
+    if code in THROTTLE_CODES or status == 429 or status >= 500:
+        return Outcome.RETRYABLE
+    return Outcome.FAILED
+
+
+def is_throttle(error: ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return code in THROTTLE_CODES or status == 429
+
+
+def backoff_s(attempt: int, rng: random.Random, base_s: float = 0.02, cap_s: float = 1.0) -> float:
+    """Full-jitter exponential backoff (AWS Architecture Blog, 2015)."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2**attempt))
+
+
+_clients: dict[str, ApiGatewayManagementApiClient] = {}
+_clients_lock = threading.Lock()
+
+
+def management_client(endpoint: str, pool_size: int) -> ApiGatewayManagementApiClient:
+    """One client per endpoint per execution environment, reused while warm.
+
+    Retries are ours (``post_with_retry``), so botocore makes a single attempt;
+    timeouts are bounded so one slow post cannot eat the whole invocation.
+    """
+    with _clients_lock:
+        client = _clients.get(endpoint)
+        if client is None:
+            config = Config(
+                max_pool_connections=max(10, pool_size),
+                connect_timeout=2,
+                read_timeout=5,
+                retries={"mode": "standard", "total_max_attempts": 1},
+            )
+            client = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=config)
+            _clients[endpoint] = client
+        return client
+
+
+class PostResult(enum.Enum):
+    DELIVERED = "delivered"
+    GONE = "gone"
+    THROTTLED = "throttled"
+    """Still throttled when attempts or time ran out."""
+    FAILED = "failed"
+
+
+def post_with_retry(
+    client: ApiGatewayManagementApiClient,
+    connection_id: str,
+    data: bytes,
+    deadline: float,
+    max_attempts: int,
+    rng: random.Random,
+) -> PostResult:
+    """Post once, retrying 429/5xx/transport errors with jittered backoff until ``deadline``."""
+    throttled = False
+    for attempt in range(max_attempts):
+        try:
+            client.post_to_connection(ConnectionId=connection_id, Data=data)
+            return PostResult.DELIVERED
+        except ClientError as error:
+            outcome = classify_error(error)
+            if outcome is Outcome.GONE:
+                return PostResult.GONE
+            if outcome is Outcome.FAILED:
+                return PostResult.FAILED
+            throttled = is_throttle(error)
+        except BotoCoreError:
+            throttled = False
+        pause = backoff_s(attempt, rng)
+        if attempt + 1 == max_attempts or time.monotonic() + pause >= deadline:
+            break
+        time.sleep(pause)
+    return PostResult.THROTTLED if throttled else PostResult.FAILED

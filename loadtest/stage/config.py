@@ -1,0 +1,167 @@
+"""The local stage's settings and the command-line flags that set them.
+
+One table (``_FLAGS``) maps flags to fields, so ``fanbench stage``, the launcher
+that starts a stage in a subprocess, and the benchmarks cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from aws_limits import (
+    ACCOUNT_THROTTLE_BURST,
+    ACCOUNT_THROTTLE_RPS,
+    IDLE_TIMEOUT_S,
+    INTEGRATION_TIMEOUT_S,
+    MAX_CONNECTION_DURATION_S,
+)
+
+from loadtest.stage.faults import Faults
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    host: str = LOOPBACK
+    port: int = 0
+    """WebSocket port; 0 picks a free one."""
+    management_port: int = 0
+    """@connections port; 0 picks a free one."""
+    stage: str = "local"
+    variant: str = "optimized"
+    concurrency: int = 8
+    """Execution environments across all functions (AWS's default is 1,000; this is a laptop)."""
+    function_timeout_s: float | None = None
+    """Overrides every function's template Timeout."""
+    integration_timeout_s: float = INTEGRATION_TIMEOUT_S
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    max_connection_s: float = MAX_CONNECTION_DURATION_S
+    dynamodb_endpoint: str | None = None
+    """Use this DynamoDB instead of starting the embedded emulator."""
+    table_name: str = "fanbench-connections"
+    throttle_rps: float | None = None
+    """Enable the @connections token bucket at this rate."""
+    throttle_burst: float = ACCOUNT_THROTTLE_BURST
+    auth_token: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+    """Extra template parameter overrides (e.g. PostConcurrency)."""
+    disabled_routes: tuple[str, ...] = ()
+    """Routes to leave out, to exercise API Gateway's behaviour without them."""
+    log_dir: Path | None = None
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("baseline", "optimized"):
+            raise ValueError(f"variant must be baseline or optimized, not {self.variant!r}")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+    def template_parameters(self, callback_url: str) -> dict[str, str]:
+        return {
+            "Variant": self.variant,
+            "StageName": self.stage,
+            "AuthToken": self.auth_token,
+            "CallbackUrl": callback_url,
+            **self.parameters,
+        }
+
+
+# flag, field, type, help. Fault fields live under ``faults``.
+_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--host", "host", str, "address to bind (default 127.0.0.1: loopback only)"),
+    ("--port", "port", int, "WebSocket port (0 = any free port)"),
+    ("--management-port", "management_port", int, "@connections port (0 = any free port)"),
+    ("--stage", "stage", str, "stage name, the URL path"),
+    ("--variant", "variant", str, "sendmessage handler: baseline or optimized"),
+    ("--concurrency", "concurrency", int, "Lambda execution environments, all functions"),
+    ("--function-timeout", "function_timeout_s", float, "seconds; overrides the template"),
+    ("--integration-timeout", "integration_timeout_s", float, "seconds (AWS: 29)"),
+    ("--idle-timeout", "idle_timeout_s", float, "seconds (AWS: 600)"),
+    ("--max-connection", "max_connection_s", float, "seconds (AWS: 7200)"),
+    ("--dynamodb-endpoint", "dynamodb_endpoint", str, "external DynamoDB endpoint URL"),
+    ("--table-name", "table_name", str, "connections table name"),
+    ("--throttle-rps", "throttle_rps", float, f"@connections throttle (AWS: {ACCOUNT_THROTTLE_RPS})"),
+    ("--throttle-burst", "throttle_burst", float, "@connections throttle burst"),
+    ("--auth-token", "auth_token", str, "require ?token= at $connect"),
+    ("--log-dir", "log_dir", Path, "where handler and emulator logs go"),
+    ("--post-latency-ms", "faults.post_latency_ms", float, "fault: fixed @connections delay"),
+    ("--post-latency-jitter-ms", "faults.post_latency_jitter_ms", float, "fault: random extra delay"),
+    ("--post-failure-rate", "faults.post_failure_rate", float, "fault: share of posts → 500"),
+    ("--throttle-rate", "faults.throttle_rate", float, "fault: share of posts → 429"),
+    ("--drop-rate", "faults.drop_rate", float, "fault: share of 200 posts never delivered"),
+    ("--duplicate-rate", "faults.duplicate_rate", float, "fault: share of posts delivered twice"),
+    ("--lost-disconnect-rate", "faults.lost_disconnect_rate", float, "fault: $disconnect lost"),
+    ("--lambda-error-rate", "faults.lambda_error_rate", float, "fault: invocations that fail"),
+    ("--cold-start-ms", "faults.cold_start_ms", float, "fault: extra cold-start delay"),
+    ("--fault-seed", "faults.seed", int, "seed for fault decisions"),
+]
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = StageConfig()
+    for flag, name, kind, help_text in _FLAGS:
+        owner: Any = defaults.faults if name.startswith("faults.") else defaults
+        default = getattr(owner, name.removeprefix("faults."))
+        parser.add_argument(
+            flag, dest=name.replace(".", "__"), type=kind, default=default,
+            help=f"{help_text} (default: {default})",
+        )  # fmt: skip
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="template parameter override, e.g. PostConcurrency=64",
+    )  # fmt: skip
+    parser.add_argument(
+        "--disable-route", action="append", default=[], metavar="ROUTE",
+        help="leave a route out (e.g. $default) to see API Gateway without it",
+    )  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> StageConfig:
+    values = vars(args)
+    top = {name: values[name] for name in (f.name for f in fields(StageConfig)) if name in values}
+    fault_values = {
+        spec.name: values[f"faults__{spec.name}"]
+        for spec in fields(Faults)
+        if f"faults__{spec.name}" in values
+    }
+    parameters = {}
+    for pair in values.get("param", []):
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param wants NAME=VALUE, got {pair!r}")
+        parameters[name] = value
+    return StageConfig(
+        **top,
+        parameters=parameters,
+        disabled_routes=tuple(values.get("disable_route", [])),
+        faults=Faults(**fault_values),
+    )
+
+
+def config_to_argv(config: StageConfig) -> list[str]:
+    """Flags that rebuild ``config`` in another process (only non-defaults)."""
+    defaults = StageConfig()
+    argv: list[str] = []
+    flat = asdict(config)
+    flat_defaults = asdict(defaults)
+    for flag, name, _kind, _help in _FLAGS:
+        if name.startswith("faults."):
+            key = name.removeprefix("faults.")
+            value, default = flat["faults"][key], flat_defaults["faults"][key]
+        else:
+            value, default = flat[name], flat_defaults[name]
+        if value != default and value is not None:
+            argv += [flag, str(value)]
+    for name, value in config.parameters.items():
+        argv += ["--param", f"{name}={value}"]
+    for route in config.disabled_routes:
+        argv += ["--disable-route", route]
+    return argv
+
+
+def with_faults(config: StageConfig, **changes: Any) -> StageConfig:
+    return replace(config, faults=replace(config.faults, **changes))

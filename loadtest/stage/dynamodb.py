@@ -1,0 +1,96 @@
+"""The embedded DynamoDB: moto's server in its own process, the table from template.yaml.
+
+moto enforces DynamoDB's 1 MB scan page, which is what exposes the tutorial's
+unpaginated scan. Any other endpoint (DynamoDB Local, dynalite) can be named
+instead.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from loadtest.stage.template import TableSpec
+
+STARTUP_TIMEOUT_S = 30.0
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "fanbench-local",
+    "AWS_SECRET_ACCESS_KEY": "fanbench-local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def client(endpoint: str) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=LOCAL_CREDENTIALS["AWS_REGION"],
+        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(retries={"mode": "standard", "max_attempts": 2}),
+    )
+
+
+class EmbeddedDynamoDB:
+    """moto_server on a free loopback port, for as long as the ``with`` block runs."""
+
+    def __init__(self, log_file: Path) -> None:
+        self.log_file = log_file
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> EmbeddedDynamoDB:
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"moto_server exited early; see {self.log_file}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError(f"moto_server did not listen within {STARTUP_TIMEOUT_S:.0f} s")
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+def create_table(endpoint: str, table: TableSpec, table_name: str) -> None:
+    """Create the connections table exactly as template.yaml declares it (idempotent)."""
+    dynamodb = client(endpoint)
+    existing = dynamodb.list_tables().get("TableNames", [])
+    if table_name not in existing:
+        dynamodb.create_table(**table.create_table_kwargs(table_name))
+        if table.ttl_attribute:
+            dynamodb.update_time_to_live(
+                TableName=table_name,
+                TimeToLiveSpecification={"AttributeName": table.ttl_attribute, "Enabled": True},
+            )

@@ -1,0 +1,144 @@
+"""Start a local stage in a subprocess from Python: ``with LocalStage(config) as stage: ...``.
+
+The stage runs in its own process group, so stopping it (or a crash of the
+caller) leaves no orphaned Lambda workers or emulator behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from loadtest.paths import PROJECT_ROOT
+from loadtest.stage.config import StageConfig, config_to_argv
+
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+
+class StageError(RuntimeError):
+    """The stage failed to start or stopped unexpectedly."""
+
+
+@dataclass(frozen=True)
+class StageEndpoints:
+    ws_url: str
+    connections_url: str
+    callback_url: str
+    management_url: str
+    dynamodb_endpoint: str
+    table_name: str
+    variant: str
+    log_dir: Path
+
+
+def _read_ready_line(stdout: IO[str], timeout_s: float) -> dict[str, Any] | None:
+    found: list[dict[str, Any]] = []
+
+    def reader() -> None:
+        for line in stdout:
+            if line.startswith('{"ready"'):
+                found.append(json.loads(line)["ready"])
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return found[0] if found else None
+
+
+class LocalStage:
+    def __init__(self, config: StageConfig | None = None, log_dir: Path | None = None) -> None:
+        self.config = config or StageConfig()
+        self.log_dir = log_dir or self.config.log_dir
+        self._process: subprocess.Popen[str] | None = None
+        self._endpoints: StageEndpoints | None = None
+
+    @property
+    def endpoints(self) -> StageEndpoints:
+        if self._endpoints is None:
+            raise StageError("the stage is not running")
+        return self._endpoints
+
+    @property
+    def ws_url(self) -> str:
+        return self.endpoints.ws_url
+
+    def start(self) -> StageEndpoints:
+        argv = [sys.executable, "-m", "loadtest.stage", *config_to_argv(self.config)]
+        if self.log_dir is not None:
+            argv += ["--log-dir", str(self.log_dir)]
+        self._process = subprocess.Popen(
+            argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        assert self._process.stdout is not None
+        info = _read_ready_line(self._process.stdout, STARTUP_TIMEOUT_S)
+        if info is None:
+            self.stop()
+            raise StageError(f"the local stage did not start within {STARTUP_TIMEOUT_S:.0f} s")
+        self._endpoints = StageEndpoints(
+            ws_url=info["ws_url"],
+            connections_url=info["connections_url"],
+            callback_url=info["callback_url"],
+            management_url=info["management_url"],
+            dynamodb_endpoint=info["dynamodb_endpoint"],
+            table_name=info["table_name"],
+            variant=info["variant"],
+            log_dir=Path(info["log_dir"]),
+        )
+        return self._endpoints
+
+    def stats(self) -> dict[str, Any]:
+        """The stage's counters (gateway, @connections, Lambda runtime)."""
+        url = f"{self.endpoints.management_url}/_fanbench/stats"
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+            stats: dict[str, Any] = json.load(response)
+            return stats
+
+    def stop(self) -> int | None:
+        """SIGINT (clean shutdown: $disconnect events run), then SIGKILL the group if needed."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        returncode = process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        self._process = None
+        return returncode
+
+    def __enter__(self) -> LocalStage:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout_s`` passes (bounded, for tests and tools)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())

@@ -1,0 +1,152 @@
+"""Fixtures for the handler tests: moto's DynamoDB server, the @connections stub,
+a fresh table per test (from template.yaml), and handlers loaded under that env.
+
+Handlers are imported as top-level modules, as Lambda's task root makes them
+(``tests/conftest.py`` puts ``handlers/`` on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import callbacks
+import connection_store
+import pytest
+from moto.server import ThreadedMotoServer
+
+from loadtest.paths import TEMPLATE_PATH
+from loadtest.stage.template import load_template, stage_template
+from tests.handlers.support import ConnectionsStub, Table
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+SendMessageLoader = Callable[..., Handler]
+
+REGION = "us-east-1"
+
+# Anything in the ambient environment that could change what boto3 or the
+# handlers do; each test starts without them.
+_CLEARED_ENV = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI",
+    "AWS_RETRY_MODE",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+    "TABLE_NAME",
+    "AUTH_TOKEN",
+    "CALLBACK_URL",
+    "POST_CONCURRENCY",
+    "SCAN_SEGMENTS",
+    "POST_MAX_ATTEMPTS",
+    "DEADLINE_RESERVE_MS",
+)
+
+
+@pytest.fixture(scope="package")
+def moto_endpoint() -> Iterator[str]:
+    """moto's real DynamoDB server, in a thread, on a free port."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="package")
+def connections_server() -> Iterator[ConnectionsStub]:
+    stub = ConnectionsStub()
+    stub.start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def stub(connections_server: ConnectionsStub) -> ConnectionsStub:
+    """The @connections stand-in, with no scripts and no recorded requests."""
+    connections_server.reset()
+    return connections_server
+
+
+def _reset_client_caches() -> None:
+    connection_store._client = None
+    with callbacks._clients_lock:
+        callbacks._clients.clear()
+
+
+@pytest.fixture
+def aws_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_endpoint: str, stub: ConnectionsStub
+) -> Iterator[None]:
+    """Environment as Lambda and the local stage provide it, pointed at the fakes."""
+    for name in _CLEARED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint)
+    monkeypatch.setenv("CALLBACK_URL", stub.url)
+    _reset_client_caches()
+    yield
+    _reset_client_caches()
+
+
+@pytest.fixture
+def table(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Table]:
+    """A fresh connections table, created from template.yaml's own definition."""
+    name = f"connections-{uuid.uuid4().hex}"
+    client: DynamoDBClient = boto3.client("dynamodb")
+    kwargs = stage_template(load_template(TEMPLATE_PATH), {}, name).table.create_table_kwargs(name)
+    client.create_table(**kwargs)
+    monkeypatch.setenv("TABLE_NAME", name)
+    yield Table(name=name, client=client)
+    client.delete_table(TableName=name)
+
+
+@pytest.fixture
+def load_sendmessage(table: Table, monkeypatch: pytest.MonkeyPatch) -> Iterator[SendMessageLoader]:
+    """(Re)import the optimized handler under extra env; it reads Settings at import."""
+    import sendmessage
+
+    pools = []
+
+    def load(**env: str) -> Handler:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        pools.append(sendmessage._POOL)
+        importlib.reload(sendmessage)
+        return sendmessage.handler
+
+    yield load
+    pools.append(sendmessage._POOL)
+    for pool in pools:
+        pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def sendmessage_handler(load_sendmessage: SendMessageLoader) -> Handler:
+    return load_sendmessage()
+
+
+@pytest.fixture
+def baseline_handler(table: Table) -> Handler:
+    """(Re)import the baseline; it builds its DynamoDB client at import."""
+    import sendmessage_baseline
+
+    importlib.reload(sendmessage_baseline)
+    return sendmessage_baseline.handler

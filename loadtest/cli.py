@@ -1,0 +1,80 @@
+"""``fanbench``: one command, subcommands for each job.
+
+Errors a user can cause (bad flags, missing run directories, unreachable
+targets) end with a one-line message and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from loadtest.stage.config import LOOPBACK, add_stage_arguments, config_from_args
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from loadtest.stage.server import run_stage
+
+    config = config_from_args(args)
+    if config.host != LOOPBACK and not args.allow_remote:
+        raise UserError(f"refusing to bind {config.host}: pass --allow-remote to expose the stage")
+
+    def announce(info: dict[str, object]) -> None:
+        print(f"fanbench local stage ({info['variant']} sendmessage), bound to {config.host} only"
+              if config.host == LOOPBACK else f"fanbench local stage bound to {config.host}")  # fmt: skip
+        print(f"  WebSocket URL:    {info['ws_url']}")
+        print(f"  @connections URL: {info['connections_url']}")
+        print(f"  DynamoDB:         {info['dynamodb_endpoint']} (table {info['table_name']})")
+        print(f"  logs:             {info['log_dir']}")
+        print("Ctrl-C stops it.", flush=True)
+
+    run_stage(config, announce)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fanbench",
+        description="Fan-out latency and message loss for serverless WebSocket chat.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stage = commands.add_parser("stage", help="run the local stage (API Gateway + Lambda + DynamoDB)")
+    add_stage_arguments(stage)
+    stage.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    stage.set_defaults(func=_stage)
+
+    for register in _EXTRA_COMMANDS:
+        register(commands)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except UserError as error:
+        print(f"fanbench: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as error:
+        print(f"fanbench: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""What one Locust process shares among its users: the recorder, the scenario, flags."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from loadtest.recorder import Recorder
+from loadtest.scenario import Scenario
+
+CLIENTS_PER_PROCESS = 1_000_000
+"""Client ids are ``process * 1,000,000 + n``: unique across workers without coordination."""
+
+
+@dataclass
+class ProcessContext:
+    process: int
+    scenario: Scenario
+    recorder: Recorder
+    sending: bool = True
+    """Cleared when the test stops sending; receivers keep listening through the drain."""
+    send_lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    _numbers: itertools.count[int] = field(default_factory=itertools.count)
+
+    def next_user(self) -> tuple[int, int]:
+        """(client id, user number within this process)."""
+        number = next(self._numbers)
+        return self.process * CLIENTS_PER_PROCESS + number, number
+
+
+_current: ProcessContext | None = None
+
+
+def install(context: ProcessContext) -> None:
+    global _current
+    _current = context
+
+
+def current() -> ProcessContext:
+    if _current is None:
+        raise RuntimeError("fanbench's Locust hooks did not run: use -f loadtest/locustfile.py")
+    return _current

@@ -1,0 +1,145 @@
+"""The Locust user: one WebSocket chat client that sends on a schedule and stamps every receipt.
+
+Client library: ``websockets``' sync client. Under Locust's gevent patching its
+I/O thread becomes a greenlet; FIELD-NOTES measured it at ~2x websocket-client's
+receive rate (74-85k vs 39-44k frames/s in a raw burst), which is the
+generator's ceiling, so it is the one used.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import gevent
+from locust import User, task
+from locust.exception import StopUser
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from loadtest import envelope, process_context
+
+REQUEST_TYPE = "WS"
+OPEN_TIMEOUT_S = 10.0
+
+
+def connect_url(host: str, room: str | None, token: str) -> str:
+    query = {}
+    if room:
+        query["room"] = room
+    if token:
+        query["token"] = token
+    return host + ("?" + urlencode(query) if query else "")
+
+
+def _redact(text: str, token: str) -> str:
+    return text.replace(token, "<redacted>") if token else text
+
+
+class ChatUser(User):
+    """Connects in ``on_start``, sends open-loop in its task, receives in its own greenlet."""
+
+    host = "ws://127.0.0.1:8080/local"
+    abstract = False
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.context = process_context.current()
+        self.client_id, number = self.context.next_user()
+        self.audience = self.context.scenario.audience_for(self.context.process, number)
+        self.socket: ClientConnection | None = None
+        self._receiver: gevent.Greenlet | None = None
+        self._seq = 0
+
+    def _fire(self, name: str, response_time_ms: float, exception: Exception | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type=REQUEST_TYPE, name=name, response_time=response_time_ms,
+            response_length=0, exception=exception, context={},
+        )  # fmt: skip
+
+    def on_start(self) -> None:
+        scenario = self.context.scenario
+        room = None if self.audience == "*" else self.audience
+        url = connect_url(self.host or "", room, scenario.token)
+        began = time.perf_counter()
+        try:
+            self.socket = connect(
+                url, open_timeout=OPEN_TIMEOUT_S, close_timeout=2, compression=None,
+                max_size=None, ping_interval=None, legacy=True,
+            )  # fmt: skip
+        except (OSError, TimeoutError, WebSocketException) as error:
+            detail = _redact(f"{type(error).__name__}: {error}", scenario.token)
+            self.context.recorder.error(self.client_id, time.time_ns(), "connect_failed", detail)
+            self._fire("connect", (time.perf_counter() - began) * 1000, RuntimeError(detail))
+            raise StopUser() from None
+        self._fire("connect", (time.perf_counter() - began) * 1000)
+        self.context.recorder.connected(self.client_id, self.audience, time.time_ns())
+        self._receiver = gevent.spawn(self._receive, self.socket)
+
+    def _receive(self, socket: ClientConnection) -> None:
+        recorder = self.context.recorder
+        me = self.client_id
+        while True:
+            try:
+                frame = socket.recv()
+            except ConnectionClosed as closed:
+                if self.socket is not None:  # not closed by on_stop
+                    recorder.error(me, time.time_ns(), "closed", f"{closed.rcvd}")
+                return
+            now = time.time_ns()
+            if isinstance(frame, bytes):
+                recorder.error(me, now, "binary_frame", f"{len(frame)} bytes")
+                continue
+            message = envelope.decode(frame)
+            if message is not None:
+                recorder.delivery(me, message.client, message.seq, now)
+                self._fire("fanout", (now - message.sent_ns) / 1e6)
+            elif frame.startswith('{"message"') or frame.startswith('{"error"'):
+                recorder.error(me, now, "error_frame", frame)
+                self._fire("error_frame", 0.0, RuntimeError(frame[:120]))
+            else:
+                recorder.error(me, now, "unrecognized_frame", frame[:120])
+
+    @task
+    def send_open_loop(self) -> None:
+        """Send on a fixed schedule whatever the receipts do (open loop)."""
+        context = self.context
+        interval_ns = int(context.scenario.send_interval_s * 1e9)
+        intended = time.time_ns() + int(random.uniform(0, interval_ns))
+        while self.socket is not None:
+            wait_s = (intended - time.time_ns()) / 1e9
+            if wait_s > 0:
+                gevent.sleep(wait_s)
+            if context.sending:
+                self._send(intended)
+            intended += interval_ns
+
+    def _send(self, intended_ns: int) -> None:
+        assert self.socket is not None
+        sent_ns = time.time_ns()
+        seq = self._seq
+        self._seq += 1
+        text = envelope.encode(
+            envelope.Envelope(self.client_id, seq, intended_ns, sent_ns),
+            self.context.scenario.message_bytes,
+        )
+        try:
+            self.socket.send(envelope.sendmessage_frame(text))
+        except (ConnectionClosed, OSError) as error:
+            self.context.recorder.error(self.client_id, sent_ns, "send_failed", repr(error))
+            self._fire("send", 0.0, error)
+            return
+        self.context.recorder.send(self.client_id, seq, intended_ns, sent_ns, len(text))
+        self.context.send_lags_ms.append((sent_ns - intended_ns) / 1e6)
+
+    def on_stop(self) -> None:
+        socket, self.socket = self.socket, None
+        if socket is None:
+            return
+        self.context.recorder.disconnecting(self.client_id, time.time_ns())
+        socket.close()
+        if self._receiver is not None:
+            self._receiver.join(timeout=2)
+            self._receiver.kill(block=False)

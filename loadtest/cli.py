@@ -40,6 +40,15 @@ def _stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from loadtest.run import RunError, run_command
+
+    try:
+        return run_command(args)
+    except RunError as error:
+        raise UserError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fanbench",
@@ -51,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_stage_arguments(stage)
     stage.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     stage.set_defaults(func=_stage)
+
+    run = commands.add_parser("run", help="run a swarm on the local stage (or --target) and report")
+    from loadtest.run import add_run_arguments
+
+    add_run_arguments(run)
+    run.set_defaults(func=_run)
 
     for register in _EXTRA_COMMANDS:
         register(commands)

@@ -181,14 +181,19 @@ class MasterState:
 
     # -- live progress -----------------------------------------------------------------
 
+    def absorb_local_forever(self) -> None:
+        """In single-process mode, move records to the collector as a worker would ship them."""
+        assert self.local is not None
+        while not self._written:
+            gevent.sleep(SHIP_INTERVAL_S)
+            if not self._written:
+                self.collector.add(self.local.recorder.take_batch())
+
     def progress(self) -> dict[str, Any]:
         rows = self.collector.rows
-        if self.local is not None:
-            sent, received = self.local.recorder.sent, self.local.recorder.received
-        else:
-            sent, received = rows["sends"], rows["deliveries"]
+        sent, received = rows["sends"], rows["deliveries"]
         lost: int | None = None
-        if self.local is None and sum(rows.values()) < PROGRESS_LOSS_ROW_LIMIT:
+        if sum(rows.values()) < PROGRESS_LOSS_ROW_LIMIT:
             tables = self.collector.tables()
             settle_ns = int(self.scenario.settle_s * 1e9)
             horizon = time.time_ns() - settle_ns - int(2 * SHIP_INTERVAL_S * 1e9)
@@ -289,6 +294,8 @@ def install_hooks() -> None:
             master.started_ns = time.time_ns()
             if isinstance(environment.runner, MasterRunner):
                 gevent.spawn(master.measure_clocks)
+            else:
+                gevent.spawn(master.absorb_local_forever)
             gevent.spawn(master.write_progress_forever)
 
         @events.test_stopping.add_listener

@@ -1,0 +1,201 @@
+"""``fanbench run``: local stage (or a real target) + a Locust swarm + the run directory.
+
+Locust runs in its own process (gevent's monkey-patching stays out of this
+one); this process starts the stage, shows live progress from the master's
+``progress.json``, then adds the stage's figures to run.json and summarizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from reports.analysis import analyze
+from reports.rundir import RunDirError, read_run
+
+from loadtest.coordination import default_run_dir
+from loadtest.paths import PROJECT_ROOT
+from loadtest.scenario import Scenario
+from loadtest.stage.config import add_stage_arguments, config_from_args
+from loadtest.stage.launcher import LocalStage, StageError
+
+LOCUSTFILE = PROJECT_ROOT / "loadtest" / "locustfile.py"
+EXTRA_LOCUST_TIME_S = 60
+
+
+class RunError(RuntimeError):
+    """The run could not produce a run directory; the message says why."""
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    scenario = Scenario()
+    parser.add_argument("--target", help="a real stage's wss:// URL (default: start the local stage)")
+    parser.add_argument("--users", type=int, default=20, help="WebSocket clients (default: 20)")
+    parser.add_argument("--spawn-rate", type=float, default=10.0, help="clients started per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of sending (default: 60)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="Locust worker processes (0: one process, no master)")  # fmt: skip
+    parser.add_argument("--room-size", type=int, default=scenario.room_size,
+                        help="users per room; 0 = everyone in one audience")  # fmt: skip
+    parser.add_argument("--message-bytes", type=int, default=scenario.message_bytes)
+    parser.add_argument("--send-interval", type=float, default=scenario.send_interval_s,
+                        help="seconds between one user's messages (default: 2)")  # fmt: skip
+    parser.add_argument("--warmup", type=float, default=scenario.warmup_s)
+    parser.add_argument("--drain", type=float, default=scenario.drain_s)
+    parser.add_argument("--settle", type=float, default=scenario.settle_s)
+    parser.add_argument("--token", default="", help="?token= for $connect (also the local stage's)")
+    parser.add_argument("--run-dir", type=Path, help="default: runs/<UTC timestamp>")
+    parser.add_argument("--no-report", action="store_true", help="skip writing the report")
+    parser.add_argument("--quiet", action="store_true", help="no live progress line")
+    add_stage_arguments(parser)
+
+
+def validate(args: argparse.Namespace) -> None:
+    for name in ("users", "duration", "send_interval", "spawn_rate"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    if args.workers < 0 or args.room_size < 0 or args.message_bytes < 0:
+        raise ValueError("--workers, --room-size and --message-bytes cannot be negative")
+    if args.target and urlsplit(args.target).scheme not in ("ws", "wss"):
+        raise ValueError(f"--target must be a ws:// or wss:// URL, not {args.target!r}")
+
+
+def locust_command(args: argparse.Namespace, host: str, run_dir: Path, variant: str) -> list[str]:
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--host", host, "-u", str(args.users), "-r", str(args.spawn_rate),
+        "-t", f"{int(args.duration)}s", "--stop-timeout", "10",
+        "--csv", str(run_dir / "locust" / "locust"), "--only-summary", "--loglevel", "WARNING",
+        "--room-size", str(args.room_size), "--message-bytes", str(args.message_bytes),
+        "--send-interval", str(args.send_interval), "--warmup", str(args.warmup),
+        "--drain", str(args.drain), "--settle", str(args.settle),
+        "--run-dir", str(run_dir), "--variant", variant,
+    ]  # fmt: skip
+    if args.token:
+        command += ["--token", args.token]
+    if args.workers:
+        command += ["--processes", str(args.workers)]
+    return command
+
+
+def _progress_line(progress: dict[str, Any]) -> str:
+    lost = progress.get("lost")
+    return (
+        f"\r  {progress['elapsed_s']:6.1f} s  users {progress['users']:>5}  sent {progress['sent']:>7}"
+        f"  delivered {progress['delivered']:>9}  lost {'-' if lost is None else lost:>6}"
+    )
+
+
+def _watch(process: subprocess.Popen[bytes], run_dir: Path, quiet: bool, limit_s: float) -> int:
+    deadline = time.monotonic() + limit_s
+    progress_file = run_dir / "progress.json"
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RunError(f"Locust did not finish within {limit_s:.0f} s")
+        time.sleep(0.5)
+        if not quiet and progress_file.is_file():
+            with contextlib.suppress(ValueError, OSError, KeyError):
+                print(_progress_line(json.loads(progress_file.read_text())), end="", flush=True)
+    if not quiet:
+        print()
+    return process.wait()
+
+
+def _add_to_meta(run_dir: Path, extra: dict[str, Any]) -> None:
+    meta_file = run_dir / "run.json"
+    meta = json.loads(meta_file.read_text())
+    meta.update(extra)
+    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+
+def execute(args: argparse.Namespace) -> Path:
+    """Run the swarm; return the run directory."""
+    validate(args)
+    run_dir: Path = args.run_dir or default_run_dir()
+    if (run_dir / "run.json").exists():
+        raise RunError(f"{run_dir} already holds a run; choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stage_config = replace(config_from_args(args), auth_token=args.token, log_dir=run_dir / "stage")
+    limit_s = args.duration + args.drain + EXTRA_LOCUST_TIME_S + args.users / args.spawn_rate
+    with contextlib.ExitStack() as stack:
+        stage: LocalStage | None = None
+        if args.target:
+            host, variant = args.target, args.variant
+        else:
+            stage = LocalStage(stage_config)
+            try:
+                stack.enter_context(stage)
+            except StageError as error:
+                raise RunError(str(error)) from None
+            host, variant = stage.ws_url, stage_config.variant
+        print(f"fanbench: {args.users} users → {host} ({variant or 'unlabelled'})", flush=True)
+        process = subprocess.Popen(locust_command(args, host, run_dir, variant), cwd=PROJECT_ROOT)
+        _watch(process, run_dir, args.quiet, limit_s)
+        if not (run_dir / "run.json").is_file():
+            raise RunError(f"Locust ended without writing {run_dir / 'run.json'}; see its output above")
+        extra: dict[str, Any] = {"locust_returncode": process.returncode}
+        if stage is not None:
+            extra["stage"] = {"kind": "local", "config": _stage_meta(stage_config), "stats": stage.stats()}
+        else:
+            extra["stage"] = {"kind": "remote"}
+        _add_to_meta(run_dir, extra)
+    return run_dir
+
+
+def _stage_meta(config: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    meta = asdict(config)
+    meta["auth_token"] = "<redacted>" if config.auth_token else ""
+    meta["log_dir"] = str(config.log_dir)
+    return meta
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    counts, latency = summary["counts"], summary["latency_ms"]["from_sent"]
+    loss = summary["rates"]["loss"]
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} ms"
+
+    lines = [
+        f"messages sent {counts['messages']}, deliveries {counts['delivered']} of "
+        f"{counts['expected']} expected",
+        f"fan-out latency p50 {ms(latency['p50'])}, p99 {ms(latency['p99'])}, max {ms(latency['max'])}",
+        f"lost {counts['lost']} ({100 * loss['rate']:.3f} %, 95 % CI {100 * loss['ci95'][0]:.3f}–"
+        f"{100 * loss['ci95'][1]:.3f} %), duplicates {counts['duplicates']}, "
+        f"out of order {counts['out_of_order']}, error frames {counts['error_frames']}",
+    ]
+    lines += [f"WARNING: {problem}" for problem in summary["validity"]]
+    return lines
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if shutil.which("locust", path=str(Path(sys.executable).parent)) is None:
+        raise RunError("Locust is not installed in this environment (run `make run`)")
+    run_dir = execute(args)
+    try:
+        summary = analyze(read_run(run_dir))
+    except RunDirError as error:
+        raise RunError(str(error)) from None
+    for line in summary_lines(summary):
+        print(line)
+    if not args.no_report:
+        try:
+            from reports.render import write_report
+        except ImportError:
+            pass
+        else:
+            print(f"report: {write_report(run_dir)}")
+    print(f"run directory: {run_dir}")
+    return 0

@@ -1,0 +1,182 @@
+"""Analysis of one run directory: every headline figure, as plain data (pure numpy).
+
+``analyze(run)`` returns what the report, ``fanbench run``'s summary, the
+comparison and the threshold gate all read, so each figure is computed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from reports.loss import account, ledger
+from reports.rundir import Run
+from reports.stats import percentiles, wilson_interval
+
+SUMMARY_VERSION = 1
+NS_PER_MS = 1e6
+
+# Generator-saturation thresholds for the validity banner.
+MAX_CPU_PERCENT = 90.0
+MAX_SEND_LAG_MS = 50.0
+MAX_LOOP_LAG_MS = 50.0
+MAX_CLOCK_UNCERTAINTY_MS = 5.0
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Per-delivery latencies (first receipts of expected pairs, warm-up excluded)."""
+
+    received_ns: npt.NDArray[np.int64]
+    from_sent_ms: npt.NDArray[np.float64]
+    from_intended_ms: npt.NDArray[np.float64]
+    message: npt.NDArray[np.int64]
+    """Index into the sends table."""
+
+
+def _settle_ns(run: Run) -> int:
+    return int(float(run.scenario.get("settle_s", 1.0)) * 1e9)
+
+
+def measured_window_start(run: Run) -> int:
+    """Sends before this epoch-ns instant are warm-up and leave latency statistics out."""
+    times = run.meta["times"]
+    return int(times["start_ns"] + float(run.scenario.get("warmup_s", 0.0)) * 1e9)
+
+
+def latencies(run: Run) -> Latencies:
+    facts = ledger(run.sends, run.deliveries, run.membership, _settle_ns(run))
+    keep = (facts.receipt_message >= 0) & facts.receipt_first
+    message = facts.receipt_message[keep]
+    keep_measured = run.sends["sent_ns"][message] >= measured_window_start(run)
+    message = message[keep_measured]
+    received = run.deliveries["received_ns"][keep][keep_measured]
+    return Latencies(
+        received_ns=received,
+        from_sent_ms=(received - run.sends["sent_ns"][message]) / NS_PER_MS,
+        from_intended_ms=(received - run.sends["intended_ns"][message]) / NS_PER_MS,
+        message=message,
+    )
+
+
+def per_message(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
+    """Fan-out completion (last receipt) and spread (last − first) per measured message."""
+    if not len(lat.message):
+        empty = np.array([], dtype=np.float64)
+        return {"audience": np.array([], dtype=np.int64), "completion_ms": empty, "spread_ms": empty}
+    order = np.argsort(lat.message, kind="stable")
+    messages, starts = np.unique(lat.message[order], return_index=True)
+    latest = np.maximum.reduceat(lat.from_sent_ms[order], starts)
+    earliest = np.minimum.reduceat(lat.from_sent_ms[order], starts)
+    counts = np.diff(np.append(starts, len(order)))
+    facts_expected = ledger(run.sends, run.deliveries, run.membership, _settle_ns(run))
+    return {
+        "message": messages,
+        "audience": facts_expected.expected_per_message[messages],
+        "receipts": counts,
+        "completion_ms": latest,
+        "spread_ms": latest - earliest,
+    }
+
+
+def per_second(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
+    """Counts and latency percentiles in one-second bins from the start of the test."""
+    start = int(run.meta["times"]["start_ns"])
+    end = int(run.meta["times"].get("end_ns") or start)
+    seconds = max(1, int(np.ceil((end - start) / 1e9)))
+    bins = np.arange(seconds + 1)
+
+    def count(stamps: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+        return np.histogram((stamps - start) / 1e9, bins=bins)[0].astype(np.int64)
+
+    facts = ledger(run.sends, run.deliveries, run.membership, _settle_ns(run))
+    lost_per_message = facts.expected_per_message - facts.delivered_per_message
+    lost = np.histogram(
+        (run.sends["sent_ns"] - start) / 1e9, bins=bins, weights=lost_per_message
+    )[0].astype(np.int64)
+    second_of = ((lat.received_ns - start) // 1_000_000_000).astype(np.int64)
+    p50 = np.full(seconds, np.nan)
+    p99 = np.full(seconds, np.nan)
+    for s in np.unique(second_of):
+        if 0 <= s < seconds:
+            values = lat.from_sent_ms[second_of == s]
+            p50[s], p99[s] = np.percentile(values, [50, 99], method="higher")
+    return {
+        "second": bins[:-1],
+        "sends": count(run.sends["sent_ns"]),
+        "deliveries": count(run.deliveries["received_ns"]),
+        "lost": lost,
+        "errors": count(run.errors["t_ns"]),
+        "p50_ms": p50,
+        "p99_ms": p99,
+    }
+
+
+def validity(run: Run) -> list[str]:
+    """Reasons the latency figures may describe the generator rather than the system."""
+    problems: list[str] = []
+    health = run.health
+    if len(health["t_ns"]):
+        if float(np.max(health["cpu_percent"])) > MAX_CPU_PERCENT:
+            problems.append(f"load generator CPU reached {np.max(health['cpu_percent']):.0f} %")
+        if float(np.max(health["send_lag_ms"])) > MAX_SEND_LAG_MS:
+            problems.append(f"send lag p99 reached {np.max(health['send_lag_ms']):.0f} ms")
+        if float(np.max(health["loop_lag_ms"])) > MAX_LOOP_LAG_MS:
+            problems.append(f"receive-loop lag reached {np.max(health['loop_lag_ms']):.0f} ms")
+    for process, clock in (run.meta.get("clock_offsets") or {}).items():
+        uncertainty_ms = clock.get("uncertainty_ns", 0) / NS_PER_MS
+        if uncertainty_ms > MAX_CLOCK_UNCERTAINTY_MS:
+            problems.append(f"clock of process {process} uncertain by ±{uncertainty_ms:.1f} ms")
+    if not run.meta.get("collection", {}).get("complete", True):
+        problems.append("not every worker's records were collected")
+    return problems
+
+
+def _rate(count: int, trials: int) -> dict[str, float | int]:
+    low, high = wilson_interval(count, trials)
+    return {"count": count, "rate": count / trials if trials else 0.0, "ci95": [low, high]}
+
+
+def analyze(run: Run) -> dict[str, Any]:
+    """Every headline figure of a run, JSON-ready."""
+    times = run.meta["times"]
+    loss = account(
+        run.sends, run.deliveries, run.membership, run.errors, _settle_ns(run),
+        times.get("drain_deadline_ns"),
+    )  # fmt: skip
+    lat = latencies(run)
+    duration_s = max(1e-9, (times["stop_sending_ns"] - times["start_ns"]) / 1e9)
+    receipts = max(loss.receipts, 1)
+    return {
+        "summary_version": SUMMARY_VERSION,
+        "run": str(run.path),
+        "variant": run.meta.get("variant", ""),
+        "target": run.meta.get("target", ""),
+        "scenario": run.scenario,
+        "counts": loss.as_dict(),
+        "latency_ms": {
+            "from_sent": percentiles(lat.from_sent_ms),
+            "from_intended": percentiles(lat.from_intended_ms),
+            "deliveries_measured": len(lat.from_sent_ms),
+        },
+        "rates": {
+            "loss": _rate(loss.lost, loss.expected),
+            "duplicates": _rate(loss.duplicates, receipts),
+            "out_of_order": _rate(loss.out_of_order, receipts),
+            "late": _rate(loss.late, receipts),
+            "negative_latency": _rate(loss.negative_latency, receipts),
+            "error_frames": _rate(loss.error_frames, max(loss.messages, 1)),
+        },
+        "throughput": {
+            "sends_per_s": loss.messages / duration_s,
+            "deliveries_per_s": loss.receipts / duration_s,
+            "duration_s": duration_s,
+        },
+        "errors_by_kind": {
+            str(kind): int(n) for kind, n in zip(*np.unique(run.errors["kind"], return_counts=True), strict=True)
+        },
+        "validity": validity(run),
+    }

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean chromium
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,6 +17,12 @@ node_modules/.bin/wscat: package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
+# Headless Chromium renders the HTML report in the end-to-end report test.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 run: $(STAMP)
 	$(VENV)/bin/fanbench run
 
@@ -27,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) node_modules/.bin/wscat
+pytest: $(STAMP) node_modules/.bin/wscat chromium
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest

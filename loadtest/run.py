@@ -191,11 +191,9 @@ def run_command(args: argparse.Namespace) -> int:
     for line in summary_lines(summary):
         print(line)
     if not args.no_report:
-        try:
-            from reports.render import write_report
-        except ImportError:
-            pass
-        else:
-            print(f"report: {write_report(run_dir)}")
+        from reports.prices import Prices
+        from reports.render import write_report
+
+        print(f"report: {write_report(run_dir, Prices())}")
     print(f"run directory: {run_dir}")
     return 0

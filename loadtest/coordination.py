@@ -37,7 +37,7 @@ from loadtest.scenario import Scenario, add_arguments, from_options
 
 SHIP_INTERVAL_S = 1.0
 FLUSH_TIMEOUT_S = 30.0
-PING_ROUNDS = 5
+PING_ROUNDS = 20
 PROGRESS_INTERVAL_S = 1.0
 PROGRESS_LOSS_ROW_LIMIT = 2_000_000
 
@@ -109,7 +109,7 @@ class MasterState:
         runner = self.environment.runner
         for _ in range(PING_ROUNDS):
             runner.send_message(PING, {"t0": time.time_ns()})
-            gevent.sleep(0.05)
+            gevent.sleep(0.1)
 
     # -- end of test -----------------------------------------------------------------
 

@@ -96,17 +96,23 @@ def _progress_line(progress: dict[str, Any]) -> str:
 
 
 def _watch(process: subprocess.Popen[bytes], run_dir: Path, quiet: bool, limit_s: float) -> int:
+    """Wait for Locust; on a terminal redraw one progress line, elsewhere print one every 10 s."""
     deadline = time.monotonic() + limit_s
     progress_file = run_dir / "progress.json"
+    interactive = sys.stdout.isatty()
+    last_printed = 0.0
     while process.poll() is None:
         if time.monotonic() > deadline:
             process.kill()
             raise RunError(f"Locust did not finish within {limit_s:.0f} s")
         time.sleep(0.5)
-        if not quiet and progress_file.is_file():
+        due = interactive or time.monotonic() - last_printed >= 10
+        if not quiet and due and progress_file.is_file():
             with contextlib.suppress(ValueError, OSError, KeyError):
-                print(_progress_line(json.loads(progress_file.read_text())), end="", flush=True)
-    if not quiet:
+                line = _progress_line(json.loads(progress_file.read_text()))
+                print(line if interactive else line.lstrip("\r"), end="" if interactive else "\n", flush=True)
+                last_printed = time.monotonic()
+    if not quiet and interactive:
         print()
     return process.wait()
 

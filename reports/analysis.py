@@ -118,7 +118,11 @@ def per_second(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
 def validity(run: Run) -> list[str]:
     """Reasons the latency figures may describe the generator rather than the system."""
     problems: list[str] = []
-    health = run.health
+    # Only the measured window counts: start-up (imports, connects) is not the test.
+    window = (run.health["t_ns"] >= measured_window_start(run)) & (
+        run.health["t_ns"] <= run.meta["times"]["stop_sending_ns"]
+    )
+    health = {column: values[window] for column, values in run.health.items()}
     if len(health["t_ns"]):
         if float(np.max(health["cpu_percent"])) > MAX_CPU_PERCENT:
             problems.append(f"load generator CPU reached {np.max(health['cpu_percent']):.0f} %")

@@ -96,7 +96,15 @@ def post_with_retry(
     max_attempts: int,
     rng: random.Random,
 ) -> PostResult:
-    """Post once, retrying 429/5xx/transport errors with jittered backoff until ``deadline``."""
+    """Post once, retrying 429/5xx/transport errors with jittered backoff until ``deadline``.
+
+    A post still queued when ``deadline`` has passed is not attempted (``FAILED``):
+    otherwise every recipient waiting for a pool worker would make one more call
+    after the deadline, and a large throttled audience would run the invocation
+    into Lambda's timeout, losing the stale-id cleanup and the metrics line.
+    """
+    if time.monotonic() >= deadline:
+        return PostResult.FAILED
     throttled = False
     for attempt in range(max_attempts):
         try:

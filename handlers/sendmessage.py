@@ -96,7 +96,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     fanned_out_at = time.monotonic()
     counts = Counter(results)
-    stale = [cid for cid, result in zip(recipients, results, strict=True) if result is PostResult.GONE]
+    stale = [
+        cid for cid, result in zip(recipients, results, strict=True) if result is PostResult.GONE
+    ]
     cleanup_left = 0
     if stale:
         try:

@@ -28,8 +28,10 @@ def _stage(args: argparse.Namespace) -> int:
         raise UserError(f"refusing to bind {config.host}: pass --allow-remote to expose the stage")
 
     def announce(info: dict[str, object]) -> None:
-        print(f"fanbench local stage ({info['variant']} sendmessage), bound to {config.host} only"
-              if config.host == LOOPBACK else f"fanbench local stage bound to {config.host}")  # fmt: skip
+        scope = "only" if config.host == LOOPBACK else "(reachable from other hosts)"
+        print(
+            f"fanbench local stage ({info['variant']} sendmessage), bound to {config.host} {scope}"
+        )
         print(f"  WebSocket URL:    {info['ws_url']}")
         print(f"  @connections URL: {info['connections_url']}")
         print(f"  DynamoDB:         {info['dynamodb_endpoint']} (table {info['table_name']})")
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    stage = commands.add_parser("stage", help="run the local stage (API Gateway + Lambda + DynamoDB)")
+    stage = commands.add_parser(
+        "stage", help="run the local stage (API Gateway + Lambda + DynamoDB)"
+    )
     add_stage_arguments(stage)
     stage.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     stage.set_defaults(func=_stage)

@@ -27,13 +27,13 @@ from typing import Any
 import gevent
 from locust import events
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
-from reports.loss import account
-from reports.rundir import as_table
 
 from loadtest import health, process_context
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
 from loadtest.scenario import Scenario, add_arguments, from_options
+from reports.loss import account
+from reports.rundir import as_table
 
 SHIP_INTERVAL_S = 1.0
 FLUSH_TIMEOUT_S = 30.0
@@ -99,9 +99,15 @@ class MasterState:
     def on_pong(self, environment: Any, msg: Any, **_: Any) -> None:
         received_ns = time.time_ns()
         process, sent_ns, worker_ns = (int(msg.data[k]) for k in ("process", "t0", "worker_ns"))
-        self._pings.setdefault(process, []).append((received_ns - sent_ns, worker_ns - (sent_ns + received_ns) // 2))
+        self._pings.setdefault(process, []).append(
+            (received_ns - sent_ns, worker_ns - (sent_ns + received_ns) // 2)
+        )
         rtt, offset = min(self._pings[process])
-        self.clock[process] = {"offset_ns": offset, "uncertainty_ns": rtt // 2, "samples": len(self._pings[process])}
+        self.clock[process] = {
+            "offset_ns": offset,
+            "uncertainty_ns": rtt // 2,
+            "samples": len(self._pings[process]),
+        }
         self.collector.offsets_ns[process] = offset
 
     def measure_clocks(self) -> None:
@@ -251,7 +257,8 @@ class WorkerState:
 
     def on_ping(self, environment: Any, msg: Any, **_: Any) -> None:
         environment.runner.send_message(
-            PONG, {"process": self.context.process, "t0": msg.data["t0"], "worker_ns": time.time_ns()}
+            PONG,
+            {"process": self.context.process, "t0": msg.data["t0"], "worker_ns": time.time_ns()},
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from reports.rundir import COLUMNS, STILL_CONNECTED, write_run
 
 TIME_COLUMNS = {
@@ -74,7 +75,9 @@ class Recorder:
         if opened is not None:
             self._membership(client, opened[0], opened[1], disconnected_ns)
 
-    def _membership(self, client: int, audience: str, connected_ns: int, disconnected_ns: int) -> None:
+    def _membership(
+        self, client: int, audience: str, connected_ns: int, disconnected_ns: int
+    ) -> None:
         t = self._tables["membership"]
         t["client"].append(client)
         t["audience"].append(audience)
@@ -118,7 +121,10 @@ class Recorder:
             return {"process": self.process, "tables": tables, "has_more": self.has_more()}
 
     def has_more(self) -> bool:
-        return any(len(columns["client" if "client" in columns else "t_ns"]) for columns in self._tables.values())
+        return any(
+            len(columns["client" if "client" in columns else "t_ns"])
+            for columns in self._tables.values()
+        )
 
 
 def batch_columns(batch: Batch, offset_ns: int = 0) -> dict[str, dict[str, npt.NDArray[Any]]]:
@@ -159,7 +165,9 @@ class Collector:
         merged: dict[str, dict[str, npt.NDArray[Any]]] = {}
         for name, parts in self._parts.items():
             if parts:
-                merged[name] = {col: np.concatenate([p[col] for p in parts]) for col in COLUMNS[name]}
+                merged[name] = {
+                    col: np.concatenate([p[col] for p in parts]) for col in COLUMNS[name]
+                }
             else:
                 merged[name] = {
                     col: np.array([], dtype=kind if kind != "U" else "U1")

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from reports.analysis import analyze
-from reports.rundir import RunDirError, read_run
-
 from loadtest.coordination import default_run_dir
 from loadtest.paths import PROJECT_ROOT
 from loadtest.scenario import Scenario
 from loadtest.stage.config import add_stage_arguments, config_from_args
 from loadtest.stage.launcher import LocalStage, StageError
+from reports.analysis import analyze
+from reports.rundir import RunDirError, read_run
 
 LOCUSTFILE = PROJECT_ROOT / "loadtest" / "locustfile.py"
 EXTRA_LOCUST_TIME_S = 60
@@ -38,10 +37,14 @@ class RunError(RuntimeError):
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     scenario = Scenario()
-    parser.add_argument("--target", help="a real stage's wss:// URL (default: start the local stage)")
+    parser.add_argument(
+        "--target", help="a real stage's wss:// URL (default: start the local stage)"
+    )
     parser.add_argument("--users", type=int, default=20, help="WebSocket clients (default: 20)")
     parser.add_argument("--spawn-rate", type=float, default=10.0, help="clients started per second")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of sending (default: 60)")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of sending (default: 60)"
+    )
     parser.add_argument("--workers", type=int, default=0,
                         help="Locust worker processes (0: one process, no master)")  # fmt: skip
     parser.add_argument("--room-size", type=int, default=scenario.room_size,
@@ -90,7 +93,8 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: Path, variant: 
 def _progress_line(progress: dict[str, Any]) -> str:
     lost = progress.get("lost")
     return (
-        f"\r  {progress['elapsed_s']:6.1f} s  users {progress['users']:>5}  sent {progress['sent']:>7}"
+        f"\r  {progress['elapsed_s']:6.1f} s  users {progress['users']:>5}"
+        f"  sent {progress['sent']:>7}"
         f"  delivered {progress['delivered']:>9}  lost {'-' if lost is None else lost:>6}"
     )
 
@@ -110,7 +114,11 @@ def _watch(process: subprocess.Popen[bytes], run_dir: Path, quiet: bool, limit_s
         if not quiet and due and progress_file.is_file():
             with contextlib.suppress(ValueError, OSError, KeyError):
                 line = _progress_line(json.loads(progress_file.read_text()))
-                print(line if interactive else line.lstrip("\r"), end="" if interactive else "\n", flush=True)
+                print(
+                    line if interactive else line.lstrip("\r"),
+                    end="" if interactive else "\n",
+                    flush=True,
+                )
                 last_printed = time.monotonic()
     if not quiet and interactive:
         print()
@@ -148,10 +156,16 @@ def execute(args: argparse.Namespace) -> Path:
         process = subprocess.Popen(locust_command(args, host, run_dir, variant), cwd=PROJECT_ROOT)
         _watch(process, run_dir, args.quiet, limit_s)
         if not (run_dir / "run.json").is_file():
-            raise RunError(f"Locust ended without writing {run_dir / 'run.json'}; see its output above")
+            raise RunError(
+                f"Locust ended without writing {run_dir / 'run.json'}; see its output above"
+            )
         extra: dict[str, Any] = {"locust_returncode": process.returncode}
         if stage is not None:
-            extra["stage"] = {"kind": "local", "config": _stage_meta(stage_config), "stats": stage.stats()}
+            extra["stage"] = {
+                "kind": "local",
+                "config": _stage_meta(stage_config),
+                "stats": stage.stats(),
+            }
         else:
             extra["stage"] = {"kind": "remote"}
         _add_to_meta(run_dir, extra)
@@ -177,7 +191,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [
         f"messages sent {counts['messages']}, deliveries {counts['delivered']} of "
         f"{counts['expected']} expected",
-        f"fan-out latency p50 {ms(latency['p50'])}, p99 {ms(latency['p99'])}, max {ms(latency['max'])}",
+        f"fan-out latency p50 {ms(latency['p50'])}, p99 {ms(latency['p99'])}, "
+        f"max {ms(latency['max'])}",
         f"lost {counts['lost']} ({100 * loss['rate']:.3f} %, 95 % CI {100 * loss['ci95'][0]:.3f}–"
         f"{100 * loss['ci95'][1]:.3f} %), duplicates {counts['duplicates']}, "
         f"out of order {counts['out_of_order']}, error frames {counts['error_frames']}",

@@ -44,7 +44,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--message-bytes", type=int, default=defaults.message_bytes,
                         include_in_web_ui=True, help="chat message size")  # fmt: skip
     parser.add_argument("--send-interval", type=float, default=defaults.send_interval_s,
-                        include_in_web_ui=True, help="seconds between one user's messages")  # fmt: skip
+                        include_in_web_ui=True, help="seconds between sends")  # fmt: skip
     parser.add_argument("--warmup", type=float, default=defaults.warmup_s, include_in_web_ui=True,
                         help="seconds excluded from latency statistics")  # fmt: skip
     parser.add_argument("--drain", type=float, default=defaults.drain_s, include_in_web_ui=True,

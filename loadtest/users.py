@@ -46,9 +46,9 @@ class ChatUser(User):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        self.context = process_context.current()
-        self.client_id, number = self.context.next_user()
-        self.audience = self.context.scenario.audience_for(self.context.process, number)
+        self.shared = process_context.current()
+        self.client_id, number = self.shared.next_user()
+        self.audience = self.shared.scenario.audience_for(self.shared.process, number)
         self.socket: ClientConnection | None = None
         self._receiver: gevent.Greenlet | None = None
         self._seq = 0
@@ -60,7 +60,7 @@ class ChatUser(User):
         )  # fmt: skip
 
     def on_start(self) -> None:
-        scenario = self.context.scenario
+        scenario = self.shared.scenario
         room = None if self.audience == "*" else self.audience
         url = connect_url(self.host or "", room, scenario.token)
         began = time.perf_counter()
@@ -71,15 +71,15 @@ class ChatUser(User):
             )  # fmt: skip
         except (OSError, TimeoutError, WebSocketException) as error:
             detail = _redact(f"{type(error).__name__}: {error}", scenario.token)
-            self.context.recorder.error(self.client_id, time.time_ns(), "connect_failed", detail)
+            self.shared.recorder.error(self.client_id, time.time_ns(), "connect_failed", detail)
             self._fire("connect", (time.perf_counter() - began) * 1000, RuntimeError(detail))
             raise StopUser() from None
         self._fire("connect", (time.perf_counter() - began) * 1000)
-        self.context.recorder.connected(self.client_id, self.audience, time.time_ns())
+        self.shared.recorder.connected(self.client_id, self.audience, time.time_ns())
         self._receiver = gevent.spawn(self._receive, self.socket)
 
     def _receive(self, socket: ClientConnection) -> None:
-        recorder = self.context.recorder
+        recorder = self.shared.recorder
         me = self.client_id
         while True:
             try:
@@ -105,14 +105,13 @@ class ChatUser(User):
     @task
     def send_open_loop(self) -> None:
         """Send on a fixed schedule whatever the receipts do (open loop)."""
-        context = self.context
-        interval_ns = int(context.scenario.send_interval_s * 1e9)
+        interval_ns = int(self.shared.scenario.send_interval_s * 1e9)
         intended = time.time_ns() + int(random.uniform(0, interval_ns))
         while self.socket is not None:
             wait_s = (intended - time.time_ns()) / 1e9
             if wait_s > 0:
                 gevent.sleep(wait_s)
-            if context.sending:
+            if self.shared.sending:
                 self._send(intended)
             intended += interval_ns
 
@@ -123,22 +122,22 @@ class ChatUser(User):
         self._seq += 1
         text = envelope.encode(
             envelope.Envelope(self.client_id, seq, intended_ns, sent_ns),
-            self.context.scenario.message_bytes,
+            self.shared.scenario.message_bytes,
         )
         try:
             self.socket.send(envelope.sendmessage_frame(text))
         except (ConnectionClosed, OSError) as error:
-            self.context.recorder.error(self.client_id, sent_ns, "send_failed", repr(error))
+            self.shared.recorder.error(self.client_id, sent_ns, "send_failed", repr(error))
             self._fire("send", 0.0, error)
             return
-        self.context.recorder.send(self.client_id, seq, intended_ns, sent_ns, len(text))
-        self.context.send_lags_ms.append((sent_ns - intended_ns) / 1e6)
+        self.shared.recorder.send(self.client_id, seq, intended_ns, sent_ns, len(text))
+        self.shared.send_lags_ms.append((sent_ns - intended_ns) / 1e6)
 
     def on_stop(self) -> None:
         socket, self.socket = self.socket, None
         if socket is None:
             return
-        self.context.recorder.disconnecting(self.client_id, time.time_ns())
+        self.shared.recorder.disconnecting(self.client_id, time.time_ns())
         socket.close()
         if self._receiver is not None:
             self._receiver.join(timeout=2)

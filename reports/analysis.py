@@ -49,7 +49,7 @@ def measured_window_start(run: Run) -> int:
 
 def latencies(run: Run) -> Latencies:
     facts = ledger(run.sends, run.deliveries, run.membership, _settle_ns(run))
-    keep = (facts.receipt_message >= 0) & facts.receipt_first
+    keep = facts.receipt_expected & facts.receipt_first  # expected implies a known send
     message = facts.receipt_message[keep]
     keep_measured = run.sends["sent_ns"][message] >= measured_window_start(run)
     message = message[keep_measured]
@@ -66,7 +66,11 @@ def per_message(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
     """Fan-out completion (last receipt) and spread (last − first) per measured message."""
     if not len(lat.message):
         empty = np.array([], dtype=np.float64)
-        return {"audience": np.array([], dtype=np.int64), "completion_ms": empty, "spread_ms": empty}
+        return {
+            "audience": np.array([], dtype=np.int64),
+            "completion_ms": empty,
+            "spread_ms": empty,
+        }
     order = np.argsort(lat.message, kind="stable")
     messages, starts = np.unique(lat.message[order], return_index=True)
     latest = np.maximum.reduceat(lat.from_sent_ms[order], starts)
@@ -94,16 +98,16 @@ def per_second(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
 
     facts = ledger(run.sends, run.deliveries, run.membership, _settle_ns(run))
     lost_per_message = facts.expected_per_message - facts.delivered_per_message
-    lost = np.histogram(
-        (run.sends["sent_ns"] - start) / 1e9, bins=bins, weights=lost_per_message
-    )[0].astype(np.int64)
+    lost = np.histogram((run.sends["sent_ns"] - start) / 1e9, bins=bins, weights=lost_per_message)[
+        0
+    ].astype(np.int64)
     second_of = ((lat.received_ns - start) // 1_000_000_000).astype(np.int64)
     p50 = np.full(seconds, np.nan)
     p99 = np.full(seconds, np.nan)
     for s in np.unique(second_of):
         if 0 <= s < seconds:
             values = lat.from_sent_ms[second_of == s]
-            p50[s], p99[s] = np.percentile(values, [50, 99], method="higher")
+            p50[s], p99[s] = np.percentile(values, [50, 99], method="inverted_cdf")
     return {
         "second": bins[:-1],
         "sends": count(run.sends["sent_ns"]),
@@ -139,7 +143,7 @@ def validity(run: Run) -> list[str]:
     return problems
 
 
-def _rate(count: int, trials: int) -> dict[str, float | int]:
+def _rate(count: int, trials: int) -> dict[str, Any]:
     low, high = wilson_interval(count, trials)
     return {"count": count, "rate": count / trials if trials else 0.0, "ci95": [low, high]}
 
@@ -180,7 +184,8 @@ def analyze(run: Run) -> dict[str, Any]:
             "duration_s": duration_s,
         },
         "errors_by_kind": {
-            str(kind): int(n) for kind, n in zip(*np.unique(run.errors["kind"], return_counts=True), strict=True)
+            str(kind): int(n)
+            for kind, n in zip(*np.unique(run.errors["kind"], return_counts=True), strict=True)
         },
         "validity": validity(run),
     }

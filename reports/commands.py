@@ -51,10 +51,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def register(commands: Any) -> None:
-    report = commands.add_parser("report", help="write RUN_DIR/report/ (HTML, Markdown, JSON, charts)")
+    report = commands.add_parser(
+        "report", help="write RUN_DIR/report/ (HTML, Markdown, JSON, charts)"
+    )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     report.add_argument("--price", action="append", default=[], metavar="NAME=USD",
-                        help="override a price, e.g. api_gateway_per_million_messages=1.0")  # fmt: skip
+                        help="override a price, e.g. lambda_per_million_requests=0.2")  # fmt: skip
     report.set_defaults(func=_report)
 
     compare = commands.add_parser("compare", help="compare runs (e.g. baseline vs optimized)")
@@ -63,7 +65,9 @@ def register(commands: Any) -> None:
     compare.add_argument("--force", action="store_true", help="compare even if scenarios differ")
     compare.set_defaults(func=_compare)
 
-    check = commands.add_parser("check", help="exit non-zero when a run misses a threshold (for CI)")
+    check = commands.add_parser(
+        "check", help="exit non-zero when a run misses a threshold (for CI)"
+    )
     check.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     check.add_argument("--max-p50-ms", type=float)
     check.add_argument("--max-p99-ms", type=float)

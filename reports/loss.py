@@ -106,7 +106,9 @@ def expected_recipients(sends: Table, membership: Table, settle_ns: int) -> I64:
         for start in range(0, len(messages), _CHUNK):
             chunk = messages[start : start + _CHUNK]
             t = sent[chunk][:, None]
-            present = (connected[rows][None, :] <= t) & (disconnected[rows][None, :] >= t + settle_ns)
+            present = (connected[rows][None, :] <= t) & (
+                disconnected[rows][None, :] >= t + settle_ns
+            )
             present &= rows[None, :] != sender_rows[chunk][:, None]
             expected[chunk] = present.sum(axis=1)
     return expected
@@ -121,8 +123,10 @@ def ledger(sends: Table, deliveries: Table, membership: Table, settle_ns: int) -
     receipt_keys = message_keys(deliveries["sender"], deliveries["seq"])
     position = np.searchsorted(send_keys[order], receipt_keys)
     position = np.minimum(position, max(n_sends - 1, 0))
-    found = (n_sends > 0) & (send_keys[order][position] == receipt_keys) if n_sends else np.zeros(
-        n_receipts, dtype=bool
+    found = (
+        (n_sends > 0) & (send_keys[order][position] == receipt_keys)
+        if n_sends
+        else np.zeros(n_receipts, dtype=bool)
     )
     receipt_message = np.where(found, order[position] if n_sends else 0, -1).astype(np.int64)
 
@@ -143,9 +147,12 @@ def ledger(sends: Table, deliveries: Table, membership: Table, settle_ns: int) -
         row_of, codes, _ = _audience_codes(membership)
         receiver_rows = np.array([row_of.get(int(c), -1) for c in deliveries["client"]])
         sender_rows = np.array([row_of.get(int(c), -1) for c in deliveries["sender"]])
-        t = np.where(found, sends["sent_ns"][np.maximum(receipt_message, 0)], 0)
+        sent_ns = sends["sent_ns"][np.maximum(receipt_message, 0)] if n_sends else 0
+        t = np.where(found, sent_ns, 0)
         disconnected = membership["disconnected_ns"][np.maximum(receiver_rows, 0)]
-        disconnected = np.where(disconnected == STILL_CONNECTED, np.iinfo(np.int64).max, disconnected)
+        disconnected = np.where(
+            disconnected == STILL_CONNECTED, np.iinfo(np.int64).max, disconnected
+        )
         receipt_expected = (
             found
             & (receiver_rows >= 0)

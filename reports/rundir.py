@@ -40,7 +40,8 @@ COLUMNS: dict[str, dict[str, str]] = {
     "membership": {"client": "i8", "audience": "U", "connected_ns": "i8", "disconnected_ns": "i8"},
     "errors": {"client": "i8", "t_ns": "i8", "kind": "U", "detail": "U"},
     "health": {
-        "process": "i8", "t_ns": "i8", "cpu_percent": "f8", "send_lag_ms": "f8", "loop_lag_ms": "f8",
+        "process": "i8", "t_ns": "i8", "cpu_percent": "f8",
+        "send_lag_ms": "f8", "loop_lag_ms": "f8",
     },
 }  # fmt: skip
 REQUIRED_META = ("schema_version", "scenario", "target", "variant", "times")
@@ -101,7 +102,10 @@ def _read_table(path: Path, name: str) -> Table:
     if not file.is_file():
         raise RunDirError(f"{path}: missing records/{name}.npz")
     try:
-        with np.load(file, allow_pickle=False) as archive:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with loaded as archive:
             columns = {column: archive[column] for column in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise RunDirError(f"{path}: records/{name}.npz is corrupt ({error})") from None
@@ -126,7 +130,8 @@ def read_run(path: Path) -> Run:
         raise RunDirError(f"{path}: run.json lacks {', '.join(missing)}")
     if meta["schema_version"] != SCHEMA_VERSION:
         raise RunDirError(
-            f"{path}: schema version {meta['schema_version']} (this fanbench reads {SCHEMA_VERSION})"
+            f"{path}: schema version {meta['schema_version']}"
+            f" (this fanbench reads {SCHEMA_VERSION})"
         )
     tables = {name: _read_table(path, name) for name in COLUMNS}
     return Run(path=path, meta=meta, **tables)

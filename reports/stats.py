@@ -17,7 +17,7 @@ def percentiles(values: npt.NDArray[Any]) -> dict[str, float | None]:
     keys = [f"p{p:g}" for p in PERCENTILES] + ["max", "mean"]
     if not len(values):
         return dict.fromkeys(keys, None)
-    found = np.percentile(values, PERCENTILES, method="higher")
+    found = np.percentile(values, PERCENTILES, method="inverted_cdf")
     out: dict[str, float | None] = {k: float(v) for k, v in zip(keys, found, strict=False)}
     out["max"] = float(np.max(values))
     out["mean"] = float(np.mean(values))
@@ -70,6 +70,9 @@ def bootstrap_difference(
         return (math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     rate_a, rate_b = hits_a / trials_a, hits_b / trials_b
-    draws = rng.binomial(trials_a, rate_a, rounds) / trials_a - rng.binomial(trials_b, rate_b, rounds) / trials_b
+    draws = (
+        rng.binomial(trials_a, rate_a, rounds) / trials_a
+        - rng.binomial(trials_b, rate_b, rounds) / trials_b
+    )
     low, high = np.percentile(draws, [2.5, 97.5])
     return (rate_a - rate_b, float(low), float(high))

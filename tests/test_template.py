@@ -20,13 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aws_limits
 import pytest
 from cfnlint.api import lint
 from cfnlint.decode.decode import decode_str
 from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.translator.transform import transform
 
+import aws_limits
 from loadtest.paths import HANDLERS_DIR, TEMPLATE_PATH
 from loadtest.stage.template import load_template, stage_template
 
@@ -529,7 +529,7 @@ def test_least_privilege_check_catches(mutate: Callable[[Template], None]) -> No
 
 def test_permission_check_catches_a_missing_or_broad_source_arn() -> None:
     template = source_template()
-    del template["Resources"]["ConnectPermission"]["Properties"]["SourceArn"]
+    template["Resources"]["ConnectPermission"]["Properties"].pop("SourceArn", None)
     template["Resources"]["DefaultPermission"]["Properties"]["SourceArn"] = {
         "Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:*"
     }

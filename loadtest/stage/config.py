@@ -18,7 +18,6 @@ from aws_limits import (
     INTEGRATION_TIMEOUT_S,
     MAX_CONNECTION_DURATION_S,
 )
-
 from loadtest.stage.faults import Faults
 
 LOOPBACK = "127.0.0.1"
@@ -34,7 +33,9 @@ class StageConfig:
     stage: str = "local"
     variant: str = "optimized"
     concurrency: int = 8
-    """Execution environments across all functions (AWS's default is 1,000; this is a laptop)."""
+    """Concurrent invocations across all functions (AWS's default is 1,000; this is a laptop)."""
+    provisioned: int = 1
+    """Environments started per function before traffic (AWS: provisioned concurrency)."""
     function_timeout_s: float | None = None
     """Overrides every function's template Timeout."""
     integration_timeout_s: float = INTEGRATION_TIMEOUT_S
@@ -59,6 +60,8 @@ class StageConfig:
             raise ValueError(f"variant must be baseline or optimized, not {self.variant!r}")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if not 0 <= self.provisioned <= self.concurrency:
+            raise ValueError("provisioned must be within 0..concurrency")
 
     def template_parameters(self, callback_url: str) -> dict[str, str]:
         return {
@@ -78,18 +81,29 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--stage", "stage", str, "stage name, the URL path"),
     ("--variant", "variant", str, "sendmessage handler: baseline or optimized"),
     ("--concurrency", "concurrency", int, "Lambda execution environments, all functions"),
+    ("--provisioned", "provisioned", int, "environments per function started ahead of traffic"),
     ("--function-timeout", "function_timeout_s", float, "seconds; overrides the template"),
     ("--integration-timeout", "integration_timeout_s", float, "seconds (AWS: 29)"),
     ("--idle-timeout", "idle_timeout_s", float, "seconds (AWS: 600)"),
     ("--max-connection", "max_connection_s", float, "seconds (AWS: 7200)"),
     ("--dynamodb-endpoint", "dynamodb_endpoint", str, "external DynamoDB endpoint URL"),
     ("--table-name", "table_name", str, "connections table name"),
-    ("--throttle-rps", "throttle_rps", float, f"@connections throttle (AWS: {ACCOUNT_THROTTLE_RPS})"),
+    (
+        "--throttle-rps",
+        "throttle_rps",
+        float,
+        f"@connections throttle (AWS: {ACCOUNT_THROTTLE_RPS})",
+    ),
     ("--throttle-burst", "throttle_burst", float, "@connections throttle burst"),
     ("--auth-token", "auth_token", str, "require ?token= at $connect"),
     ("--log-dir", "log_dir", Path, "where handler and emulator logs go"),
     ("--post-latency-ms", "faults.post_latency_ms", float, "fault: fixed @connections delay"),
-    ("--post-latency-jitter-ms", "faults.post_latency_jitter_ms", float, "fault: random extra delay"),
+    (
+        "--post-latency-jitter-ms",
+        "faults.post_latency_jitter_ms",
+        float,
+        "fault: random extra delay",
+    ),
     ("--post-failure-rate", "faults.post_failure_rate", float, "fault: share of posts → 500"),
     ("--throttle-rate", "faults.throttle_rate", float, "fault: share of posts → 429"),
     ("--drop-rate", "faults.drop_rate", float, "fault: share of 200 posts never delivered"),

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from aws_limits import MAX_MESSAGE_BYTES
-
 from loadtest.stage.events import is_valid_id
 
 

@@ -102,9 +102,7 @@ def connect_event(
         event["multiValueQueryStringParameters"] = {
             name: list(values) for name, values in query.items()
         }
-    event["requestContext"] = _request_context(
-        api, conn, "$connect", "CONNECT", request_id, now_ms
-    )
+    event["requestContext"] = _request_context(api, conn, "$connect", "CONNECT", request_id, now_ms)
     event["isBase64Encoded"] = False
     return event
 

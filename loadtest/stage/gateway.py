@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from aws_limits import CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED_DATA
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from aws_limits import CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED_DATA
 from loadtest.stage.config import StageConfig
 from loadtest.stage.events import (
     ApiIdentity,
@@ -81,17 +81,21 @@ class Gateway:
         self.routes: dict[str, FunctionSpec] = {
             key: spec for key, spec in template.routes.items() if key not in config.disabled_routes
         }
-        self.message_routes = frozenset(k for k in self.routes if k not in ("$connect", "$disconnect"))
+        self.message_routes = frozenset(
+            k for k in self.routes if k not in ("$connect", "$disconnect")
+        )
         self.selection_field = selection_key(template.route_selection_expression)
         self.connections: dict[str, Connection] = {}
         self._by_socket: dict[ServerConnection, Connection] = {}
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(config.faults.seed)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- Lambda integration -------------------------------------------------
 
-    async def _integrate(self, spec: FunctionSpec, event: dict[str, Any]) -> InvocationResult | None:
+    async def _integrate(
+        self, spec: FunctionSpec, event: dict[str, Any]
+    ) -> InvocationResult | None:
         """Invoke with the integration timeout; ``None`` means the gateway gave up waiting.
 
         The invocation itself keeps running, as a Lambda does after API Gateway times out.
@@ -107,8 +111,8 @@ class Gateway:
             return None
 
     def _keep(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- handshake: $connect decides --------------------------------------------
 
@@ -182,9 +186,7 @@ class Gateway:
             self.stats["forbidden"] += 1
             await self._error_frame(record, FORBIDDEN, request_id)
             return
-        event = message_event(
-            self.api, record.info, route, body, new_id(), request_id, epoch_ms()
-        )
+        event = message_event(self.api, record.info, route, body, new_id(), request_id, epoch_ms())
         result = await self._integrate(self.routes[route], event)
         if result is None:
             self.stats["integration_timeouts"] += 1
@@ -207,8 +209,12 @@ class Gateway:
 
     async def _disconnect(self, record: Connection) -> None:
         protocol = record.socket.protocol
-        received = (protocol.close_rcvd.code, protocol.close_rcvd.reason) if protocol.close_rcvd else None
-        sent = (protocol.close_sent.code, protocol.close_sent.reason) if protocol.close_sent else None
+        received = (
+            (protocol.close_rcvd.code, protocol.close_rcvd.reason) if protocol.close_rcvd else None
+        )
+        sent = (
+            (protocol.close_sent.code, protocol.close_sent.reason) if protocol.close_sent else None
+        )
         code, reason = record.closing_reason or disconnect_status(
             received, sent, protocol.close_rcvd_then_sent
         )
@@ -227,7 +233,9 @@ class Gateway:
 
     async def reap_idle(self) -> None:
         """Close connections past the idle timeout or the maximum duration (1001, as AWS)."""
-        interval = max(0.05, min(1.0, self.config.idle_timeout_s / 4, self.config.max_connection_s / 4))
+        interval = max(
+            0.05, min(1.0, self.config.idle_timeout_s / 4, self.config.max_connection_s / 4)
+        )
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()

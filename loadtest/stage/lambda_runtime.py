@@ -13,20 +13,33 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import multiprocessing
+import os
 import random
-import sys
+import socket
+import struct
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from multiprocessing.context import ForkServerContext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from loadtest.stage import lambda_worker
 from loadtest.stage.faults import Faults, fail_invocation
-from loadtest.stage.lambda_worker import HEADER
 from loadtest.stage.template import FunctionSpec
 
 SHUTDOWN_GRACE_S = 3.0
 TIMEOUT_GRACE_S = 0.05
+HEADER = struct.Struct("!I")
+"""multiprocessing's pipe framing: a 4-byte big-endian length, then the bytes."""
+
+
+def forkserver_context() -> ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([*lambda_worker.PRELOAD, "loadtest.stage.lambda_worker"])
+    return context
 
 
 @dataclass(frozen=True)
@@ -52,25 +65,36 @@ class EnvironmentFailed(RuntimeError):
 
 
 class _Environment:
-    def __init__(self, spec: FunctionSpec, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        process: BaseProcess,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         self.spec = spec
         self.process = process
+        self.reader = reader
+        self.writer = writer
         self.invocations = 0
 
     async def send(self, payload: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
         data = json.dumps(payload).encode()
-        self.process.stdin.write(HEADER.pack(len(data)) + data)
-        await self.process.stdin.drain()
+        self.writer.write(HEADER.pack(len(data)) + data)
+        await self.writer.drain()
 
     async def receive(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        (size,) = HEADER.unpack(await self.process.stdout.readexactly(HEADER.size))
-        reply: dict[str, Any] = json.loads(await self.process.stdout.readexactly(size))
+        (size,) = HEADER.unpack(await self.reader.readexactly(HEADER.size))
+        reply: dict[str, Any] = json.loads(await self.reader.readexactly(size))
         return reply
 
+    def close_channel(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+
     def kill(self) -> None:
-        if self.process.returncode is None:
+        self.close_channel()
+        if self.process.is_alive():
             self.process.kill()
 
 
@@ -78,6 +102,7 @@ class _Environment:
 class RuntimeStats:
     invocations: Counter[str] = field(default_factory=Counter)
     cold_starts: Counter[str] = field(default_factory=Counter)
+    provisioned: Counter[str] = field(default_factory=Counter)
     init_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     timeouts: Counter[str] = field(default_factory=Counter)
@@ -90,6 +115,7 @@ class RuntimeStats:
         return {
             "invocations": dict(self.invocations),
             "cold_starts": dict(self.cold_starts),
+            "provisioned": dict(self.provisioned),
             "init_ms": self.init_ms,
             "errors": dict(self.errors),
             "timeouts": dict(self.timeouts),
@@ -121,11 +147,20 @@ class LambdaRuntime:
         self._live: set[_Environment] = set()
         self._serial = itertools.count(1)
         self._rng = random.Random(faults.seed)
+        self._context = forkserver_context()
 
     def timeout_s(self, spec: FunctionSpec) -> float:
         return self.timeout_override_s if self.timeout_override_s is not None else spec.timeout_s
 
-    async def _start(self, spec: FunctionSpec) -> _Environment:
+    async def provision(self, specs: list[FunctionSpec], per_function: int) -> None:
+        """Start environments ahead of traffic, as provisioned concurrency does."""
+        started = await asyncio.gather(
+            *(self._start(spec, provisioned=True) for spec in specs for _ in range(per_function))
+        )
+        for env in started:
+            self._idle[env.spec.logical_id].append(env)
+
+    async def _start(self, spec: FunctionSpec, provisioned: bool = False) -> _Environment:
         environment = {
             **self.base_environment,
             **spec.environment,
@@ -135,21 +170,32 @@ class LambdaRuntime:
             "FANBENCH_COLD_START_MS": str(self.faults.cold_start_ms),
         }
         log_file = self.log_dir / f"{spec.logical_id}-{next(self._serial)}.log"
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "loadtest.stage.lambda_worker",
-            str(self.handlers_dir), spec.handler, str(log_file),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=environment,
-        )  # fmt: skip
-        env = _Environment(spec, process)
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=lambda_worker.serve,
+            args=(theirs, str(self.handlers_dir), spec.handler, str(log_file), environment),
+            name=f"lambda-{spec.logical_id}",
+            daemon=True,
+        )
+        # Starting talks to the forkserver over a blocking socket: keep it off the event loop.
+        await asyncio.get_running_loop().run_in_executor(None, process.start)
+        theirs.close()
+        channel = socket.socket(fileno=os.dup(ours.fileno()))
+        ours.close()
+        reader, writer = await asyncio.open_unix_connection(sock=channel)
+        env = _Environment(spec, process, reader, writer)
         try:
             ready = await env.receive()
-        except asyncio.IncompleteReadError:
-            ready = {"ready": False, "error": f"exited with {await process.wait()}"}
+        except (asyncio.IncompleteReadError, ConnectionError):
+            ready = {"ready": False, "error": f"exited with {process.exitcode}"}
         if not ready.get("ready"):
             env.kill()
             raise EnvironmentFailed(f"{spec.logical_id}: {ready.get('error')} (see {log_file})")
-        self.stats.cold_starts[spec.logical_id] += 1
-        self.stats.init_ms.append(float(ready["init_ms"]))
+        if provisioned:
+            self.stats.provisioned[spec.logical_id] += 1
+        else:
+            self.stats.cold_starts[spec.logical_id] += 1
+            self.stats.init_ms.append(float(ready["init_ms"]))
         self._live.add(env)
         return env
 
@@ -157,7 +203,9 @@ class LambdaRuntime:
         env.kill()
         self._live.discard(env)
 
-    async def invoke(self, spec: FunctionSpec, event: dict[str, Any], request_id: str) -> InvocationResult:
+    async def invoke(
+        self, spec: FunctionSpec, event: dict[str, Any], request_id: str
+    ) -> InvocationResult:
         name = spec.logical_id
         async with self._slots:
             self.stats.running += 1
@@ -195,7 +243,10 @@ class LambdaRuntime:
             self.stats.timeouts[name] += 1
             self._discard(env)  # Lambda replaces an environment that timed out.
             return InvocationResult(
-                ok=False, error=f"Task timed out after {timeout_s:.2f} seconds", timed_out=True, cold=cold
+                ok=False,
+                error=f"Task timed out after {timeout_s:.2f} seconds",
+                timed_out=True,
+                cold=cold,
             )
         except (asyncio.IncompleteReadError, ConnectionError) as error:
             self.stats.errors[name] += 1
@@ -214,19 +265,15 @@ class LambdaRuntime:
         return InvocationResult(ok=True, result=reply["result"], cold=cold, duration_ms=duration_ms)
 
     async def close(self) -> None:
-        """Stop every environment: close stdin (the worker exits), then kill stragglers."""
+        """Stop every environment: close its pipe (the worker exits), then kill stragglers."""
         environments = list(self._live)
         self._live.clear()
         self._idle.clear()
         for env in environments:
-            if env.process.stdin is not None and not env.process.stdin.is_closing():
-                env.process.stdin.close()
-        if environments:
-            _done, pending = await asyncio.wait(
-                [asyncio.create_task(env.process.wait()) for env in environments],
-                timeout=SHUTDOWN_GRACE_S,
-            )
-            for env in environments:
-                env.kill()
-            for task in pending:
-                task.cancel()
+            env.close_channel()
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        while any(env.process.is_alive() for env in environments) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for env in environments:
+            env.kill()
+            env.process.join(timeout=1)

@@ -6,6 +6,7 @@ caller) leaves no orphaned Lambda workers or emulator behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,7 +102,7 @@ class LocalStage:
     def stats(self) -> dict[str, Any]:
         """The stage's counters (gateway, @connections, Lambda runtime)."""
         url = f"{self.endpoints.management_url}/_fanbench/stats"
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=10) as response:
             stats: dict[str, Any] = json.load(response)
             return stats
 
@@ -112,14 +113,10 @@ class LocalStage:
             return None
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         returncode = process.wait()
         if process.stdout is not None:
             process.stdout.close()

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from aws_limits import CLOSE_NORMAL
 from websockets.exceptions import ConnectionClosed
 
+from aws_limits import CLOSE_NORMAL
 from loadtest.stage import connections_api as rules
 from loadtest.stage.faults import decide_post
 from loadtest.stage.gateway import Gateway, State

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aws_limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from websockets.asyncio.server import serve
 
+from aws_limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from loadtest.paths import HANDLERS_DIR, TEMPLATE_PATH
 from loadtest.stage.config import StageConfig
 from loadtest.stage.dynamodb import LOCAL_CREDENTIALS, EmbeddedDynamoDB, create_table
@@ -40,7 +40,12 @@ def _api_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(10))
 
 
-async def _serve(config: StageConfig, dynamodb_endpoint: str, log_dir: Path, ready: Callable[[dict[str, Any]], None]) -> None:
+async def _serve(
+    config: StageConfig,
+    dynamodb_endpoint: str,
+    log_dir: Path,
+    ready: Callable[[dict[str, Any]], None],
+) -> None:
     # The @connections listener starts first: its URL is the CallbackUrl parameter.
     management_runner: web.AppRunner | None = None
     api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name="")
@@ -57,7 +62,9 @@ async def _serve(config: StageConfig, dynamodb_endpoint: str, log_dir: Path, rea
         config.function_timeout_s,
     )  # fmt: skip
     template_document = load_template(TEMPLATE_PATH)
-    placeholder = stage_template(template_document, config.template_parameters(""), config.table_name)
+    placeholder = stage_template(
+        template_document, config.template_parameters(""), config.table_name
+    )
     gateway = Gateway(config, placeholder, runtime, api)
     management = ManagementApi(gateway, config.throttle_rps, config.throttle_burst)
     management_runner = web.AppRunner(management.app, access_log=None, handle_signals=False)
@@ -70,6 +77,8 @@ async def _serve(config: StageConfig, dynamodb_endpoint: str, log_dir: Path, rea
         template_document, config.template_parameters(callback_url), config.table_name
     )
     gateway.routes = {k: v for k, v in resolved.routes.items() if k not in config.disabled_routes}
+    if config.provisioned:
+        await runtime.provision(list(gateway.routes.values()), config.provisioned)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,7 +14,7 @@ import yaml
 
 
 class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns ``!Ref x`` into ``{"Ref": "x"}`` and ``!If [...]`` into ``{"Fn::If": [...]}``."""
+    """A SafeLoader that maps ``!Ref x`` to ``{"Ref": "x"}``, ``!If`` to ``Fn::If``, and so on."""
 
 
 def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
@@ -37,7 +37,7 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 def load_template(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as stream:
-        document = yaml.load(stream, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        document = yaml.load(stream, Loader=_CfnLoader)
     if not isinstance(document, dict) or "Resources" not in document:
         raise ValueError(f"{path} is not a CloudFormation template")
     return document
@@ -96,7 +96,7 @@ class _Resolver:
     def value(self, node: Any) -> Any:
         if not isinstance(node, dict) or len(node) != 1:
             return node
-        (key, arg), = node.items()
+        ((key, arg),) = node.items()
         if key == "Ref":
             if arg in self.parameters:
                 return self.parameters[arg]

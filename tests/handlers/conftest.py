@@ -8,17 +8,18 @@ Handlers are imported as top-level modules, as Lambda's task root makes them
 from __future__ import annotations
 
 import importlib
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import callbacks
-import connection_store
 import pytest
 from moto.server import ThreadedMotoServer
 
+import callbacks
+import connection_store
 from loadtest.paths import TEMPLATE_PATH
 from loadtest.stage.template import load_template, stage_template
 from tests.handlers.support import ConnectionsStub, Table
@@ -57,6 +58,7 @@ _CLEARED_ENV = (
 @pytest.fixture(scope="package")
 def moto_endpoint() -> Iterator[str]:
     """moto's real DynamoDB server, in a thread, on a free port."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -119,23 +121,19 @@ def table(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Table]:
 
 
 @pytest.fixture
-def load_sendmessage(table: Table, monkeypatch: pytest.MonkeyPatch) -> Iterator[SendMessageLoader]:
+def load_sendmessage(table: Table, monkeypatch: pytest.MonkeyPatch) -> SendMessageLoader:
     """(Re)import the optimized handler under extra env; it reads Settings at import."""
     import sendmessage
-
-    pools = []
 
     def load(**env: str) -> Handler:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        pools.append(sendmessage._POOL)
+        replaced = sendmessage._POOL
         importlib.reload(sendmessage)
+        replaced.shutdown(wait=True)  # the module keeps one live pool, as a warm Lambda does
         return sendmessage.handler
 
-    yield load
-    pools.append(sendmessage._POOL)
-    for pool in pools:
-        pool.shutdown(wait=True)
+    return load
 
 
 @pytest.fixture

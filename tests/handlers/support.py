@@ -175,6 +175,8 @@ class Request:
 
 class _StubServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
+    """socketserver's default backlog of 5 drops SYNs under a 32-wide fan-out (1 s stalls)."""
     stub: ConnectionsStub
 
 
@@ -206,8 +208,14 @@ class _StubHandler(BaseHTTPRequestHandler):
             return
         connection_id = unquote(path[len(prefix) :])
         reply = stub.record_and_script(Request(self.command, connection_id, body))
-        if reply.delay_s:
-            time.sleep(reply.delay_s)
+        try:
+            if reply.delay_s:
+                time.sleep(reply.delay_s)
+        finally:
+            stub.done()  # before answering, so a caller's next request never overlaps
+        self._answer(reply)
+
+    def _answer(self, reply: Reply) -> None:
         if reply.status >= 300:
             self._send(reply.status, reply.error_type, {"message": reply.message})
         elif self.command == "GET":
@@ -250,6 +258,9 @@ class ConnectionsStub:
         self._lock = threading.Lock()
         self._scripts: dict[str, list[Reply]] = {}
         self._requests: list[Request] = []
+        self._in_flight = 0
+        self.max_in_flight = 0
+        """The most requests this stub was answering at once since the last reset."""
         self._server = _StubServer(("127.0.0.1", 0), _StubHandler)
         self._server.stub = self
         self._thread = threading.Thread(
@@ -273,6 +284,7 @@ class ConnectionsStub:
         with self._lock:
             self._scripts.clear()
             self._requests.clear()
+            self.max_in_flight = 0
 
     def script(self, connection_id: str, *replies: Reply) -> None:
         if not replies:
@@ -283,10 +295,16 @@ class ConnectionsStub:
     def record_and_script(self, request: Request) -> Reply:
         with self._lock:
             self._requests.append(request)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
             script = self._scripts.get(request.connection_id)
             if not script:
                 return OK
             return script.pop(0) if len(script) > 1 else script[0]
+
+    def done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def requests(self, method: str | None = None) -> list[Request]:
         with self._lock:
@@ -304,6 +322,7 @@ class ConnectionsStub:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self.max_in_flight = 0
 
 
 # --- the connections table -----------------------------------------------------------

@@ -40,7 +40,9 @@ def build_run(
     errors: int = 0,
     health_cpu: float = 10.0,
 ) -> Path:
-    sends: dict[str, list[int]] = {k: [] for k in ("client", "seq", "intended_ns", "sent_ns", "bytes")}
+    sends: dict[str, list[int]] = {
+        k: [] for k in ("client", "seq", "intended_ns", "sent_ns", "bytes")
+    }
     deliveries: dict[str, list[int]] = {k: [] for k in ("client", "sender", "seq", "received_ns")}
     drop_set, duplicate_set = set(drop), set(duplicate)
     for seq in range(messages_per_sender):
@@ -109,11 +111,13 @@ def build_run(
         "clock_offsets": {},
         "collection": {"complete": True},
     }
-    tables = {
+    tables: dict[str, dict[str, Any]] = {
         "sends": sends,
         "deliveries": deliveries,
         "membership": membership,
         "errors": error_rows,
         "health": health,
     }
-    return write_run(path, meta, {k: {c: np.asarray(v) for c, v in t.items()} for k, t in tables.items()})
+    return write_run(
+        path, meta, {k: {c: np.asarray(v) for c, v in t.items()} for k, t in tables.items()}
+    )

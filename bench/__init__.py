@@ -1,0 +1,1 @@
+"""fanbench benchmarks: run with ``make bench``; never part of the test suite."""

@@ -1,0 +1,430 @@
+"""``sendmessage`` (optimized): audience, validation, retries, stale-id cleanup,
+the response's counts, the EMF line, and the Lambda deadline."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from aws_limits import MAX_MESSAGE_BYTES
+from tests.handlers.conftest import Handler, SendMessageLoader
+from tests.handlers.support import (
+    GONE,
+    GONE_UNTYPED,
+    OK,
+    SERVER_ERROR,
+    THROTTLED,
+    THROTTLED_UNTYPED,
+    TOO_LARGE,
+    ConnectionsStub,
+    LambdaContext,
+    Reply,
+    Table,
+    chat_body,
+    message_event,
+    new_connection_id,
+)
+
+
+def ids(count: int) -> list[str]:
+    return [new_connection_id() for _ in range(count)]
+
+
+def summary_of(response: dict[str, Any]) -> dict[str, int]:
+    assert response["statusCode"] == 200, response
+    body = json.loads(response["body"])
+    assert isinstance(body, dict)
+    return body
+
+
+def send(handler: Handler, sender: str, message: object = "hello", **context: Any) -> Any:
+    return handler(message_event(sender, chat_body(message)), LambdaContext(**context))
+
+
+# --- audience ------------------------------------------------------------------------
+
+
+def test_broadcasts_the_message_text_to_everyone_but_the_sender(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    sender, *others = ids(4)
+    table.add([sender, *others])
+
+    summary = summary_of(send(sendmessage_handler, sender, "h\u00e9llo \U0001f44b"))
+
+    assert sorted(stub.posted_ids()) == sorted(others)
+    assert all(r.body == "h\u00e9llo \U0001f44b".encode() for r in stub.posts())
+    assert summary["Recipients"] == 3
+    assert summary["Delivered"] == 3
+
+
+def test_room_members_reach_only_their_room_via_the_index(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    sender, mate_1, mate_2 = ids(3)
+    elsewhere, lobby = ids(2)
+    table.add([sender, mate_1, mate_2], room="blue")
+    table.add([elsewhere], room="green")
+    table.add([lobby])
+
+    summary = summary_of(send(sendmessage_handler, sender))
+
+    assert sorted(stub.posted_ids()) == sorted([mate_1, mate_2])
+    assert summary["Recipients"] == 2
+
+
+def test_sender_without_a_room_reaches_everyone(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    sender, lobby = ids(2)
+    blue, green = ids(2)
+    table.add([sender, lobby])
+    table.add([blue], room="blue")
+    table.add([green], room="green")
+
+    summary_of(send(sendmessage_handler, sender))
+
+    assert sorted(stub.posted_ids()) == sorted([lobby, blue, green])
+
+
+def test_alone_in_a_room_posts_nothing(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    sender, other = ids(2)
+    table.add([sender], room="solo")
+    table.add([other])
+
+    summary = summary_of(send(sendmessage_handler, sender))
+
+    assert stub.requests() == []
+    assert summary["Recipients"] == 0
+
+
+def test_parallel_scan_segments_cover_the_whole_table(
+    table: Table, stub: ConnectionsStub, load_sendmessage: SendMessageLoader
+) -> None:
+    handler = load_sendmessage(SCAN_SEGMENTS="4")
+    sender, *others = ids(41)
+    table.add([sender, *others])
+
+    summary = summary_of(send(handler, sender))
+
+    assert sorted(stub.posted_ids()) == sorted(others)
+    assert summary["ScanPages"] >= 4
+
+
+def test_audience_read_failure_is_500_and_posts_nothing(
+    table: Table,
+    stub: ConnectionsStub,
+    load_sendmessage: SendMessageLoader,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sender, other = ids(2)
+    table.add([sender, other])
+    monkeypatch.setenv("TABLE_NAME", f"{table.name}-does-not-exist")
+    handler = load_sendmessage()
+
+    response = send(handler, sender)
+
+    assert response["statusCode"] == 500
+    assert stub.requests() == []
+
+
+# --- validation ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "hello",
+        '{"action": "sendmessage", "message": "unterminated',
+        '["sendmessage", "hello"]',
+        '"just a string"',
+        "null",
+        '{"action": "sendmessage"}',
+        '{"action": "sendmessage", "message": 42}',
+        '{"action": "sendmessage", "message": null}',
+        '{"action": "sendmessage", "message": {"text": "hi"}}',
+        chat_body("x" * MAX_MESSAGE_BYTES),
+        "[" * 50_000,
+        None,
+    ],
+    ids=[
+        "not-json",
+        "truncated-json",
+        "json-array",
+        "json-string",
+        "json-null",
+        "no-message",
+        "number-message",
+        "null-message",
+        "object-message",
+        "over-128KB",
+        "deep-nesting",
+        "no-body",
+    ],
+)
+def test_invalid_body_gets_one_error_frame_and_no_broadcast(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler, body: str | None
+) -> None:
+    sender, *others = ids(3)
+    table.add([sender, *others])
+
+    response = sendmessage_handler(message_event(sender, body), LambdaContext())
+
+    assert response["statusCode"] == 400
+    assert [(r.method, r.connection_id) for r in stub.requests()] == [("POST", sender)]
+    frame = json.loads(stub.posts()[0].body)
+    assert frame["error"] == "BadRequest"
+    assert frame["message"] == response["body"]
+
+
+def test_error_frame_to_a_gone_sender_is_still_400(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    sender, other = ids(2)
+    table.add([sender, other])
+    stub.script(sender, GONE)
+
+    response = sendmessage_handler(message_event(sender, "nope"), LambdaContext())
+
+    assert response["statusCode"] == 400
+    assert stub.posted_ids() == [sender]
+
+
+def test_largest_valid_body_is_broadcast(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    sender, other = ids(2)
+    table.add([sender, other])
+    padding = MAX_MESSAGE_BYTES - len(chat_body(""))
+    body = chat_body("m" * padding)
+    assert len(body.encode()) == MAX_MESSAGE_BYTES
+
+    summary = summary_of(sendmessage_handler(message_event(sender, body), LambdaContext()))
+
+    assert summary["Delivered"] == 1
+    assert stub.posts_to(other)[0].body == b"m" * padding
+
+
+# --- stale ids -----------------------------------------------------------------------
+
+
+def test_typed_and_bare_410_both_remove_the_id(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    sender, typed_gone, bare_gone, alive = ids(4)
+    table.add([sender, typed_gone, bare_gone, alive])
+    stub.script(typed_gone, GONE)
+    stub.script(bare_gone, GONE_UNTYPED)
+
+    first = summary_of(send(sendmessage_handler, sender, "one"))
+
+    assert first["Gone"] == 2
+    assert first["StaleRemoved"] == 2
+    assert first["Delivered"] == 1
+    assert len(stub.posts_to(typed_gone)) == 1
+    assert len(stub.posts_to(bare_gone)) == 1
+    assert table.ids() == {sender, alive}
+
+    stub.clear_requests()
+    second = summary_of(send(sendmessage_handler, sender, "two"))
+
+    assert stub.posted_ids() == [alive]
+    assert second["Recipients"] == 1
+    assert second["Gone"] == 0
+
+
+def test_more_stale_ids_than_one_batch_write_are_all_removed(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    sender, *gone = ids(31)
+    table.add([sender, *gone])
+    for connection_id in gone:
+        stub.script(connection_id, GONE)
+
+    summary = summary_of(send(sendmessage_handler, sender))
+
+    assert summary["Gone"] == 30
+    assert summary["StaleRemoved"] == 30
+    assert table.ids() == {sender}
+
+
+# --- retries -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        (THROTTLED, THROTTLED, OK),
+        (THROTTLED_UNTYPED, OK),
+        (SERVER_ERROR, OK),
+        (Reply(503, None, "Service Unavailable"), OK),
+    ],
+    ids=["429-twice", "bare-429", "500", "503"],
+)
+def test_throttled_or_5xx_post_is_retried_and_delivered(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler, script: tuple[Reply, ...]
+) -> None:
+    sender, flaky, steady = ids(3)
+    table.add([sender, flaky, steady])
+    stub.script(flaky, *script)
+
+    summary = summary_of(send(sendmessage_handler, sender, "again"))
+
+    assert [r.body for r in stub.posts_to(flaky)] == [b"again"] * len(script)
+    assert len(stub.posts_to(steady)) == 1
+    assert summary["Delivered"] == 2
+    assert summary["Throttled"] == summary["Failed"] == summary["Gone"] == 0
+
+
+def test_persistent_throttle_and_5xx_stop_after_max_attempts(
+    table: Table, stub: ConnectionsStub, load_sendmessage: SendMessageLoader
+) -> None:
+    handler = load_sendmessage(POST_MAX_ATTEMPTS="3")
+    sender, throttled, broken = ids(3)
+    table.add([sender, throttled, broken])
+    stub.script(throttled, THROTTLED)
+    stub.script(broken, SERVER_ERROR)
+
+    summary = summary_of(send(handler, sender))
+
+    assert len(stub.posts_to(throttled)) == 3
+    assert len(stub.posts_to(broken)) == 3
+    assert summary["Throttled"] == 1
+    assert summary["Failed"] == 1
+    assert summary["Delivered"] == 0
+    assert table.ids() == {sender, throttled, broken}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [TOO_LARGE, Reply(403, "ForbiddenException", "Forbidden"), Reply(400, None, "Bad")],
+    ids=["413", "403", "400"],
+)
+def test_non_retryable_failure_is_tried_once(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler, reply: Reply
+) -> None:
+    sender, target = ids(2)
+    table.add([sender, target])
+    stub.script(target, reply)
+
+    summary = summary_of(send(sendmessage_handler, sender))
+
+    assert len(stub.posts_to(target)) == 1
+    assert summary["Failed"] == 1
+    assert table.ids() == {sender, target}
+
+
+# --- the response and the metrics line -----------------------------------------------
+
+
+def _mixed_audience(table: Table, stub: ConnectionsStub) -> str:
+    sender, ok_1, ok_2, gone, throttled, too_large = ids(6)
+    table.add([sender, ok_1, ok_2, gone, throttled, too_large])
+    stub.script(gone, GONE)
+    stub.script(throttled, THROTTLED)
+    stub.script(too_large, TOO_LARGE)
+    return sender
+
+
+EXPECTED_COUNTS = {
+    "Recipients": 5,
+    "Delivered": 2,
+    "Gone": 1,
+    "Throttled": 1,
+    "Failed": 1,
+    "StaleRemoved": 1,
+    "ScanPages": 1,
+    "ItemsScanned": 6,
+}
+
+
+def test_response_body_counts_every_outcome(
+    table: Table, stub: ConnectionsStub, load_sendmessage: SendMessageLoader
+) -> None:
+    handler = load_sendmessage(POST_MAX_ATTEMPTS="2")
+    sender = _mixed_audience(table, stub)
+
+    summary = summary_of(send(handler, sender))
+
+    assert summary == EXPECTED_COUNTS
+
+
+def test_prints_exactly_one_emf_line_per_invocation(
+    table: Table,
+    stub: ConnectionsStub,
+    load_sendmessage: SendMessageLoader,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handler = load_sendmessage(POST_MAX_ATTEMPTS="2")
+    sender = _mixed_audience(table, stub)
+    capsys.readouterr()
+
+    for invocation in range(2):
+        response = send(handler, sender)
+        lines = capsys.readouterr().out.splitlines()
+
+        assert len(lines) == 1, lines
+        record = json.loads(lines[0])
+        directive = record["_aws"]["CloudWatchMetrics"]
+        assert isinstance(record["_aws"]["Timestamp"], int)
+        assert directive[0]["Namespace"] == "fanbench"
+        assert directive[0]["Dimensions"] == [["Variant"]]
+        assert record["Variant"] == "optimized"
+        units = {m["Name"]: m["Unit"] for m in directive[0]["Metrics"]}
+        assert units == {
+            **dict.fromkeys(EXPECTED_COUNTS, "Count"),
+            "ScanMs": "Milliseconds",
+            "FanoutMs": "Milliseconds",
+        }
+        summary = summary_of(response)
+        assert {name: record[name] for name in EXPECTED_COUNTS} == summary
+        if invocation == 1:  # the gone id was removed by the first invocation
+            assert summary["Recipients"] == 4
+        assert record["ScanMs"] >= 0
+        assert record["FanoutMs"] >= 0
+
+
+# --- the Lambda deadline -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("recipients", "reply", "concurrency"),
+    [
+        (6, THROTTLED, "32"),
+        (100, Reply(429, "LimitExceededException", "Rate exceeded", delay_s=0.05), "4"),
+    ],
+    ids=["fast-429s-retried", "slow-429s-queued-behind-the-pool"],
+)
+def test_persistent_throttling_returns_within_the_lambda_deadline(
+    table: Table,
+    stub: ConnectionsStub,
+    load_sendmessage: SendMessageLoader,
+    recipients: int,
+    reply: Reply,
+    concurrency: str,
+) -> None:
+    handler = load_sendmessage(
+        POST_MAX_ATTEMPTS="20", POST_CONCURRENCY=concurrency, DEADLINE_RESERVE_MS="500"
+    )
+    sender, *others = ids(recipients + 1)
+    table.add([sender, *others])
+    for connection_id in others:
+        stub.script(connection_id, reply)
+    remaining_ms = 1_000
+
+    started = time.monotonic()
+    summary = summary_of(send(handler, sender, remaining_ms=remaining_ms))
+    elapsed_s = time.monotonic() - started
+
+    assert elapsed_s < remaining_ms / 1000, f"ran {elapsed_s:.2f}s of a {remaining_ms} ms budget"
+    assert summary["Recipients"] == recipients
+    assert summary["Delivered"] == 0
+    assert summary["Throttled"] >= 1
+    assert summary["Throttled"] + summary["Failed"] == recipients
+    # It did retry while time allowed, and stopped well short of 20 attempts each.
+    assert 2 <= max(len(stub.posts_to(cid)) for cid in others) < 20

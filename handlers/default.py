@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from callbacks import Outcome, classify_error, management_client
 from settings import Settings, callback_endpoint
@@ -36,6 +36,8 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     except ClientError as error:
         if classify_error(error) is not Outcome.GONE:
             logger.warning("getConnection failed for %s: %s", connection_id, error)
+    except BotoCoreError as error:
+        logger.warning("getConnection failed for %s: %s", connection_id, error)
     info["connectionID"] = connection_id
     try:
         client.post_to_connection(
@@ -44,6 +46,9 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     except ClientError as error:
         if classify_error(error) is Outcome.GONE:
             return {"statusCode": 200, "body": "caller already gone"}
+        logger.warning("reply to %s failed: %s", connection_id, error)
+        return {"statusCode": 500}
+    except BotoCoreError as error:
         logger.warning("reply to %s failed: %s", connection_id, error)
         return {"statusCode": 500}
     return {"statusCode": 200}

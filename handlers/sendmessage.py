@@ -50,11 +50,29 @@ def _error_frame(client: Any, connection_id: str, reason: str) -> None:
     frame = json.dumps({"error": "BadRequest", "message": reason})
     try:
         client.post_to_connection(ConnectionId=connection_id, Data=frame.encode())
-    except ClientError:
+    except (ClientError, BotoCoreError):
         logger.info("could not send the error frame to %s", connection_id)
 
 
+def _emit_metrics(status: int, counts: dict[str, int], durations_ms: dict[str, float]) -> None:
+    """Exactly one EMF line per invocation, whatever its outcome."""
+    dimensions = {"Variant": "optimized"}
+    counts = {**counts, "BadRequest": int(status == 400), "AudienceError": int(status == 500)}
+    print(emf_line(int(time.time() * 1000), dimensions, counts, durations_ms), flush=True)
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    durations_ms: dict[str, float] = {}
+    result = _broadcast(event, context, counts, durations_ms)
+    _emit_metrics(result["statusCode"], counts, durations_ms)
+    return result
+
+
+def _broadcast(
+    event: dict[str, Any], context: Any, counts: dict[str, int], durations_ms: dict[str, float]
+) -> dict[str, Any]:
+    """Validate, read the audience, post, clean up; fills ``counts`` and ``durations_ms``."""
     settings = _SETTINGS
     started = time.monotonic()
     try:
@@ -81,6 +99,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.exception("could not read the audience")
         return {"statusCode": 500, "body": "could not read the audience"}
     scanned_at = time.monotonic()
+    durations_ms["ScanMs"] = (scanned_at - started) * 1000
 
     recipients = [cid for cid in ids if cid != sender]
     data = chat.message.encode()
@@ -94,8 +113,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             recipients,
         )
     )
-    fanned_out_at = time.monotonic()
-    counts = Counter(results)
+    durations_ms["FanoutMs"] = (time.monotonic() - scanned_at) * 1000
+    outcomes = Counter(results)
     stale = [
         cid for cid, result in zip(recipients, results, strict=True) if result is PostResult.GONE
     ]
@@ -109,26 +128,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             logger.exception("could not delete %d stale connections", len(stale))
             cleanup_left = len(stale)
 
-    summary = {
-        "Recipients": len(recipients),
-        "Delivered": counts[PostResult.DELIVERED],
-        "Gone": counts[PostResult.GONE],
-        "Throttled": counts[PostResult.THROTTLED],
-        "Failed": counts[PostResult.FAILED],
-        "StaleRemoved": len(stale) - cleanup_left,
-        "ScanPages": pages,
-        "ItemsScanned": scanned,
-    }
-    print(
-        emf_line(
-            int(time.time() * 1000),
-            {"Variant": "optimized"},
-            summary,
-            {
-                "ScanMs": (scanned_at - started) * 1000,
-                "FanoutMs": (fanned_out_at - scanned_at) * 1000,
-            },
-        ),
-        flush=True,
+    counts.update(
+        {
+            "Recipients": len(recipients),
+            "Delivered": outcomes[PostResult.DELIVERED],
+            "Gone": outcomes[PostResult.GONE],
+            "Throttled": outcomes[PostResult.THROTTLED],
+            "Failed": outcomes[PostResult.FAILED],
+            "StaleRemoved": len(stale) - cleanup_left,
+            "ScanPages": pages,
+            "ItemsScanned": scanned,
+        }
     )
-    return {"statusCode": 200, "body": json.dumps(summary)}
+    return {"statusCode": 200, "body": json.dumps(counts)}

@@ -12,7 +12,9 @@ It exists to be measured against, so it keeps the tutorial's flaws on purpose:
    ``apigateway_websocket_chat``): posts run one after another, so fan-out time
    grows with the audience times the post latency.
 4. **Errors logged and ignored.** A 410 (stale id), 429 or 5xx is printed and
-   forgotten: no retry, and gone ids stay in the table to be posted to forever.
+   forgotten once the SDK's default retries (botocore's standard mode: 3
+   attempts for 429/5xx, none for 410) give up; nothing bounds them by the
+   Lambda deadline, and gone ids stay in the table to be posted to forever.
 5. **No validation.** A body that is not JSON, or has no ``message``, crashes the
    invocation (API Gateway answers ``Internal server error``); a non-string
    ``message`` is broadcast as whatever ``str`` makes of it.

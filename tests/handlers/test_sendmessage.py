@@ -378,6 +378,8 @@ def test_prints_exactly_one_emf_line_per_invocation(
         units = {m["Name"]: m["Unit"] for m in directive[0]["Metrics"]}
         assert units == {
             **dict.fromkeys(EXPECTED_COUNTS, "Count"),
+            "BadRequest": "Count",
+            "AudienceError": "Count",
             "ScanMs": "Milliseconds",
             "FanoutMs": "Milliseconds",
         }
@@ -428,3 +430,23 @@ def test_persistent_throttling_returns_within_the_lambda_deadline(
     assert summary["Throttled"] + summary["Failed"] == recipients
     # It did retry while time allowed, and stopped well short of 20 attempts each.
     assert 2 <= max(len(stub.posts_to(cid)) for cid in others) < 20
+
+
+def test_rejected_body_still_prints_one_emf_line(
+    table: Table,
+    stub: ConnectionsStub,
+    load_sendmessage: SendMessageLoader,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handler = load_sendmessage()
+    sender = _mixed_audience(table, stub)
+    capsys.readouterr()
+
+    response = handler(message_event(sender, "not json"), LambdaContext())
+    lines = capsys.readouterr().out.splitlines()
+
+    assert response["statusCode"] == 400
+    assert len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert record["BadRequest"] == 1
+    assert record["AudienceError"] == 0

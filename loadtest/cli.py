@@ -89,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"fanbench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:
+        print(f"fanbench: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

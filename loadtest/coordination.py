@@ -19,7 +19,6 @@ import platform
 import socket
 import sys
 import time
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
 from loadtest.scenario import Scenario, add_arguments, from_options
 from reports.loss import account
-from reports.rundir import as_table
+from reports.rundir import as_table, default_run_dir
 
 SHIP_INTERVAL_S = 1.0
 FLUSH_TIMEOUT_S = 30.0
@@ -45,10 +44,6 @@ RECORDS, FLUSH, FLUSHED, CONTROL, PING, PONG = (
     "fanbench_records", "fanbench_flush", "fanbench_flushed", "fanbench_control",
     "fanbench_ping", "fanbench_pong",
 )  # fmt: skip
-
-
-def default_run_dir() -> Path:
-    return Path("runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def versions() -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,16 +20,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadtest.coordination import default_run_dir
 from loadtest.paths import PROJECT_ROOT
-from loadtest.scenario import Scenario
+from loadtest.scenario import TOKEN_ENV, Scenario, connect_url
 from loadtest.stage.config import add_stage_arguments, config_from_args
 from loadtest.stage.launcher import LocalStage, StageError
 from reports.analysis import analyze
-from reports.rundir import RunDirError, read_run
+from reports.rundir import RunDirError, default_run_dir, read_run
 
 LOCUSTFILE = PROJECT_ROOT / "loadtest" / "locustfile.py"
 EXTRA_LOCUST_TIME_S = 60
+PREFLIGHT_TIMEOUT_S = 10.0
 
 
 class RunError(RuntimeError):
@@ -83,11 +84,26 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: Path, variant: 
         "--drain", str(args.drain), "--settle", str(args.settle),
         "--run-dir", str(run_dir), "--variant", variant,
     ]  # fmt: skip
-    if args.token:
-        command += ["--token", args.token]
     if args.workers:
         command += ["--processes", str(args.workers)]
     return command
+
+
+def preflight(target: str, token: str) -> None:
+    """Fail fast, in one line, when the target cannot be reached (rather than a swarm of errors)."""
+    from websockets.exceptions import InvalidStatus, WebSocketException
+    from websockets.sync.client import connect
+
+    url = connect_url(target, None, token)
+    try:
+        with connect(url, open_timeout=PREFLIGHT_TIMEOUT_S, close_timeout=1):
+            pass
+    except InvalidStatus as error:
+        raise RunError(
+            f"{target} refused the WebSocket handshake with HTTP {error.response.status_code}"
+        ) from None
+    except (OSError, TimeoutError, WebSocketException) as error:
+        raise RunError(f"cannot connect to {target}: {type(error).__name__}: {error}") from None
 
 
 def _progress_line(progress: dict[str, Any]) -> str:
@@ -152,8 +168,14 @@ def execute(args: argparse.Namespace) -> Path:
             except StageError as error:
                 raise RunError(str(error)) from None
             host, variant = stage.ws_url, stage_config.variant
+        if args.target:
+            preflight(args.target, args.token)
         print(f"fanbench: {args.users} users → {host} ({variant or 'unlabelled'})", flush=True)
-        process = subprocess.Popen(locust_command(args, host, run_dir, variant), cwd=PROJECT_ROOT)
+        process = subprocess.Popen(
+            locust_command(args, host, run_dir, variant),
+            cwd=PROJECT_ROOT,
+            env={**os.environ, TOKEN_ENV: args.token},
+        )
         _watch(process, run_dir, args.quiet, limit_s)
         if not (run_dir / "run.json").is_file():
             raise RunError(

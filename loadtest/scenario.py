@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 GLOBAL_AUDIENCE = "*"
+TOKEN_ENV = "FANBENCH_TOKEN"
+"""The $connect token reaches Locust through the environment, never its command line."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,15 @@ class Scenario:
         return f"p{process}-r{user_number // self.room_size}"
 
 
+def connect_url(host: str, room: str | None, token: str) -> str:
+    query = {}
+    if room:
+        query["room"] = room
+    if token:
+        query["token"] = token
+    return host + ("?" + urlencode(query) if query else "")
+
+
 def add_arguments(parser: Any) -> None:
     """Register the knobs on Locust's argument parser (``init_command_line_parser``)."""
     defaults = Scenario()
@@ -56,6 +68,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--variant", type=str, default=defaults.variant, include_in_web_ui=True,
                         help="label for the handler variant under test")  # fmt: skip
     parser.add_argument("--token", type=str, default=defaults.token, is_secret=True,
+                        env_var=TOKEN_ENV,
                         include_in_web_ui=True, help="?token= for $connect")  # fmt: skip
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import time
 from typing import Any
-from urllib.parse import urlencode
 
 import gevent
 from locust import User, task
@@ -20,18 +19,10 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from loadtest import envelope, process_context
+from loadtest.scenario import connect_url
 
 REQUEST_TYPE = "WS"
 OPEN_TIMEOUT_S = 10.0
-
-
-def connect_url(host: str, room: str | None, token: str) -> str:
-    query = {}
-    if room:
-        query["room"] = room
-    if token:
-        query["token"] = token
-    return host + ("?" + urlencode(query) if query else "")
 
 
 def _redact(text: str, token: str) -> str:

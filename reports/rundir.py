@@ -25,6 +25,7 @@ import json
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,11 @@ Table = dict[str, npt.NDArray[Any]]
 
 class RunDirError(ValueError):
     """A run directory is missing, partial or corrupt; the message names what and where."""
+
+
+def default_run_dir(root: Path = Path("runs")) -> Path:
+    """``runs/<UTC timestamp>``: sortable, and unique at one run per second."""
+    return root / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def empty_table(name: str) -> Table:

@@ -7,6 +7,7 @@ that starts a stage in a subprocess, and the benchmarks cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from aws_limits import (
 from loadtest.stage.faults import Faults
 
 LOOPBACK = "127.0.0.1"
+AUTH_TOKEN_ENV = "FANBENCH_AUTH_TOKEN"
+"""How a token reaches a stage subprocess: never on a command line, where ps shows it."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class StageConfig:
     auth_token: str = ""
     parameters: dict[str, str] = field(default_factory=dict)
     """Extra template parameter overrides (e.g. PostConcurrency)."""
+    lambda_environment: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for every function (e.g. AWS_MAX_ATTEMPTS=1)."""
     disabled_routes: tuple[str, ...] = ()
     """Routes to leave out, to exercise API Gateway's behaviour without them."""
     log_dir: Path | None = None
@@ -95,7 +100,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
         f"@connections throttle (AWS: {ACCOUNT_THROTTLE_RPS})",
     ),
     ("--throttle-burst", "throttle_burst", float, "@connections throttle burst"),
-    ("--auth-token", "auth_token", str, "require ?token= at $connect"),
+    ("--auth-token", "auth_token", str, f"require ?token= at $connect (or ${AUTH_TOKEN_ENV})"),
     ("--log-dir", "log_dir", Path, "where handler and emulator logs go"),
     ("--post-latency-ms", "faults.post_latency_ms", float, "fault: fixed @connections delay"),
     (
@@ -129,6 +134,10 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
         help="template parameter override, e.g. PostConcurrency=64",
     )  # fmt: skip
     parser.add_argument(
+        "--lambda-env", action="append", default=[], metavar="NAME=VALUE",
+        help="extra environment variable for every function, e.g. AWS_MAX_ATTEMPTS=1",
+    )  # fmt: skip
+    parser.add_argument(
         "--disable-route", action="append", default=[], metavar="ROUTE",
         help="leave a route out (e.g. $default) to see API Gateway without it",
     )  # fmt: skip
@@ -142,22 +151,29 @@ def config_from_args(args: argparse.Namespace) -> StageConfig:
         for spec in fields(Faults)
         if f"faults__{spec.name}" in values
     }
-    parameters = {}
-    for pair in values.get("param", []):
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--param wants NAME=VALUE, got {pair!r}")
-        parameters[name] = value
+    if not top.get("auth_token"):
+        top["auth_token"] = os.environ.get(AUTH_TOKEN_ENV, "")
     return StageConfig(
         **top,
-        parameters=parameters,
+        parameters=_pairs("--param", values.get("param", [])),
+        lambda_environment=_pairs("--lambda-env", values.get("lambda_env", [])),
         disabled_routes=tuple(values.get("disable_route", [])),
         faults=Faults(**fault_values),
     )
 
 
+def _pairs(flag: str, pairs: list[str]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{flag} wants NAME=VALUE, got {pair!r}")
+        parsed[name] = value
+    return parsed
+
+
 def config_to_argv(config: StageConfig) -> list[str]:
-    """Flags that rebuild ``config`` in another process (only non-defaults)."""
+    """Flags that rebuild ``config`` in another process (only non-defaults; no token)."""
     defaults = StageConfig()
     argv: list[str] = []
     flat = asdict(config)
@@ -168,10 +184,12 @@ def config_to_argv(config: StageConfig) -> list[str]:
             value, default = flat["faults"][key], flat_defaults["faults"][key]
         else:
             value, default = flat[name], flat_defaults[name]
-        if value != default and value is not None:
+        if value != default and value is not None and name != "auth_token":
             argv += [flag, str(value)]
     for name, value in config.parameters.items():
         argv += ["--param", f"{name}={value}"]
+    for name, value in config.lambda_environment.items():
+        argv += ["--lambda-env", f"{name}={value}"]
     for route in config.disabled_routes:
         argv += ["--disable-route", route]
     return argv

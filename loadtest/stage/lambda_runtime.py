@@ -139,6 +139,7 @@ class LambdaRuntime:
         self.handlers_dir = handlers_dir
         self.log_dir = log_dir
         self.base_environment = base_environment
+        self.extra_environment: dict[str, str] = {}
         self.faults = faults
         self.timeout_override_s = timeout_override_s
         self.stats = RuntimeStats()
@@ -164,6 +165,7 @@ class LambdaRuntime:
         environment = {
             **self.base_environment,
             **spec.environment,
+            **self.extra_environment,
             "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(self.timeout_s(spec))),

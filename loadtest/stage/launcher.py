@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from loadtest.paths import PROJECT_ROOT
-from loadtest.stage.config import StageConfig, config_to_argv
+from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+GROUP_EXIT_TIMEOUT_S = 5.0
 
 
 class StageError(RuntimeError):
@@ -78,9 +79,10 @@ class LocalStage:
         argv = [sys.executable, "-m", "loadtest.stage", *config_to_argv(self.config)]
         if self.log_dir is not None:
             argv += ["--log-dir", str(self.log_dir)]
+        environment = {**os.environ, AUTH_TOKEN_ENV: self.config.auth_token}
         self._process = subprocess.Popen(
             argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-            start_new_session=True,
+            start_new_session=True, env=environment,
         )  # fmt: skip
         assert self._process.stdout is not None
         info = _read_ready_line(self._process.stdout, STARTUP_TIMEOUT_S)
@@ -118,6 +120,7 @@ class LocalStage:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         returncode = process.wait()
+        _wait_for_group_exit(process.pid, GROUP_EXIT_TIMEOUT_S)
         if process.stdout is not None:
             process.stdout.close()
         self._process = None
@@ -129,6 +132,19 @@ class LocalStage:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def _wait_for_group_exit(pgid: int, timeout_s: float) -> bool:
+    """Wait until no process of the group is left: SIGKILL's victims (the forkserver, its
+    resource tracker) take a moment to exit, and stop() promises they are gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bool:

@@ -61,6 +61,7 @@ async def _serve(
         HANDLERS_DIR, log_dir, runtime_environment, config.concurrency, config.faults,
         config.function_timeout_s,
     )  # fmt: skip
+    runtime.extra_environment = dict(config.lambda_environment)
     template_document = load_template(TEMPLATE_PATH)
     placeholder = stage_template(
         template_document, config.template_parameters(""), config.table_name

@@ -1,0 +1,311 @@
+"""Write RUN_DIR/report/: index.html, report.md, summary.json and every chart as PNG and SVG.
+
+index.html is self-contained (inline CSS, charts as base64 PNG, no scripts, no
+remote URLs) so it renders offline and can be mailed or archived as one file.
+summary.json is ``analyze(run)`` plus ``cost``, with NaN written as null.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from reports import charts
+from reports.analysis import analyze, latencies, per_message, per_second
+from reports.cost import estimate
+from reports.prices import PRICES_TRANSCRIBED, Prices
+from reports.rundir import Run, read_run
+
+CHART_FILES = (
+    "latency_distribution", "latency_over_time", "fanout_completion", "loss_errors", "throughput",
+)  # fmt: skip
+CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1a1a1a;
+       max-width: 1000px; margin: 2em auto; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.1em; }
+h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+.sub { color: #555; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+th, td { padding: 0.25em 0.9em 0.25em 0; text-align: left; vertical-align: top; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+tr + tr td, tr + tr th { border-top: 1px solid #eee; }
+.banner { padding: 0.6em 1em; border-radius: 4px; margin: 1em 0; }
+.bad { background: #fff1e6; border-left: 4px solid #D55E00; }
+.good { background: #eaf6f1; border-left: 4px solid #009E73; }
+figure { margin: 1.2em 0; } figure img { width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+code, .small { font-size: 0.85em; color: #444; }
+"""
+
+
+def json_ready(value: Any) -> Any:
+    """Plain JSON types: numpy scalars and arrays unwrapped, NaN and infinities as None."""
+    if isinstance(value, Mapping):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def summarize(run: Run, prices: Prices) -> dict[str, Any]:
+    """summary.json's content: every headline figure and the cost estimate."""
+    summary = analyze(run)
+    if summary["scenario"].get("token"):
+        summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
+    summary["cost"] = estimate(run, prices)
+    return dict(json_ready(summary))
+
+
+def figures(run: Run) -> dict[str, tuple[Figure, str]]:
+    """Each chart of one run, with its caption."""
+    lat = latencies(run)
+    seconds, messages = per_second(run, lat), per_message(run, lat)
+    label = str(run.meta.get("variant") or "run")
+    warmup = float(run.scenario.get("warmup_s", 0.0))
+
+    def titled(what: str) -> str:
+        return charts.title(what, run.meta)
+
+    return {
+        "latency_distribution": (
+            charts.latency_distribution([(label, lat)], titled("Fan-out latency")),
+            "Latency of every measured delivery by percentile. Dashed: measured from the intended "
+            "send time, which includes any lag of the open-loop scheduler.",
+        ),
+        "latency_over_time": (
+            charts.percentiles_over_time([(label, seconds)], titled("Latency over time"), warmup),
+            "p50 and p99 of the receipts in each second; warm-up sends are left out of these.",
+        ),
+        "fanout_completion": (
+            charts.fanout_completion([(label, messages)], titled("Fan-out completion")),
+            "Per message, when its last recipient had it, against how many recipients it had.",
+        ),
+        "loss_errors": (
+            charts.loss_and_errors([(label, seconds)], titled("Loss and errors")),
+            "Expected deliveries that never arrived (by the second the message was sent) and "
+            "error records (error frames, failed connects and sends).",
+        ),
+        "throughput": (
+            charts.throughput([(label, seconds)], titled("Throughput")),
+            "Chat messages sent, and frames received by all clients, per second.",
+        ),
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f}"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.3f} %"
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.3g}"
+
+
+def headline(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The figures a reader wants first, as (label, value) rows."""
+    counts, rates, cost = summary["counts"], summary["rates"], summary["cost"]
+    sent, intended = summary["latency_ms"]["from_sent"], summary["latency_ms"]["from_intended"]
+    loss, errors = rates["loss"], summary["errors_by_kind"]
+
+    def spread(p: Mapping[str, float | None]) -> str:
+        return " / ".join(_ms(p[key]) for key in ("p50", "p90", "p99", "p99.9", "max"))
+
+    ci = f"95 % CI {_pct(loss['ci95'][0])}–{_pct(loss['ci95'][1])}"
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in errors.items()) or "none"
+    rate = summary["throughput"]
+    return [
+        ("Messages sent", f"{counts['messages']:,}"),
+        ("Deliveries (expected pairs received)",
+         f"{counts['delivered']:,} of {counts['expected']:,}"),
+        ("Latency from send, p50 / p90 / p99 / p99.9 / max (ms)", spread(sent)),
+        ("Latency from intended send, same (ms)", spread(intended)),
+        ("Lost", f"{counts['lost']:,} ({_pct(loss['rate'])}, {ci})"),
+        ("Duplicates / out of order / late",
+         f"{counts['duplicates']:,} / {counts['out_of_order']:,} / {counts['late']:,}"),
+        ("Error records by kind", kinds),
+        ("Error frames / negative latencies",
+         f"{counts['error_frames']:,} / {counts['negative_latency']:,}"),
+        ("Sends / s, receipts / s", f"{rate['sends_per_s']:,.1f}, {rate['deliveries_per_s']:,.1f}"),
+        ("Cost per million messages sent", _usd(cost["usd_per_million_messages"])),
+        ("Cost per hour at this send rate", _usd(cost["usd_per_hour"])),
+    ]  # fmt: skip
+
+
+def cost_rows(cost: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    usage, lines = cost["usage"], cost["breakdown_usd"]
+    functions = usage["lambda"]
+    send = functions.get("SendMessageFunction", {"requests": 0, "gb_seconds": 0.0})
+    other_requests = usage["lambda_requests"] - send["requests"]
+    other_gbs = usage["lambda_gb_seconds"] - send["gb_seconds"]
+    messages = usage["api_gateway_messages"]
+    return [
+        ("API Gateway messages",
+         f"{messages['total']:,} ({messages['in']:,} in, {messages['out']:,} out)",
+         _usd(lines["api_gateway_messages"])),
+        ("API Gateway connection-minutes", f"{usage['connection_minutes']:,.2f}",
+         _usd(lines["api_gateway_connection_minutes"])),
+        ("Lambda sendmessage requests", f"{send['requests']:,}",
+         _usd(lines["sendmessage_requests"])),
+        ("Lambda sendmessage compute", f"{send['gb_seconds']:,.3f} GB-s",
+         _usd(lines["sendmessage_compute"])),
+        ("Lambda $connect/$disconnect/$default requests", f"{other_requests:,}",
+         _usd(lines["connection_lambda_requests"])),
+        ("Lambda $connect/$disconnect/$default compute", f"{other_gbs:,.3f} GB-s",
+         _usd(lines["connection_lambda_compute"])),
+        ("DynamoDB reads", f"{usage['dynamodb_read_units']:,.1f} RRU",
+         _usd(lines["dynamodb_reads"])),
+        ("DynamoDB writes", f"{usage['dynamodb_write_units']:,.0f} WRU",
+         _usd(lines["dynamodb_writes"])),
+        ("Total for this run", "", _usd(cost["run_total_usd"])),
+    ]  # fmt: skip
+
+
+def _align(cell: str) -> str:
+    """Numbers (and money) right-aligned, words left."""
+    return ' class="n"' if cell[:1].isdigit() or cell[:1] in "$–-" else ""
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str] = ()) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr><th>" + html.escape(row[0]) + "</th>"
+        + "".join(f"<td{_align(cell)}>{html.escape(cell)}</td>" for cell in row[1:]) + "</tr>"
+        for row in rows
+    )  # fmt: skip
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
+
+
+def _banner(problems: Sequence[str]) -> str:
+    if not problems:
+        return '<div class="banner good">Load generator healthy: figures describe the system.</div>'
+    items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    return (
+        '<div class="banner bad"><strong>Measurement validity:</strong> these latencies may '
+        f"describe the load generator, not the system under test.<ul>{items}</ul></div>"
+    )
+
+
+def scenario_table(scenario: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The scenario as (name, value) rows, with any ``token`` redacted."""
+    rows = []
+    for key, value in sorted(scenario.items()):
+        if key == "token" and value:
+            value = "<redacted>"
+        rows.append((str(key), value if isinstance(value, str) else json.dumps(value)))
+    return rows
+
+
+def to_html(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, str]]) -> str:
+    """The whole page; ``images`` maps chart name to (PNG bytes, title, caption)."""
+    cost, scenario = summary["cost"], summary["scenario"]
+    charts_html = "".join(
+        f'<figure><img alt="{html.escape(title)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for png, title, caption in images.values()
+    )
+    scenario_rows = scenario_table(scenario)
+    scenario_rows += [("target", str(summary["target"])), ("run", str(summary["run"]))]
+    functions = [
+        (name, f"{use['requests']:,}", use["requests_from"], f"{use['billed_ms_mean']:,.1f}",
+         use["duration_from"], f"{use['memory_mb']}")
+        for name, use in cost["usage"]["lambda"].items()
+    ]  # fmt: skip
+    errors = [(kind, f"{n:,}") for kind, n in summary["errors_by_kind"].items()] or [("none", "0")]
+    sources = "; ".join(f"{service}: {url}" for service, url in cost["price_sources"].items())
+    assumptions = "".join(f"<li>{html.escape(a)}</li>" for a in cost["assumptions"])
+    variant = html.escape(str(summary["variant"] or "unlabelled"))
+    target = html.escape(str(summary["target"]))
+    lambda_header = (
+        "Lambda function",
+        "requests",
+        "from",
+        "billed ms (mean)",
+        "duration from",
+        "MB",
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>fanbench — {variant}</title><style>{CSS}</style></head>
+<body>
+<h1>fanbench report — {variant}</h1>
+<p class="sub">{html.escape(charts.describe(summary))} · target {target}</p>
+{_banner(summary["validity"])}
+<h2>Headline</h2>
+{_table(headline(summary))}
+<h2>Charts</h2>
+{charts_html}
+<h2>Cost estimate ({html.escape(cost["region"])}, list prices)</h2>
+{_table(cost_rows(cost), ("", "usage", "USD"))}
+<p>Per million messages sent: <strong>{_usd(cost["usd_per_million_messages"])}</strong> ·
+per hour at {cost["send_rate_per_s"]:,.2f} sends/s with {cost["mean_connections"]:,.1f} connections:
+<strong>{_usd(cost["usd_per_hour"])}</strong> · per connection session:
+{_usd(cost["usd_per_connection_session"])}</p>
+{_table(functions, lambda_header)}
+<ul class="small">{assumptions}</ul>
+<p class="small">Prices transcribed {PRICES_TRANSCRIBED} from {html.escape(sources)}.</p>
+<h2>Errors by kind</h2>
+{_table(errors)}
+<h2>Scenario</h2>
+{_table(scenario_rows)}
+<p class="small">Every figure is in summary.json (summary_version {summary["summary_version"]});
+charts as PNG and SVG beside this page.</p>
+</body></html>
+"""
+
+
+def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, str]]) -> str:
+    def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
+        escape: Callable[[str], str] = lambda cell: cell.replace("|", "\\|")  # noqa: E731
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return out + ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
+
+    lines = [f"# fanbench report — {summary['variant'] or 'unlabelled'}", "",
+             f"{charts.describe(summary)} · target `{summary['target']}`", ""]  # fmt: skip
+    if summary["validity"]:
+        lines += ["**Measurement validity:** these latencies may describe the load generator:", ""]
+        lines += [f"- {problem}" for problem in summary["validity"]] + [""]
+    lines += [*table(headline(summary), ("figure", "value")), "", "## Charts", ""]
+    lines += [f"![{title}]({name}.png) ([SVG]({name}.svg))  \n{caption}\n"
+              for name, (_, title, caption) in images.items()]  # fmt: skip
+    lines += ["## Cost estimate", "", *table(cost_rows(summary["cost"]), ("item", "usage", "USD"))]
+    lines += ["", *[f"- {a}" for a in summary["cost"]["assumptions"]], "",
+              "All figures: `summary.json`.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, prices: Prices) -> Path:
+    """Write RUN_DIR/report/ and return its index.html; RunDirError if the run is unreadable."""
+    run = read_run(run_dir)
+    summary = summarize(run, prices)
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    images: dict[str, tuple[bytes, str, str]] = {}
+    for name, (figure, caption) in figures(run).items():
+        png, _ = charts.save(figure, out / name)
+        images[name] = (png.read_bytes(), figure.get_suptitle(), caption)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    (out / "report.md").write_text(to_markdown(summary, images))
+    index = out / "index.html"
+    index.write_text(to_html(summary, images), encoding="utf-8")
+    return index

@@ -1,0 +1,250 @@
+"""Comparison of runs: known latency ratios and loss differences, labels, scenario checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reports.compare import (
+    Interval,
+    ScenarioMismatch,
+    loss_sentence,
+    ratio_sentence,
+    run_labels,
+    scenario_differences,
+    write_comparison,
+)
+from reports.rundir import RunDirError
+from tests.reports.synthetic import build_run
+
+CLIENTS, MESSAGES = 8, 20  # 8 x 7 x 20 = 1120 deliveries per run
+
+
+def jittered(base_ms: float, seed: int) -> Callable[[int, int, int], float]:
+    """``base_ms`` times an independent uniform 0.8–1.2 factor per delivery."""
+    factors = np.random.default_rng(seed).uniform(0.8, 1.2, size=(CLIENTS, MESSAGES, CLIENTS))
+    return lambda sender, seq, receiver: base_ms * float(factors[sender, seq, receiver])
+
+
+def make(path: Path, **kwargs: Any) -> Path:
+    return build_run(path, clients=CLIENTS, messages_per_sender=MESSAGES, **kwargs)
+
+
+def contains(interval: dict[str, Any], value: float) -> bool:
+    low, high = interval["ci95"]
+    return bool(low <= value <= high)
+
+
+def document(index: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((index.parent / "comparison.json").read_text())
+    return loaded
+
+
+# --- the pure parts --------------------------------------------------------------------------
+
+
+def test_labels_are_variants_unless_empty_or_shared() -> None:
+    paths = [Path("runs/a"), Path("runs/b"), Path("runs/c")]
+    assert run_labels(["baseline", "optimized", "x"], paths) == ["baseline", "optimized", "x"]
+    assert run_labels(["baseline", "", "optimized"], paths) == ["baseline", "b", "optimized"]
+    assert run_labels(["optimized", "optimized", "baseline"], paths) == ["a", "b", "baseline"]
+
+
+def test_clashing_directory_names_are_numbered() -> None:
+    paths = [Path("one/run"), Path("two/run")]
+    assert run_labels(["", ""], paths) == ["run #1", "run #2"]
+
+
+def test_scenario_differences_name_the_key_and_both_values() -> None:
+    reference = {
+        "users": 5,
+        "message_bytes": 64,
+        "variant": "baseline",
+        "run_dir": "a",
+        "token": "",
+    }
+    other = {"users": 10, "message_bytes": 64, "variant": "optimized", "run_dir": "b", "token": "t"}
+    assert scenario_differences([reference, other], ["baseline", "optimized"]) == [
+        "users 5 (baseline) vs 10 (optimized)"
+    ]
+    assert scenario_differences([reference, {"users": 5}], ["a", "b"]) == [
+        "message_bytes 64 (a) vs <missing> (b)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "sentence"),
+    [
+        (Interval(1 / 7.9, 1 / 8.8, 1 / 7.1),
+         "optimized p99 latency is 7.90× lower than baseline (95 % CI 7.10–8.80×)"),
+        (Interval(1.3, 1.2, 1.45),
+         "optimized p99 latency is 1.30× higher than baseline (95 % CI 1.20–1.45×)"),
+        (Interval(12.34, 11.0, 14.0),
+         "optimized p99 latency is 12.3× higher than baseline (95 % CI 11.0–14.0×)"),
+        (Interval(1.02, 0.95, 1.1),
+         "optimized p99 latency is 1.02× that of baseline (95 % CI 0.95–1.10×): "
+         "no clear difference"),
+        (Interval(math.nan, math.nan, math.nan),
+         "optimized p99 latency: no comparison with baseline (too few measured deliveries)"),
+    ],
+)  # fmt: skip
+def test_ratio_sentences(ratio: Interval, sentence: str) -> None:
+    assert ratio_sentence("optimized", "baseline", "p99", ratio) == sentence
+
+
+def test_loss_sentence() -> None:
+    diff = Interval(-0.0201, -0.023, -0.017)
+    assert loss_sentence("optimized", "baseline", (0.0, 0.0201), diff) == (
+        "loss rate: optimized 0.00 % vs baseline 2.01 % "
+        "(difference −2.01 points, 95 % CI −2.30 to −1.70)"
+    )
+    nothing = Interval(math.nan, math.nan, math.nan)
+    assert "no expected deliveries" in loss_sentence("a", "b", (0.0, 0.0), nothing)
+
+
+# --- whole comparisons on synthetic runs -----------------------------------------------------
+
+
+def test_a_four_times_slower_run_is_reported_four_times_higher(tmp_path: Path) -> None:
+    fast = make(tmp_path / "fast", variant="optimized", latency_ms=jittered(10.0, seed=1))
+    slow = make(tmp_path / "slow", variant="baseline", latency_ms=jittered(40.0, seed=2))
+    index = write_comparison([fast, slow], tmp_path / "out", force=False, draw_charts=False)
+    delta = document(index)["deltas"][0]
+    assert delta["label"] == "baseline"
+    assert delta["reference"] == "optimized"
+    for figure in ("p50_ratio", "p99_ratio"):
+        assert delta[figure]["point"] == pytest.approx(4.0, rel=0.05)
+        assert contains(delta[figure], 4.0)
+    sentence = delta["sentences"][0]
+    assert re.fullmatch(
+        r"baseline p50 latency is (3\.\d\d|4\.\d\d)× higher than optimized "
+        r"\(95 % CI \d\.\d\d–\d\.\d\d×\)",
+        sentence,
+    ), sentence
+
+
+def test_the_reverse_order_says_lower(tmp_path: Path) -> None:
+    fast = make(tmp_path / "fast", variant="optimized", latency_ms=jittered(10.0, seed=1))
+    slow = make(tmp_path / "slow", variant="baseline", latency_ms=jittered(40.0, seed=2))
+    delta = document(
+        write_comparison([slow, fast], tmp_path / "out", force=False, draw_charts=False)
+    )["deltas"][0]
+    assert contains(delta["p50_ratio"], 0.25)
+    assert delta["sentences"][1].startswith("optimized p99 latency is ")
+    assert " lower than baseline (95 % CI " in delta["sentences"][1]
+
+
+def test_identical_runs_show_no_clear_difference(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", variant="baseline", latency_ms=jittered(10.0, seed=3))
+    b = make(tmp_path / "b", variant="optimized", latency_ms=jittered(10.0, seed=3))
+    delta = document(write_comparison([a, b], tmp_path / "out", force=False, draw_charts=False))[
+        "deltas"
+    ][0]
+    for figure in ("p50_ratio", "p99_ratio"):
+        assert delta[figure]["point"] == pytest.approx(1.0)
+        assert contains(delta[figure], 1.0)
+    assert delta["sentences"][0].endswith("no clear difference")
+    assert delta["loss_rate_difference"] == {"point": 0.0, "ci95": [0.0, 0.0]}
+
+
+def test_a_known_loss_difference(tmp_path: Path) -> None:
+    # 28 of 1120 expected deliveries dropped from the reference: 2.50 %.
+    pairs = [
+        (sender, seq, (sender + 1) % CLIENTS)
+        for sender in range(CLIENTS)
+        for seq in range(MESSAGES)
+    ]
+    dropped = pairs[:28]
+    lossy = make(tmp_path / "lossy", variant="baseline", drop=dropped)
+    clean = make(tmp_path / "clean", variant="optimized")
+    doc = document(
+        write_comparison([lossy, clean], tmp_path / "out", force=False, draw_charts=False)
+    )
+    delta = doc["deltas"][0]
+    assert delta["loss_rate_difference"]["point"] == pytest.approx(-0.025)
+    assert contains(delta["loss_rate_difference"], -0.025)
+    assert delta["sentences"][2].startswith(
+        "loss rate: optimized 0.00 % vs baseline 2.50 % (difference −2.50 points, 95 % CI −"
+    )
+    assert [run["summary"]["counts"]["lost"] for run in doc["runs"]] == [28, 0]
+
+
+def test_outputs_are_written_and_self_contained(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", variant="baseline", latency_ms=jittered(40.0, seed=4))
+    b = make(tmp_path / "b", variant="optimized", latency_ms=jittered(10.0, seed=5))
+    index = write_comparison([a, b], tmp_path / "out", force=False)
+    assert index == tmp_path / "out" / "index.html"
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    page = index.read_text()
+    sentences = document(index)["deltas"][0]["sentences"]
+    for sentence in sentences:
+        assert f"- {sentence}" in markdown
+    assert "| optimized | 4." in markdown  # the delta table, in the sentences' direction
+    assert "× lower (" in markdown
+    assert "optimized p50 latency is " in page
+    assert not re.search(r"""(src|href)=['"]?(https?:)?//""", page)
+    charts = document(index)["charts"]
+    assert [chart["name"] for chart in charts] == [
+        "latency_distribution", "latency_over_time", "fanout_completion", "loss_errors"
+    ]  # fmt: skip
+    for chart in charts:
+        assert (index.parent / chart["png"]).read_bytes().startswith(b"\x89PNG")
+        assert (index.parent / chart["svg"]).read_text().lstrip().startswith("<?xml")
+        assert f"![{chart['title']}]({chart['png']})" in markdown
+    assert page.count("src='data:image/png;base64,") == len(charts)
+
+
+def test_default_output_folder_is_under_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = make(tmp_path / "a", variant="baseline")
+    b = make(tmp_path / "b", variant="optimized")
+    monkeypatch.chdir(tmp_path)
+    index = write_comparison([a, b], None, force=False, draw_charts=False)
+    assert index.is_file()
+    assert re.fullmatch(r"runs/compare-\d{8}T\d{6}Z/index\.html", index.as_posix())
+
+
+def test_different_scenarios_are_refused_naming_the_key(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", variant="baseline")
+    b = make(tmp_path / "b", variant="optimized", scenario={"message_bytes": 1024})
+    with pytest.raises(
+        ScenarioMismatch, match=r"message_bytes 64 \(baseline\) vs 1024 \(optimized\)"
+    ):
+        write_comparison([a, b], tmp_path / "out", force=False, draw_charts=False)
+    assert not (tmp_path / "out").exists()
+    index = write_comparison([a, b], tmp_path / "out", force=True, draw_charts=False)
+    assert "scenarios differ (compared with --force): message_bytes 64" in index.read_text()
+
+
+def test_labels_and_tokens_are_not_scenario(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", variant="baseline", scenario={"run_dir": "a", "variant": "baseline"})
+    b = make(tmp_path / "b", variant="optimized",
+             scenario={"run_dir": "b", "variant": "optimized", "token": "<redacted>"})  # fmt: skip
+    assert write_comparison([a, b], tmp_path / "out", force=False, draw_charts=False).is_file()
+
+
+def test_fewer_than_two_runs_are_refused(tmp_path: Path) -> None:
+    a = make(tmp_path / "a")
+    with pytest.raises(ValueError, match="at least two run directories"):
+        write_comparison([a], tmp_path / "out", force=False, draw_charts=False)
+
+
+def test_an_unreadable_run_is_named(tmp_path: Path) -> None:
+    a = make(tmp_path / "a")
+    with pytest.raises(RunDirError, match="no such run directory"):
+        write_comparison([a, tmp_path / "nope"], tmp_path / "out", force=False, draw_charts=False)
+
+
+def test_an_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    a, b = make(tmp_path / "a", variant="x"), make(tmp_path / "b", variant="y")
+    (tmp_path / "out").write_text("")
+    with pytest.raises(ValueError, match="not a folder"):
+        write_comparison([a, b], tmp_path / "out", force=False, draw_charts=False)

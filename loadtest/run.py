@@ -183,10 +183,12 @@ def execute(args: argparse.Namespace) -> Path:
             )
         extra: dict[str, Any] = {"locust_returncode": process.returncode}
         if stage is not None:
+            stats = stage.stats()
             extra["stage"] = {
                 "kind": "local",
                 "config": _stage_meta(stage_config),
-                "stats": stage.stats(),
+                "stats": stats,
+                "memory_mb": {name: f["memory_mb"] for name, f in stats["functions"].items()},
             }
         else:
             extra["stage"] = {"kind": "remote"}

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 from loadtest.paths import PROJECT_ROOT
 from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv
 
@@ -134,14 +136,27 @@ class LocalStage:
         self.stop()
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process of the group is left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (psutil.Error, OSError):
+            continue
+    return False
+
+
 def _wait_for_group_exit(pgid: int, timeout_s: float) -> bool:
-    """Wait until no process of the group is left: SIGKILL's victims (the forkserver, its
-    resource tracker) take a moment to exit, and stop() promises they are gone."""
+    """Wait until the group's processes have died: SIGKILL's victims (the forkserver and
+    its resource tracker outlive the stage process) take a moment to exit."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not _group_alive(pgid):
             return True
         time.sleep(0.01)
     return False

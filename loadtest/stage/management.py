@@ -53,6 +53,14 @@ class ManagementApi:
                     1 for c in gateway.connections.values() if c.state is State.OPEN
                 ),
                 "lambda": gateway.runtime.stats.as_dict(),
+                "functions": {
+                    spec.logical_id: {
+                        "handler": spec.handler,
+                        "memory_mb": spec.memory_mb,
+                        "timeout_s": gateway.runtime.timeout_s(spec),
+                    }
+                    for spec in gateway.routes.values()
+                },
             }
         )
 

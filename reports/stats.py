@@ -65,14 +65,19 @@ def bootstrap_ratio(
 def bootstrap_difference(
     hits_a: int, trials_a: int, hits_b: int, trials_b: int, rounds: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """rate_a − rate_b with a 95 % parametric-bootstrap interval."""
+    """rate_a − rate_b with a 95 % parametric-bootstrap interval.
+
+    Each round first draws each run's underlying rate from its Jeffreys posterior,
+    Beta(hits + ½, misses + ½), then resamples the counts at that rate. Plain
+    resampling at the observed rate would collapse to "0 to 0" whenever both runs
+    lost nothing, claiming a certainty that a finite run cannot give.
+    """
     if trials_a <= 0 or trials_b <= 0:
         return (math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     rate_a, rate_b = hits_a / trials_a, hits_b / trials_b
-    draws = (
-        rng.binomial(trials_a, rate_a, rounds) / trials_a
-        - rng.binomial(trials_b, rate_b, rounds) / trials_b
-    )
+    true_a = rng.beta(hits_a + 0.5, trials_a - hits_a + 0.5, rounds)
+    true_b = rng.beta(hits_b + 0.5, trials_b - hits_b + 0.5, rounds)
+    draws = rng.binomial(trials_a, true_a) / trials_a - rng.binomial(trials_b, true_b) / trials_b
     low, high = np.percentile(draws, [2.5, 97.5])
     return (rate_a - rate_b, float(low), float(high))

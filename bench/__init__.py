@@ -1,1 +1,4 @@
-"""fanbench benchmarks: run with ``make bench``; never part of the test suite."""
+"""fanbench benchmarks: ``make bench`` or ``python -m bench``; see BENCHMARKS.md.
+
+Not part of the test suite; ``tests/bench/`` runs each at smoke size so it cannot rot.
+"""

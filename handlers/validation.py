@@ -49,6 +49,11 @@ def parse_sendmessage_body(body: object) -> ChatMessage:
     message = parsed.get("message")
     if not isinstance(message, str):
         raise BadRequest("'message' must be a string")
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON may escape a lone surrogate ("\ud800"); no UTF-8 frame can carry it.
+        raise BadRequest("'message' must be valid Unicode (it has a lone surrogate)") from None
     return ChatMessage(message=message)
 
 

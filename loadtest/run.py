@@ -154,8 +154,11 @@ def execute(args: argparse.Namespace) -> Path:
     run_dir: Path = args.run_dir or default_run_dir()
     if (run_dir / "run.json").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Everything that can refuse the run does so before the run directory exists.
     stage_config = replace(config_from_args(args), auth_token=args.token, log_dir=run_dir / "stage")
+    if args.target:
+        preflight(args.target, args.token)
+    run_dir.mkdir(parents=True, exist_ok=True)
     limit_s = args.duration + args.drain + EXTRA_LOCUST_TIME_S + args.users / args.spawn_rate
     with contextlib.ExitStack() as stack:
         stage: LocalStage | None = None
@@ -168,8 +171,6 @@ def execute(args: argparse.Namespace) -> Path:
             except StageError as error:
                 raise RunError(str(error)) from None
             host, variant = stage.ws_url, stage_config.variant
-        if args.target:
-            preflight(args.target, args.token)
         print(f"fanbench: {args.users} users → {host} ({variant or 'unlabelled'})", flush=True)
         process = subprocess.Popen(
             locust_command(args, host, run_dir, variant),

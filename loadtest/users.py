@@ -64,7 +64,9 @@ class ChatUser(User):
             detail = _redact(f"{type(error).__name__}: {error}", scenario.token)
             self.shared.recorder.error(self.client_id, time.time_ns(), "connect_failed", detail)
             self._fire("connect", (time.perf_counter() - began) * 1000, RuntimeError(detail))
-            raise StopUser() from None
+            # The user stops from its task: Locust logs a traceback for a StopUser raised
+            # in on_start, and a refused connect is a recorded failure, not a crash.
+            return
         self._fire("connect", (time.perf_counter() - began) * 1000)
         self.shared.recorder.connected(self.client_id, self.audience, time.time_ns())
         self._receiver = gevent.spawn(self._receive, self.socket)
@@ -96,6 +98,8 @@ class ChatUser(User):
     @task
     def send_open_loop(self) -> None:
         """Send on a fixed schedule whatever the receipts do (open loop)."""
+        if self.socket is None:
+            raise StopUser()
         interval_ns = int(self.shared.scenario.send_interval_s * 1e9)
         intended = time.time_ns() + int(random.uniform(0, interval_ns))
         while self.socket is not None:

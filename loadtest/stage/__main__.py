@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from loadtest.stage.config import add_stage_arguments, config_from_args
 from loadtest.stage.server import print_ready_line, run_stage
@@ -11,7 +12,13 @@ from loadtest.stage.server import print_ready_line, run_stage
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.stage")
     add_stage_arguments(parser)
-    run_stage(config_from_args(parser.parse_args()), print_ready_line)
+    config = config_from_args(parser.parse_args())
+    try:
+        run_stage(config, print_ready_line)
+    except (OSError, RuntimeError) as error:
+        # One line, no traceback: the launcher reports that the stage did not start.
+        print(f"fanbench stage: error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,14 @@ class LocalStage:
         assert self._process.stdout is not None
         info = _read_ready_line(self._process.stdout, STARTUP_TIMEOUT_S)
         if info is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=1)  # no ready line and EOF: it is exiting
+            exit_code = self._process.poll()
             self.stop()
+            if exit_code is not None:
+                raise StageError(
+                    f"the local stage exited with status {exit_code} before it was ready"
+                )
             raise StageError(f"the local stage did not start within {STARTUP_TIMEOUT_S:.0f} s")
         self._endpoints = StageEndpoints(
             ws_url=info["ws_url"],

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from botocore.exceptions import BotoCoreError, ClientError
 from websockets.asyncio.server import serve
 
 from aws_limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
@@ -133,7 +134,10 @@ def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> N
         table = stage_template(
             load_template(TEMPLATE_PATH), config.template_parameters(""), config.table_name
         ).table
-        create_table(endpoint, table, config.table_name)
+        try:
+            create_table(endpoint, table, config.table_name)
+        except (BotoCoreError, ClientError) as error:
+            raise ConnectionError(f"cannot use DynamoDB at {endpoint}: {error}") from None
         asyncio.run(_serve(config, endpoint, log_dir, ready))
 
 

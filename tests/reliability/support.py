@@ -1,0 +1,397 @@
+"""Helpers for the reliability suite: real swarms, WebSocket clients, the stage's counters.
+
+A *swarm* is a real ``fanbench run`` subprocess: the local stage (gateway, Lambda
+workers, DynamoDB emulator), a Locust swarm of WebSocket clients, a run
+directory. The figures the tests assert on come from the suite's own loss
+accounting (``reports.analysis.analyze``) over that directory.
+
+Every wait is bounded in time and every loop in count; every address is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import numpy as np
+import psutil
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from loadtest import envelope
+from loadtest.paths import PROJECT_ROOT
+from loadtest.stage.launcher import LocalStage, wait_until
+from reports.analysis import analyze
+from reports.loss import ledger
+from reports.rundir import Run, read_run
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+SECRET_TOKEN = "fbtok-" + secrets.token_hex(16)
+"""The ``$connect`` token of the security run: random per session, so a hit is never luck."""
+
+SEND = "SendMessageFunction"
+DEFAULT_HINT = "Use the sendmessage route to send a message"
+INTERNAL_SERVER_ERROR = "Internal server error"
+RECV_TIMEOUT_S = 10.0
+SWARM_TIMEOUT_S = 240.0
+
+# A short real swarm: 10 users, 10 s of sending, one message per user every 0.5 s.
+SHORT_SWARM = (
+    "--users", "10", "--spawn-rate", "10", "--duration", "10", "--send-interval", "0.5",
+    "--warmup", "2", "--drain", "2", "--settle", "1", "--no-report", "--quiet",
+)  # fmt: skip
+POST_FAULTS = ("--post-failure-rate", "0.02", "--throttle-rate", "0.02", "--fault-seed", "7")
+INJECTED_POST_FAULT_SHARE = 0.02 + 0.02
+# Sequential baseline posts: 9 recipients x 200 ms outlast a 1 s function timeout.
+TIMEOUT_FAULT = ("--function-timeout", "1", "--post-latency-ms", "200")
+TIMEOUT_SWARM = (
+    "--users", "10", "--spawn-rate", "10", "--duration", "10", "--send-interval", "3",
+    "--warmup", "2", "--drain", "3", "--settle", "1", "--no-report", "--quiet",
+)  # fmt: skip
+LAMBDA_ERROR_RATE = 0.05
+LAMBDA_ERROR_SEED = 31
+"""``random.Random(31).random() < 0.05``: the stage's first invocation fails. A swarm's first
+invocation is always a ``$connect`` (nothing can be sent before a connection exists), so
+this seed makes at least one ``$connect`` rejection certain, not likely."""
+
+SWARMS: dict[str, tuple[str, ...]] = {
+    "optimized-post-faults": (*SHORT_SWARM, *POST_FAULTS),
+    "baseline-post-faults": (*SHORT_SWARM, *POST_FAULTS, "--variant", "baseline"),
+    "baseline-post-faults-no-sdk-retries": (
+        *SHORT_SWARM, *POST_FAULTS, "--variant", "baseline",
+        "--lambda-env", "AWS_MAX_ATTEMPTS=1",
+    ),
+    "lambda-errors": (
+        *SHORT_SWARM, "--lambda-error-rate", str(LAMBDA_ERROR_RATE),
+        "--fault-seed", str(LAMBDA_ERROR_SEED),
+    ),
+    "baseline-timeout": (*TIMEOUT_SWARM, *TIMEOUT_FAULT, "--variant", "baseline"),
+    "optimized-timeout": (*TIMEOUT_SWARM, *TIMEOUT_FAULT, "--variant", "optimized"),
+    "token": (
+        "--users", "3", "--spawn-rate", "10", "--duration", "4", "--send-interval", "0.5",
+        "--warmup", "1", "--drain", "1", "--settle", "0.5", "--quiet",
+        "--token", SECRET_TOKEN,
+    ),
+}  # fmt: skip
+"""Every swarm the suite runs, by name. Tests ask for them with ``@pytest.mark.swarms``."""
+
+
+def fanbench(*args: str) -> list[str]:
+    return [sys.executable, "-m", "loadtest.cli", *args]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+
+
+# -- swarms -------------------------------------------------------------------------
+
+
+@dataclass
+class SwarmResult:
+    name: str
+    run_dir: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    wall_s: float
+    descendant_cmdlines: list[list[str]] = field(default_factory=list)
+    """Command lines of every process the run started (stage, Lambda workers, Locust, ...)."""
+
+    def check(self) -> SwarmResult:
+        assert self.returncode == 0, (
+            f"fanbench run {self.name} exited {self.returncode}\n"
+            f"{self.stdout[-3000:]}\n{self.stderr[-3000:]}"
+        )
+        return self
+
+    @cached_property
+    def run(self) -> Run:
+        return read_run(self.check().run_dir)
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        return analyze(self.run)
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        counts: dict[str, Any] = self.summary["counts"]
+        return counts
+
+    @property
+    def stage_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.run.meta["stage"]["stats"]
+        return stats
+
+    def gateway(self, name: str) -> int:
+        return int(self.stage_stats["gateway"].get(name, 0))
+
+    def lambda_stat(self, name: str, function: str) -> int:
+        return int(self.stage_stats["lambda"][name].get(function, 0))
+
+    def figures(self) -> str:
+        """One line for the test log: what this run measured."""
+        c = self.counts
+        low, high = self.summary["rates"]["loss"]["ci95"]
+        return (
+            f"{self.name}: {c['messages']} messages, {c['delivered']}/{c['expected']} delivered,"
+            f" lost {c['lost']} ({100 * c['loss_rate']:.2f} %, 95 % CI {100 * low:.2f}"
+            f"-{100 * high:.2f} %), error frames {c['error_frames']}"
+        )
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def stop_process_tree(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGINT the run's group (the stage stops cleanly), then SIGKILL whatever is left."""
+    if process.poll() is None:
+        remembered = _descendants(process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace_s)
+        for child in [*remembered, *_descendants(process.pid)]:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def start_swarm(run_dir: Path, args: Sequence[str]) -> subprocess.Popen[bytes]:
+    """``fanbench run --run-dir run_dir ARGS`` in its own process group; output to files."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    stdout = (run_dir.parent / f"{run_dir.name}.stdout").open("wb")
+    stderr = (run_dir.parent / f"{run_dir.name}.stderr").open("wb")
+    with stdout, stderr:
+        return subprocess.Popen(
+            fanbench("run", "--run-dir", str(run_dir), *args),
+            cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            env=subprocess_env(), start_new_session=True,
+        )  # fmt: skip
+
+
+def finish_swarm(
+    name: str,
+    process: subprocess.Popen[bytes],
+    run_dir: Path,
+    started: float,
+    timeout_s: float = SWARM_TIMEOUT_S,
+) -> SwarmResult:
+    """Wait for a started swarm (sampling its processes' command lines); stop it at timeout."""
+    cmdlines: dict[int, list[str]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            for child in _descendants(process.pid):
+                with contextlib.suppress(psutil.Error):
+                    cmdlines.setdefault(child.pid, child.cmdline())
+            time.sleep(0.25)
+    finally:
+        stop_process_tree(process)
+    out = run_dir.parent / f"{run_dir.name}.stdout"
+    err = run_dir.parent / f"{run_dir.name}.stderr"
+    return SwarmResult(
+        name=name,
+        run_dir=run_dir,
+        returncode=process.returncode,
+        stdout=out.read_text(errors="replace"),
+        stderr=err.read_text(errors="replace"),
+        wall_s=time.monotonic() - started,
+        descendant_cmdlines=list(cmdlines.values()),
+    )
+
+
+def run_swarm(name: str, run_dir: Path, args: Sequence[str]) -> SwarmResult:
+    started = time.monotonic()
+    return finish_swarm(name, start_swarm(run_dir, args), run_dir, started)
+
+
+# -- error frames against the messages that lost recipients ------------------------------
+
+
+@dataclass(frozen=True)
+class SenderAccount:
+    """One swarm user's messages by fate, and the error frames it received."""
+
+    error_frames: int = 0
+    whole: int = 0
+    """Messages that reached every expected recipient (at least one was expected)."""
+    partial: int = 0
+    """Messages that reached some expected recipients, not all."""
+    none: int = 0
+    """Messages that reached no expected recipient (at least one was expected)."""
+    audienceless: int = 0
+    """Messages nobody was expected to receive (sent before anyone else had joined)."""
+
+    @property
+    def lossy(self) -> int:
+        return self.partial + self.none
+
+
+def sender_accounts(run: Run) -> dict[int, SenderAccount]:
+    """Per sending user: its messages' fates (from the loss accounting's own ledger) and its
+    error frames. Counting per sender needs no guess about which frame answers which message."""
+    facts = ledger(
+        run.sends, run.deliveries, run.membership, int(float(run.scenario["settle_s"]) * 1e9)
+    )
+    expected, delivered = facts.expected_per_message, facts.delivered_per_message
+    frames = run.errors["client"][run.errors["kind"] == "error_frame"]
+    accounts: dict[int, SenderAccount] = {}
+    for client in {int(c) for c in run.sends["client"]} | {int(c) for c in frames}:
+        mine = run.sends["client"] == client
+        e, d = expected[mine], delivered[mine]
+        accounts[client] = SenderAccount(
+            error_frames=int(np.sum(frames == client)),
+            whole=int(np.sum((e > 0) & (d == e))),
+            partial=int(np.sum((d > 0) & (d < e))),
+            none=int(np.sum((e > 0) & (d == 0))),
+            audienceless=int(np.sum(e == 0)),
+        )
+    return accounts
+
+
+def lost_in(run: Run, fate: str) -> int:
+    """Deliveries lost by messages of one fate: ``"partial"`` or ``"none"``."""
+    facts = ledger(
+        run.sends, run.deliveries, run.membership, int(float(run.scenario["settle_s"]) * 1e9)
+    )
+    expected, delivered = facts.expected_per_message, facts.delivered_per_message
+    chosen = (delivered > 0) & (delivered < expected) if fate == "partial" else (delivered == 0)
+    return int(np.sum((expected - delivered)[chosen]))
+
+
+# -- WebSocket clients and the stage's view ---------------------------------------------
+
+
+def open_ws(url: str) -> ClientConnection:
+    """A websockets sync client on loopback: no proxy, bounded open and close. Use in ``with``."""
+    return connect(
+        url, proxy=None, open_timeout=15, close_timeout=2, ping_interval=None,
+        compression=None, max_size=None,
+    )  # fmt: skip
+
+
+def recv_text(ws: ClientConnection, timeout_s: float = RECV_TIMEOUT_S) -> str:
+    frame = ws.recv(timeout=timeout_s)
+    assert isinstance(frame, str), f"expected a text frame, got {frame!r:.80}"
+    return frame
+
+
+def recv_until(
+    ws: ClientConnection,
+    accept: Callable[[str], bool],
+    timeout_s: float = RECV_TIMEOUT_S,
+    skip: Callable[[str], bool] = lambda frame: False,
+) -> str:
+    """The first frame ``accept`` takes; frames ``skip`` takes are dropped; any other fails."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(100_000):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            frame = recv_text(ws, remaining)
+        except TimeoutError:
+            break
+        if accept(frame):
+            return frame
+        if not skip(frame):
+            raise AssertionError(f"unexpected frame: {frame[:300]!r}")
+    raise AssertionError(f"no expected frame within {timeout_s} s")
+
+
+def is_envelope(frame: str) -> bool:
+    """A swarm user's chat message (its broadcast reaches every connection)."""
+    return envelope.decode(frame) is not None
+
+
+def expect_close(ws: ClientConnection, timeout_s: float = RECV_TIMEOUT_S) -> ConnectionClosed:
+    """Drop frames until the server closes the connection; the close, or fail."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(100_000):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            ws.recv(timeout=remaining)
+        except TimeoutError:
+            break
+        except ConnectionClosed as closed:
+            return closed
+    raise AssertionError(f"the server did not close the connection within {timeout_s} s")
+
+
+def own_id(ws: ClientConnection) -> str:
+    """The client's connection id, from the ``$default`` route's reply."""
+    ws.send("who am i")
+    frame = recv_until(ws, lambda f: DEFAULT_HINT in f, skip=is_envelope)
+    info = json.loads(frame.split("Your info:", 1)[1])
+    connection_id = info["connectionID"]
+    assert isinstance(connection_id, str)
+    return connection_id
+
+
+def chat(message: str) -> str:
+    return json.dumps({"action": "sendmessage", "message": message})
+
+
+def dynamodb(stage: LocalStage) -> DynamoDBClient:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=stage.endpoints.dynamodb_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+
+
+def table_ids(stage: LocalStage) -> set[str]:
+    """Every connection id in the connections table (paginated to the last page)."""
+    client = dynamodb(stage)
+    ids: set[str] = set()
+    kwargs: dict[str, Any] = {"TableName": stage.endpoints.table_name}
+    for _ in range(1_000):
+        page = client.scan(**kwargs)
+        ids.update(item["connectionId"]["S"] for item in page.get("Items", []))
+        if not page.get("LastEvaluatedKey"):
+            return ids
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    raise AssertionError("the scan did not end within 1,000 pages")
+
+
+def gateway_stat(stage: LocalStage, name: str) -> int:
+    return int(stage.stats()["gateway"].get(name, 0))
+
+
+def lambda_stat(stage: LocalStage, name: str, function: str) -> int:
+    return int(stage.stats()["lambda"][name].get(function, 0))
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    assert wait_until(predicate, timeout_s), f"timed out after {timeout_s} s waiting for {what}"
+
+
+@contextlib.contextmanager
+def clients(url: str, count: int) -> Iterator[list[ClientConnection]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(open_ws(url)) for _ in range(count)]

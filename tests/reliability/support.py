@@ -24,21 +24,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import numpy as np
 import psutil
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from loadtest import envelope
 from loadtest.paths import PROJECT_ROOT
-from loadtest.stage.launcher import LocalStage, wait_until
+from loadtest.stage.launcher import wait_until
 from reports.analysis import analyze
 from reports.loss import ledger
 from reports.rundir import Run, read_run
+from tests.stage.support import recv_text
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    pass
 
 SECRET_TOKEN = "fbtok-" + secrets.token_hex(16)
 """The ``$connect`` token of the security run: random per session, so a hit is never luck."""
@@ -291,12 +290,6 @@ def open_ws(url: str) -> ClientConnection:
     )  # fmt: skip
 
 
-def recv_text(ws: ClientConnection, timeout_s: float = RECV_TIMEOUT_S) -> str:
-    frame = ws.recv(timeout=timeout_s)
-    assert isinstance(frame, str), f"expected a text frame, got {frame!r:.80}"
-    return frame
-
-
 def recv_until(
     ws: ClientConnection,
     accept: Callable[[str], bool],
@@ -325,22 +318,6 @@ def is_envelope(frame: str) -> bool:
     return envelope.decode(frame) is not None
 
 
-def expect_close(ws: ClientConnection, timeout_s: float = RECV_TIMEOUT_S) -> ConnectionClosed:
-    """Drop frames until the server closes the connection; the close, or fail."""
-    deadline = time.monotonic() + timeout_s
-    for _ in range(100_000):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            ws.recv(timeout=remaining)
-        except TimeoutError:
-            break
-        except ConnectionClosed as closed:
-            return closed
-    raise AssertionError(f"the server did not close the connection within {timeout_s} s")
-
-
 def own_id(ws: ClientConnection) -> str:
     """The client's connection id, from the ``$default`` route's reply."""
     ws.send("who am i")
@@ -353,38 +330,6 @@ def own_id(ws: ClientConnection) -> str:
 
 def chat(message: str) -> str:
     return json.dumps({"action": "sendmessage", "message": message})
-
-
-def dynamodb(stage: LocalStage) -> DynamoDBClient:
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=stage.endpoints.dynamodb_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
-
-
-def table_ids(stage: LocalStage) -> set[str]:
-    """Every connection id in the connections table (paginated to the last page)."""
-    client = dynamodb(stage)
-    ids: set[str] = set()
-    kwargs: dict[str, Any] = {"TableName": stage.endpoints.table_name}
-    for _ in range(1_000):
-        page = client.scan(**kwargs)
-        ids.update(item["connectionId"]["S"] for item in page.get("Items", []))
-        if not page.get("LastEvaluatedKey"):
-            return ids
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    raise AssertionError("the scan did not end within 1,000 pages")
-
-
-def gateway_stat(stage: LocalStage, name: str) -> int:
-    return int(stage.stats()["gateway"].get(name, 0))
-
-
-def lambda_stat(stage: LocalStage, name: str, function: str) -> int:
-    return int(stage.stats()["lambda"][name].get(function, 0))
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

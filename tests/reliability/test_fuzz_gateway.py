@@ -42,7 +42,6 @@ from reports.rundir import read_run
 from tests.reliability.support import (
     DEFAULT_HINT,
     chat,
-    expect_close,
     finish_swarm,
     is_envelope,
     open_ws,
@@ -51,6 +50,7 @@ from tests.reliability.support import (
     stop_process_tree,
     wait_for,
 )
+from tests.stage.support import expect_close
 
 CLOSE_INVALID_UTF8 = 1007
 SWARM_USERS = 10

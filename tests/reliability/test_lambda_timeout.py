@@ -28,12 +28,11 @@ from tests.reliability.support import (
     SEND,
     chat,
     clients,
-    lambda_stat,
     lost_in,
-    recv_text,
     sender_accounts,
     wait_for,
 )
+from tests.stage.support import lambda_stat, recv_text
 
 FUNCTION_TIMEOUT_S = 1.0
 POST_LATENCY_MS = 200.0

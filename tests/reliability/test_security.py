@@ -42,8 +42,8 @@ from tests.reliability.support import (
     open_ws,
     own_id,
     subprocess_env,
-    table_ids,
 )
+from tests.stage.support import table_ids
 
 EXIT_FAILED = 1
 

@@ -25,13 +25,10 @@ from tests.reliability.support import (
     SEND,
     chat,
     clients,
-    gateway_stat,
-    lambda_stat,
     own_id,
-    recv_text,
-    table_ids,
     wait_for,
 )
+from tests.stage.support import gateway_stat, lambda_stat, recv_text, table_ids
 
 CLIENTS = 10
 STALE = 2  # 20 %

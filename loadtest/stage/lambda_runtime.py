@@ -135,11 +135,13 @@ class LambdaRuntime:
         concurrency: int,
         faults: Faults,
         timeout_override_s: float | None = None,
+        environment_overrides: dict[str, str] | None = None,
     ) -> None:
         self.handlers_dir = handlers_dir
         self.log_dir = log_dir
         self.base_environment = base_environment
-        self.extra_environment: dict[str, str] = {}
+        self.environment_overrides = dict(environment_overrides or {})
+        """Applied after the template's variables, as an edited function configuration would be."""
         self.faults = faults
         self.timeout_override_s = timeout_override_s
         self.stats = RuntimeStats()
@@ -165,7 +167,7 @@ class LambdaRuntime:
         environment = {
             **self.base_environment,
             **spec.environment,
-            **self.extra_environment,
+            **self.environment_overrides,
             "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(self.timeout_s(spec))),

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import string
 import sys
 import tempfile
@@ -47,38 +48,32 @@ async def _serve(
     log_dir: Path,
     ready: Callable[[dict[str, Any]], None],
 ) -> None:
-    # The @connections listener starts first: its URL is the CallbackUrl parameter.
-    management_runner: web.AppRunner | None = None
-    api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name="")
+    # The @connections socket is bound first: its URL is the CallbackUrl template parameter.
+    management_socket = socket.socket()
+    management_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    management_socket.bind((config.host, config.management_port))
+    management_port = management_socket.getsockname()[1]
+    callback_url = f"http://{config.host}:{management_port}/{config.stage}"
+    template = stage_template(
+        load_template(TEMPLATE_PATH), config.template_parameters(callback_url), config.table_name
+    )
     runtime_environment = {
         "PATH": os.environ.get("PATH", ""),
         **LOCAL_CREDENTIALS,
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint,
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(HANDLERS_DIR.parent),
     }
     runtime = LambdaRuntime(
         HANDLERS_DIR, log_dir, runtime_environment, config.concurrency, config.faults,
-        config.function_timeout_s,
+        config.function_timeout_s, config.lambda_environment,
     )  # fmt: skip
-    runtime.extra_environment = dict(config.lambda_environment)
-    template_document = load_template(TEMPLATE_PATH)
-    placeholder = stage_template(
-        template_document, config.template_parameters(""), config.table_name
-    )
-    gateway = Gateway(config, placeholder, runtime, api)
+    api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name="")
+    gateway = Gateway(config, template, runtime, api)
     management = ManagementApi(gateway, config.throttle_rps, config.throttle_burst)
     management_runner = web.AppRunner(management.app, access_log=None, handle_signals=False)
     await management_runner.setup()
-    site = web.TCPSite(management_runner, config.host, config.management_port)
-    await site.start()
-    management_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    callback_url = f"http://{config.host}:{management_port}/{config.stage}"
-    resolved = stage_template(
-        template_document, config.template_parameters(callback_url), config.table_name
-    )
-    gateway.routes = {k: v for k, v in resolved.routes.items() if k not in config.disabled_routes}
+    await web.SockSite(management_runner, management_socket).start()
     if config.provisioned:
         await runtime.provision(list(gateway.routes.values()), config.provisioned)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
@@ -43,6 +44,14 @@ def running_stage(config: StageConfig, log_dir: Path) -> Iterator[LocalStage]:
         yield stage
     finally:
         stage.stop()
+
+
+def stage_in(
+    config: StageConfig, factory: pytest.TempPathFactory, name: str
+) -> Iterator[LocalStage]:
+    """For module-scoped fixtures: ``yield from stage_in(config, tmp_path_factory, "name")``."""
+    with running_stage(config, factory.mktemp(name)) as stage:
+        yield stage
 
 
 def open_ws(url: str, user_agent: str = "Python websockets (fanbench tests)") -> ClientConnection:

@@ -24,18 +24,16 @@ from tests.stage.support import (
     open_ws,
     recv_text,
     running_stage,
+    stage_in,
     table_ids,
 )
 
 
-def _stage(faults: Faults, factory: pytest.TempPathFactory, name: str) -> Iterator[LocalStage]:
-    with running_stage(StageConfig(faults=faults), factory.mktemp(name)) as stage:
-        yield stage
-
-
 @pytest.fixture(scope="module")
 def latency_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    yield from _stage(Faults(post_latency_ms=200), tmp_path_factory, "latency")
+    yield from stage_in(
+        StageConfig(faults=Faults(post_latency_ms=200)), tmp_path_factory, "latency"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +46,28 @@ def cold_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]
 
 @pytest.fixture(scope="module")
 def failing_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    yield from _stage(Faults(post_failure_rate=1.0), tmp_path_factory, "failing")
+    yield from stage_in(
+        StageConfig(faults=Faults(post_failure_rate=1.0)), tmp_path_factory, "failing"
+    )
 
 
 @pytest.fixture(scope="module")
 def throttling_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    yield from _stage(Faults(throttle_rate=1.0), tmp_path_factory, "throttling")
+    yield from stage_in(
+        StageConfig(faults=Faults(throttle_rate=1.0)), tmp_path_factory, "throttling"
+    )
 
 
 @pytest.fixture(scope="module")
 def dropping_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    yield from _stage(Faults(drop_rate=1.0), tmp_path_factory, "dropping")
+    yield from stage_in(StageConfig(faults=Faults(drop_rate=1.0)), tmp_path_factory, "dropping")
 
 
 @pytest.fixture(scope="module")
 def duplicating_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    yield from _stage(Faults(duplicate_rate=1.0), tmp_path_factory, "duplicating")
+    yield from stage_in(
+        StageConfig(faults=Faults(duplicate_rate=1.0)), tmp_path_factory, "duplicating"
+    )
 
 
 def _the_new_id(stage: LocalStage, before: set[str]) -> str:

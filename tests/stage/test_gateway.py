@@ -27,7 +27,7 @@ from tests.stage.support import (
     own_id,
     recv_json,
     recv_text,
-    running_stage,
+    stage_in,
     table_ids,
     wait_for,
 )
@@ -35,20 +35,15 @@ from tests.stage.support import (
 AUTH_TOKEN = "s3cret-token"
 
 
-def _stage(config: StageConfig, factory: pytest.TempPathFactory, name: str) -> Iterator[LocalStage]:
-    with running_stage(config, factory.mktemp(name)) as stage:
-        yield stage
-
-
 @pytest.fixture(scope="module")
 def auth_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    yield from _stage(StageConfig(auth_token=AUTH_TOKEN), tmp_path_factory, "auth")
+    yield from stage_in(StageConfig(auth_token=AUTH_TOKEN), tmp_path_factory, "auth")
 
 
 @pytest.fixture(scope="module")
 def crashing_connect_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
     config = StageConfig(faults=Faults(lambda_error_rate=1.0))
-    yield from _stage(config, tmp_path_factory, "crash")
+    yield from stage_in(config, tmp_path_factory, "crash")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +52,7 @@ def bare_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]
     config = StageConfig(
         disabled_routes=("$connect", "$default"), faults=Faults(lambda_error_rate=1.0)
     )
-    yield from _stage(config, tmp_path_factory, "bare")
+    yield from stage_in(config, tmp_path_factory, "bare")
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +65,19 @@ def slow_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]
     config = StageConfig(
         integration_timeout_s=1.5, function_timeout_s=10, faults=Faults(post_latency_ms=2500)
     )
-    yield from _stage(config, tmp_path_factory, "slow")
+    yield from stage_in(config, tmp_path_factory, "slow")
 
 
 @pytest.fixture(scope="module")
 def short_lived_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
     config = StageConfig(idle_timeout_s=0.5, max_connection_s=1.5)
-    yield from _stage(config, tmp_path_factory, "short")
+    yield from stage_in(config, tmp_path_factory, "short")
 
 
 @pytest.fixture(scope="module")
 def lossy_disconnect_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
     config = StageConfig(faults=Faults(lost_disconnect_rate=1.0))
-    yield from _stage(config, tmp_path_factory, "lossy")
+    yield from stage_in(config, tmp_path_factory, "lossy")
 
 
 def _chat(message: str) -> str:

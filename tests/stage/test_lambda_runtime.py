@@ -16,7 +16,7 @@ from tests.stage.support import (
     open_ws,
     recv_json,
     recv_text,
-    running_stage,
+    stage_in,
     stat_is,
     wait_for,
 )
@@ -24,20 +24,15 @@ from tests.stage.support import (
 SEND = "SendMessageFunction"
 
 
-def _stage(config: StageConfig, factory: pytest.TempPathFactory, name: str) -> Iterator[LocalStage]:
-    with running_stage(config, factory.mktemp(name)) as stage:
-        yield stage
-
-
 @pytest.fixture(scope="module")
 def warm_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    yield from _stage(StageConfig(provisioned=1), tmp_path_factory, "warm")
+    yield from stage_in(StageConfig(provisioned=1), tmp_path_factory, "warm")
 
 
 @pytest.fixture(scope="module")
 def capped_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
     config = StageConfig(concurrency=2, faults=Faults(post_latency_ms=150))
-    yield from _stage(config, tmp_path_factory, "capped")
+    yield from stage_in(config, tmp_path_factory, "capped")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def timeout_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
     config = StageConfig(
         variant="baseline", function_timeout_s=1.0, faults=Faults(post_latency_ms=400)
     )
-    yield from _stage(config, tmp_path_factory, "timeout")
+    yield from stage_in(config, tmp_path_factory, "timeout")
 
 
 def _chat(message: str) -> str:

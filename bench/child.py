@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import IO, Any
 
-from loadtest.paths import PROJECT_ROOT
+from bench import REPO_ROOT
 
 EXIT_TIMEOUT_S = 10.0
 
@@ -58,7 +58,7 @@ class JsonLineChild:
 
     def __enter__(self) -> JsonLineChild:
         self._process = subprocess.Popen(
-            self.argv, cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            self.argv, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self._process.stdout is not None
         threading.Thread(target=self._pump, args=(self._process.stdout,), daemon=True).start()

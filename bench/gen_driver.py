@@ -43,10 +43,10 @@ from locust import User, constant, task
 from locust.env import Environment
 from websockets.sync.client import ClientConnection, connect
 
+from fanbench_common.scenario import Scenario
 from loadtest import envelope, process_context
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Recorder
-from loadtest.scenario import Scenario
 from loadtest.users import ChatUser
 
 LAG_TICK_S = 0.01

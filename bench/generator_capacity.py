@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import REPO_ROOT
 from bench.child import JsonLineChild
 from bench.record import BenchResult, Ratio, Scalar, Size, median, now_utc, safe_ratio
-from loadtest.paths import PROJECT_ROOT
 
 NAME = "generator_capacity"
 USERS = ("fanbench", "reference", "reference-noutf8")
@@ -72,7 +72,7 @@ def drive(port: int, user: str, plan: Plan) -> dict[str, Any]:
         "--refine", str(plan.refine),
     ]  # fmt: skip
     done = subprocess.run(
-        argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=budget_s, check=False
+        argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=budget_s, check=False
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:

@@ -133,10 +133,6 @@ class PostRun:
     def per_second(self) -> float:
         return self.posts / self.seconds if self.seconds > 0 else float("nan")
 
-    @property
-    def cpu_ms_per_post(self) -> float:
-        return self.cpu_s * 1000 / self.posts if self.posts else float("nan")
-
 
 def post_many(poster: Poster, ids: Sequence[str], data: bytes, threads: int = 1) -> PostRun:
     """Post ``data`` once to each id in order, on ``threads`` threads sharing ``poster``."""

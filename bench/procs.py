@@ -101,11 +101,3 @@ class StageProcesses:
 
     def lambda_cpu(self, delta: Mapping[str, float], function: str) -> float:
         return float(delta.get(LAMBDA_PREFIX + function, 0.0))
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds of one process (0 if it is gone)."""
-    try:
-        return cpu_seconds(psutil.Process(pid))
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return 0.0

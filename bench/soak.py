@@ -36,9 +36,9 @@ from typing import Any
 
 import psutil
 
+from bench import REPO_ROOT
 from bench.record import machine, versions
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_MINUTES = 120.0
 SEND_ROW_BYTES = 8 * 4 + 4
 """sends: client, seq, intended_ns, sent_ns (int64) and bytes (int32)."""
@@ -188,7 +188,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         (run_dir.parent / "soak-run.stderr").open("wb") as err,
     ):
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             start_new_session=True, env={**os.environ, "MPLBACKEND": "Agg"},
         )  # fmt: skip
     samples: list[Sample] = []

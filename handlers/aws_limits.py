@@ -1,13 +1,11 @@
-"""AWS limits and protocol constants, in one place.
+"""AWS limits and protocol constants the deployed handlers need, in one place.
 
-This module lives in ``handlers/`` because the deployed Lambda code needs some of
-these numbers and may import nothing but the standard library and boto3. The
-local stage, the load generator, the reports and the tests import it from here
-(with ``handlers/`` on ``sys.path``, as Lambda's task root is), so every figure
-has exactly one source.
+Lambda code may import nothing but the standard library and boto3, so the
+handlers keep this copy; the load generator, the stage and the reports use
+``fanbench_common.limits``, and a test holds the two equal.
 
-Sources: API Gateway quotas for WebSocket APIs, Lambda quotas, DynamoDB
-developer guide, API Gateway pricing (us-east-1) — see FIELD-NOTES.md.
+Sources: API Gateway quotas for WebSocket APIs, Lambda quotas, the DynamoDB
+developer guide.
 """
 
 from __future__ import annotations

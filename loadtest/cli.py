@@ -10,13 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from fanbench_common.errors import FanbenchError
 from loadtest.stage.config import LOOPBACK, add_stage_arguments, config_from_args
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
-class UserError(Exception):
+class UserError(FanbenchError):
     """A problem the user can fix; printed as one line."""
 
 
@@ -43,12 +44,9 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from loadtest.run import RunError, run_command
+    from loadtest.run import run_command
 
-    try:
-        return run_command(args)
-    except RunError as error:
-        raise UserError(str(error)) from None
+    return run_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     from loadtest.run import add_run_arguments
 
     add_run_arguments(run)
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, scenario_parser=run)
 
     from reports.commands import register
 
@@ -77,18 +75,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _with_scenario_file(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse again with the scenario file's values as defaults, so that flags override it."""
+    from fanbench_common.scenario import load_scenario
+    from loadtest.run import scenario_defaults
+
+    run_parser: argparse.ArgumentParser = args.scenario_parser
+    scenario = load_scenario(args.scenario)
+    run_parser.set_defaults(**scenario_defaults(scenario, run_parser.parse_args([])))
+    reparsed = parser.parse_args(argv)
+    reparsed.scenario_file = scenario
+    return reparsed
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, with a ``--scenario`` file's values under the flags given."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "scenario", None):
+        args = _with_scenario_file(parser, args, argv)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
+        args = parse_arguments(argv)
         code: int = args.func(args)
         return code
-    except UserError as error:
-        print(f"fanbench: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
     except ValueError as error:
         print(f"fanbench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except FanbenchError as error:
+        print(f"fanbench: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as error:
         print(f"fanbench: error: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -27,10 +27,10 @@ import gevent
 from locust import events
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
+from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
 from loadtest import health, process_context
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
-from loadtest.scenario import Scenario, add_arguments, from_options
 from reports.loss import account
 from reports.rundir import as_table, default_run_dir
 
@@ -262,12 +262,16 @@ def install_hooks() -> None:
 
     @events.init_command_line_parser.add_listener
     def _arguments(parser: Any) -> None:
-        add_arguments(parser)
+        add_knob_arguments(parser, locust=True)
+        parser.add_argument("--run-dir", type=str, default="", include_in_web_ui=True,
+                            help="where the master writes the run directory")  # fmt: skip
+        parser.add_argument("--token", type=str, default="", is_secret=True, env_var=TOKEN_ENV,
+                            include_in_web_ui=True, help="?token= for $connect")  # fmt: skip
 
     @events.init.add_listener
     def _init(environment: Any, **_: Any) -> None:
         runner = environment.runner
-        scenario = from_options(environment.parsed_options)
+        scenario = Scenario.from_options(environment.parsed_options)
         if isinstance(runner, WorkerRunner):
             context = ProcessContext(runner.worker_index, scenario, Recorder(runner.worker_index))
             process_context.install(context)

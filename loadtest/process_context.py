@@ -6,8 +6,8 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+from fanbench_common.scenario import Scenario
 from loadtest.recorder import Recorder
-from loadtest.scenario import Scenario
 
 CLIENTS_PER_PROCESS = 1_000_000
 """Client ids are ``process * 1,000,000 + n``: unique across workers without coordination."""

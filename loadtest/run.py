@@ -20,57 +20,89 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadtest.paths import PROJECT_ROOT
-from loadtest.scenario import TOKEN_ENV, Scenario, connect_url
-from loadtest.stage.config import add_stage_arguments, config_from_args
+from fanbench_common.errors import FanbenchError, RunDirError, ScenarioError
+from fanbench_common.redaction import SECRET_KEYS, redact_mapping
+from fanbench_common.scenario import (
+    KNOBS,
+    TOKEN_ENV,
+    ScenarioFile,
+    add_knob_arguments,
+    check_knobs,
+    connect_url,
+)
+from loadtest.stage.config import LOOPBACK, add_stage_arguments, config_from_args
 from loadtest.stage.launcher import LocalStage, StageError
 from reports.analysis import analyze
-from reports.rundir import RunDirError, default_run_dir, read_run
+from reports.rundir import default_run_dir, read_run
 
-LOCUSTFILE = PROJECT_ROOT / "loadtest" / "locustfile.py"
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 EXTRA_LOCUST_TIME_S = 60
 PREFLIGHT_TIMEOUT_S = 10.0
 
 
-class RunError(RuntimeError):
+class RunError(FanbenchError):
     """The run could not produce a run directory; the message says why."""
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    scenario = Scenario()
+    parser.add_argument(
+        "--scenario", metavar="FILE_OR_NAME",
+        help="a scenario file (TOML) or a shipped scenario's name; flags override it",
+    )  # fmt: skip
     parser.add_argument(
         "--target", help="a real stage's wss:// URL (default: start the local stage)"
     )
-    parser.add_argument("--users", type=int, default=20, help="WebSocket clients (default: 20)")
-    parser.add_argument("--spawn-rate", type=float, default=10.0, help="clients started per second")
+    # The stage's own flags include --variant, the one knob that both sides share.
+    add_knob_arguments(parser, locust=False, exclude=frozenset({"variant"}))
     parser.add_argument(
-        "--duration", type=float, default=60.0, help="seconds of sending (default: 60)"
-    )
-    parser.add_argument("--workers", type=int, default=0,
-                        help="Locust worker processes (0: one process, no master)")  # fmt: skip
-    parser.add_argument("--room-size", type=int, default=scenario.room_size,
-                        help="users per room; 0 = everyone in one audience")  # fmt: skip
-    parser.add_argument("--message-bytes", type=int, default=scenario.message_bytes)
-    parser.add_argument("--send-interval", type=float, default=scenario.send_interval_s,
-                        help="seconds between one user's messages (default: 2)")  # fmt: skip
-    parser.add_argument("--warmup", type=float, default=scenario.warmup_s)
-    parser.add_argument("--drain", type=float, default=scenario.drain_s)
-    parser.add_argument("--settle", type=float, default=scenario.settle_s)
-    parser.add_argument("--token", default="", help="?token= for $connect (also the local stage's)")
-    parser.add_argument("--run-dir", type=Path, help="default: runs/<UTC timestamp>")
+        "--token", default=os.environ.get(TOKEN_ENV, ""),
+        help=f"?token= for $connect, also the local stage's (default: ${TOKEN_ENV}, which "
+        "keeps it out of ps)",
+    )  # fmt: skip
+    parser.add_argument("--run-dir", type=Path, help="default: ./runs/<UTC timestamp>")
     parser.add_argument("--no-report", action="store_true", help="skip writing the report")
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     add_stage_arguments(parser)
 
 
+def scenario_defaults(scenario: ScenarioFile, known: argparse.Namespace) -> dict[str, Any]:
+    """The file's values as parser defaults (so flags override them), checked against ``known``.
+
+    ``known`` is the namespace of an empty command line: every destination the
+    run parser has, so a misspelt fault or stage setting is refused by name.
+    """
+    defaults: dict[str, Any] = dict(scenario.knobs)
+    for name, value in scenario.faults.items():
+        if not hasattr(known, f"faults__{name}"):
+            raise ScenarioError(f"{scenario.source}: unknown fault {name!r}")
+        defaults[f"faults__{name}"] = value
+    for name, value in scenario.stage.items():
+        if name in SECRET_KEYS:
+            raise ScenarioError(
+                f"{scenario.source}: {name} is a secret and has no place in a file; "
+                f"set ${TOKEN_ENV} instead"
+            )
+        if name in KNOB_AND_RUN_ONLY or name.startswith("faults__") or not hasattr(known, name):
+            raise ScenarioError(f"{scenario.source}: unknown stage setting {name!r}")
+        defaults[name] = value
+    defaults["lambda_env"] = [f"{name}={value}" for name, value in scenario.lambda_env.items()]
+    defaults["param"] = [f"{name}={value}" for name, value in scenario.parameters.items()]
+    return defaults
+
+
+KNOB_AND_RUN_ONLY = frozenset(
+    {knob.name for knob in KNOBS} | {"scenario", "target", "token", "run_dir", "no_report", "quiet"}
+)
+"""Settings that belong at a scenario file's top level (or nowhere), not in ``[stage]``."""
+
+
 def validate(args: argparse.Namespace) -> None:
-    for name in ("users", "duration", "send_interval", "spawn_rate"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive")
-    if args.workers < 0 or args.room_size < 0 or args.message_bytes < 0:
-        raise ValueError("--workers, --room-size and --message-bytes cannot be negative")
+    check_knobs(vars(args))
     if args.target and urlsplit(args.target).scheme not in ("ws", "wss"):
         raise ValueError(f"--target must be a ws:// or wss:// URL, not {args.target!r}")
+    if not args.target and args.host != LOOPBACK and not args.allow_remote:
+        raise ValueError(f"refusing to bind {args.host}: pass --allow-remote to expose the stage")
 
 
 def locust_command(args: argparse.Namespace, host: str, run_dir: Path, variant: str) -> list[str]:
@@ -79,11 +111,11 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: Path, variant: 
         "--host", host, "-u", str(args.users), "-r", str(args.spawn_rate),
         "-t", f"{int(args.duration)}s", "--stop-timeout", "10",
         "--csv", str(run_dir / "locust" / "locust"), "--only-summary", "--loglevel", "WARNING",
-        "--room-size", str(args.room_size), "--message-bytes", str(args.message_bytes),
-        "--send-interval", str(args.send_interval), "--warmup", str(args.warmup),
-        "--drain", str(args.drain), "--settle", str(args.settle),
         "--run-dir", str(run_dir), "--variant", variant,
     ]  # fmt: skip
+    for knob in KNOBS:
+        if knob.locust and knob.name != "variant":
+            command += [knob.flag, str(getattr(args, knob.name))]
     if args.workers:
         command += ["--processes", str(args.workers)]
     return command
@@ -151,7 +183,8 @@ def _add_to_meta(run_dir: Path, extra: dict[str, Any]) -> None:
 def execute(args: argparse.Namespace) -> Path:
     """Run the swarm; return the run directory."""
     validate(args)
-    run_dir: Path = args.run_dir or default_run_dir()
+    # Absolute before anything else: Locust must write where the user's shell means.
+    run_dir: Path = (args.run_dir or default_run_dir()).resolve()
     if (run_dir / "run.json").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --run-dir")
     # Everything that can refuse the run does so before the run directory exists.
@@ -174,7 +207,6 @@ def execute(args: argparse.Namespace) -> Path:
         print(f"fanbench: {args.users} users → {host} ({variant or 'unlabelled'})", flush=True)
         process = subprocess.Popen(
             locust_command(args, host, run_dir, variant),
-            cwd=PROJECT_ROOT,
             env={**os.environ, TOKEN_ENV: args.token},
         )
         _watch(process, run_dir, args.quiet, limit_s)
@@ -183,6 +215,12 @@ def execute(args: argparse.Namespace) -> Path:
                 f"Locust ended without writing {run_dir / 'run.json'}; see its output above"
             )
         extra: dict[str, Any] = {"locust_returncode": process.returncode}
+        scenario_file: ScenarioFile | None = getattr(args, "scenario_file", None)
+        if scenario_file is not None:
+            extra["scenario_file"] = {
+                "source": scenario_file.source,
+                "description": scenario_file.description,
+            }
         if stage is not None:
             stats = stage.stats()
             extra["stage"] = {
@@ -200,8 +238,7 @@ def execute(args: argparse.Namespace) -> Path:
 def _stage_meta(config: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
-    meta = asdict(config)
-    meta["auth_token"] = "<redacted>" if config.auth_token else ""
+    meta = redact_mapping(asdict(config))
     meta["log_dir"] = str(config.log_dir)
     return meta
 

@@ -18,8 +18,8 @@ from locust.exception import StopUser
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from fanbench_common.scenario import connect_url
 from loadtest import envelope, process_context
-from loadtest.scenario import connect_url
 
 REQUEST_TYPE = "WS"
 OPEN_TIMEOUT_S = 10.0

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aws_limits import KIB, METERING_INCREMENT_BYTES, SCAN_PAGE_BYTES
+from fanbench_common.limits import KIB, METERING_INCREMENT_BYTES, SCAN_PAGE_BYTES
 from reports.loss import message_keys
 from reports.prices import REGION, SOURCES, Prices
 from reports.rundir import STILL_CONNECTED, Run, Table

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fanbench_common.errors import RunDirError
+
 SCHEMA_VERSION = 1
 STILL_CONNECTED = -1
 
@@ -48,10 +50,6 @@ COLUMNS: dict[str, dict[str, str]] = {
 REQUIRED_META = ("schema_version", "scenario", "target", "variant", "times")
 
 Table = dict[str, npt.NDArray[Any]]
-
-
-class RunDirError(ValueError):
-    """A run directory is missing, partial or corrupt; the message names what and where."""
 
 
 def default_run_dir(root: Path = Path("runs")) -> Path:

@@ -1,7 +1,5 @@
-"""Shared fixtures. ``handlers/`` goes on sys.path first, as Lambda's task root does."""
+"""Shared fixtures.
 
-from __future__ import annotations
-
-from loadtest.paths import put_handlers_on_path
-
-put_handlers_on_path()
+``handlers/`` is importable in tests as Lambda's task root (/var/task) is in a
+function: pyproject.toml's ``pythonpath`` puts it there for pytest.
+"""

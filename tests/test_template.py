@@ -27,8 +27,8 @@ from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.translator.transform import transform
 
 import aws_limits
-from loadtest.paths import HANDLERS_DIR, TEMPLATE_PATH
 from loadtest.stage.template import load_template, stage_template
+from tests.repo import HANDLERS_DIR, TEMPLATE_PATH
 
 Template = dict[str, Any]
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from aws_limits import (
+from fanbench_common.limits import (
     ACCOUNT_THROTTLE_BURST,
     ACCOUNT_THROTTLE_RPS,
     IDLE_TIMEOUT_S,
@@ -193,7 +193,3 @@ def config_to_argv(config: StageConfig) -> list[str]:
     for route in config.disabled_routes:
         argv += ["--disable-route", route]
     return argv
-
-
-def with_faults(config: StageConfig, **changes: Any) -> StageConfig:
-    return replace(config, faults=replace(config.faults, **changes))

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from aws_limits import MAX_MESSAGE_BYTES
+from fanbench_common.limits import MAX_MESSAGE_BYTES
 from loadtest.stage.events import is_valid_id
 
 

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from aws_limits import CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED_DATA
+from fanbench_common.limits import CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED_DATA
 from loadtest.stage.config import StageConfig
 from loadtest.stage.events import (
     ApiIdentity,

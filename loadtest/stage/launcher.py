@@ -21,7 +21,6 @@ from typing import IO, Any
 
 import psutil
 
-from loadtest.paths import PROJECT_ROOT
 from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv
 
 STARTUP_TIMEOUT_S = 60.0
@@ -83,7 +82,7 @@ class LocalStage:
             argv += ["--log-dir", str(self.log_dir)]
         environment = {**os.environ, AUTH_TOKEN_ENV: self.config.auth_token}
         self._process = subprocess.Popen(
-            argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
             start_new_session=True, env=environment,
         )  # fmt: skip
         assert self._process.stdout is not None

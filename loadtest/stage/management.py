@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from websockets.exceptions import ConnectionClosed
 
-from aws_limits import CLOSE_NORMAL
+from fanbench_common.limits import CLOSE_NORMAL
 from loadtest.stage import connections_api as rules
 from loadtest.stage.faults import decide_post
 from loadtest.stage.gateway import Gateway, State

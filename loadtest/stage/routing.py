@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 
-SELECTION_EXPRESSION = "$request.body.action"
 DEFAULT_ROUTE = "$default"
 
 

@@ -24,8 +24,8 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 from websockets.asyncio.server import serve
 
-from aws_limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
-from loadtest.paths import HANDLERS_DIR, TEMPLATE_PATH
+from fanbench_common.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+from fanbench_common.resources import bundled_app
 from loadtest.stage.config import StageConfig
 from loadtest.stage.dynamodb import LOCAL_CREDENTIALS, EmbeddedDynamoDB, create_table
 from loadtest.stage.events import ApiIdentity
@@ -54,8 +54,9 @@ async def _serve(
     management_socket.bind((config.host, config.management_port))
     management_port = management_socket.getsockname()[1]
     callback_url = f"http://{config.host}:{management_port}/{config.stage}"
+    app = bundled_app()
     template = stage_template(
-        load_template(TEMPLATE_PATH), config.template_parameters(callback_url), config.table_name
+        load_template(app.template), config.template_parameters(callback_url), config.table_name
     )
     runtime_environment = {
         "PATH": os.environ.get("PATH", ""),
@@ -65,7 +66,7 @@ async def _serve(
         "PYTHONUNBUFFERED": "1",
     }
     runtime = LambdaRuntime(
-        HANDLERS_DIR, log_dir, runtime_environment, config.concurrency, config.faults,
+        app.handlers, log_dir, runtime_environment, config.concurrency, config.faults,
         config.function_timeout_s, config.lambda_environment,
     )  # fmt: skip
     api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name="")
@@ -127,7 +128,7 @@ def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> N
         else:
             endpoint = stack.enter_context(EmbeddedDynamoDB(log_dir / "dynamodb.log")).endpoint
         table = stage_template(
-            load_template(TEMPLATE_PATH), config.template_parameters(""), config.table_name
+            load_template(bundled_app().template), config.template_parameters(""), config.table_name
         ).table
         try:
             create_table(endpoint, table, config.table_name)

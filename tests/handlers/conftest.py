@@ -20,9 +20,9 @@ from moto.server import ThreadedMotoServer
 
 import callbacks
 import connection_store
-from loadtest.paths import TEMPLATE_PATH
 from loadtest.stage.template import load_template, stage_template
 from tests.handlers.support import ConnectionsStub, Table
+from tests.repo import TEMPLATE_PATH
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

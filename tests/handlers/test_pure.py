@@ -24,8 +24,8 @@ from aws_limits import (
     TTL_MARGIN_S,
 )
 from callbacks import Outcome
-from loadtest.paths import TEMPLATE_PATH
 from loadtest.stage.template import load_template, stage_template
+from tests.repo import TEMPLATE_PATH
 
 # --- validation.parse_sendmessage_body -----------------------------------------------
 

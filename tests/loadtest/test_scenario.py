@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from loadtest.scenario import GLOBAL_AUDIENCE, Scenario
+from fanbench_common.scenario import GLOBAL_AUDIENCE, Scenario
 
 
 def test_room_size_zero_is_everyone() -> None:

@@ -28,12 +28,13 @@ import numpy as np
 import psutil
 from websockets.sync.client import ClientConnection, connect
 
+from fanbench_common.scenario import load_scenario
 from loadtest import envelope
-from loadtest.paths import PROJECT_ROOT
 from loadtest.stage.launcher import wait_until
 from reports.analysis import analyze
 from reports.loss import ledger
 from reports.rundir import Run, read_run
+from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.stage.support import recv_text
 
 if TYPE_CHECKING:
@@ -48,41 +49,32 @@ INTERNAL_SERVER_ERROR = "Internal server error"
 RECV_TIMEOUT_S = 10.0
 SWARM_TIMEOUT_S = 240.0
 
-# A short real swarm: 10 users, 10 s of sending, one message per user every 0.5 s.
-SHORT_SWARM = (
-    "--users", "10", "--spawn-rate", "10", "--duration", "10", "--send-interval", "0.5",
-    "--warmup", "2", "--drain", "2", "--settle", "1", "--no-report", "--quiet",
-)  # fmt: skip
-POST_FAULTS = ("--post-failure-rate", "0.02", "--throttle-rate", "0.02", "--fault-seed", "7")
-INJECTED_POST_FAULT_SHARE = 0.02 + 0.02
-# Sequential baseline posts: 9 recipients x 200 ms outlast a 1 s function timeout.
-TIMEOUT_FAULT = ("--function-timeout", "1", "--post-latency-ms", "200")
-TIMEOUT_SWARM = (
-    "--users", "10", "--spawn-rate", "10", "--duration", "10", "--send-interval", "3",
-    "--warmup", "2", "--drain", "3", "--settle", "1", "--no-report", "--quiet",
-)  # fmt: skip
-LAMBDA_ERROR_RATE = 0.05
-LAMBDA_ERROR_SEED = 31
-"""``random.Random(31).random() < 0.05``: the stage's first invocation fails. A swarm's first
-invocation is always a ``$connect`` (nothing can be sent before a connection exists), so
-this seed makes at least one ``$connect`` rejection certain, not likely."""
+# The fault swarms are the shipped scenario files (short: 10 users, ~10 s of sending).
+RUN_QUIETLY = ("--no-report", "--quiet")
+TRANSIENT = load_scenario("faults-transient")
+INJECTED_POST_FAULT_SHARE = (
+    TRANSIENT.faults["post_failure_rate"] + TRANSIENT.faults["throttle_rate"]
+)
 
 SWARMS: dict[str, tuple[str, ...]] = {
-    "optimized-post-faults": (*SHORT_SWARM, *POST_FAULTS),
-    "baseline-post-faults": (*SHORT_SWARM, *POST_FAULTS, "--variant", "baseline"),
+    "optimized-post-faults": ("--scenario", "faults-transient", *RUN_QUIETLY),
+    "baseline-post-faults": (
+        "--scenario", "faults-transient", "--variant", "baseline", *RUN_QUIETLY,
+    ),
     "baseline-post-faults-no-sdk-retries": (
-        *SHORT_SWARM, *POST_FAULTS, "--variant", "baseline",
-        "--lambda-env", "AWS_MAX_ATTEMPTS=1",
+        "--scenario", "faults-transient", "--variant", "baseline",
+        "--lambda-env", "AWS_MAX_ATTEMPTS=1", *RUN_QUIETLY,
     ),
-    "lambda-errors": (
-        *SHORT_SWARM, "--lambda-error-rate", str(LAMBDA_ERROR_RATE),
-        "--fault-seed", str(LAMBDA_ERROR_SEED),
+    "lambda-errors": ("--scenario", "faults-lambda-errors", *RUN_QUIETLY),
+    "baseline-timeout": (
+        "--scenario", "faults-lambda-timeout", "--variant", "baseline", *RUN_QUIETLY,
     ),
-    "baseline-timeout": (*TIMEOUT_SWARM, *TIMEOUT_FAULT, "--variant", "baseline"),
-    "optimized-timeout": (*TIMEOUT_SWARM, *TIMEOUT_FAULT, "--variant", "optimized"),
+    "optimized-timeout": (
+        "--scenario", "faults-lambda-timeout", "--variant", "optimized", *RUN_QUIETLY,
+    ),
     "token": (
         "--users", "3", "--spawn-rate", "10", "--duration", "4", "--send-interval", "0.5",
-        "--warmup", "1", "--drain", "1", "--settle", "0.5", "--quiet",
+        "--warmup", "1", "--drain", "1", "--settle", "0.5", *RUN_QUIETLY,
         "--token", SECRET_TOKEN,
     ),
 }  # fmt: skip

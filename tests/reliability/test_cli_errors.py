@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.paths import PROJECT_ROOT
 from tests.reliability.support import fanbench, subprocess_env
+from tests.repo import REPO_ROOT as PROJECT_ROOT
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 Result = subprocess.CompletedProcess[str]

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection
 
-from aws_limits import CLOSE_MESSAGE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, MAX_FRAME_BYTES
+from fanbench_common.limits import CLOSE_MESSAGE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, MAX_FRAME_BYTES
 from loadtest.stage.config import StageConfig
 from loadtest.stage.launcher import LocalStage
 from reports.analysis import analyze

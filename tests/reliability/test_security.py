@@ -32,7 +32,6 @@ import psutil
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from loadtest.paths import HANDLERS_DIR, PROJECT_ROOT
 from loadtest.stage.config import LOOPBACK, StageConfig
 from loadtest.stage.launcher import LocalStage
 from tests.reliability.conftest import SwarmQueue
@@ -43,6 +42,8 @@ from tests.reliability.support import (
     own_id,
     subprocess_env,
 )
+from tests.repo import HANDLERS_DIR
+from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.stage.support import table_ids
 
 EXIT_FAILED = 1

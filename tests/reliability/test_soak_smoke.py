@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.paths import PROJECT_ROOT
 from tests.reliability.support import subprocess_env
+from tests.repo import REPO_ROOT as PROJECT_ROOT
 
 
 def test_a_short_soak_samples_memory_judges_it_and_loses_nothing(tmp_path: Path) -> None:

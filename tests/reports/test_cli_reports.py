@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.cli import main
-from loadtest.paths import PROJECT_ROOT
+from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.reports.synthetic import build_run
 
 EXIT_FAILED, EXIT_USAGE = 1, 2

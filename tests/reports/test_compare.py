@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fanbench_common.errors import RunDirError
 from reports.compare import (
     Interval,
     ScenarioMismatch,
@@ -21,7 +22,6 @@ from reports.compare import (
     scenario_differences,
     write_comparison,
 )
-from reports.rundir import RunDirError
 from tests.reports.synthetic import build_run
 
 CLIENTS, MESSAGES = 8, 20  # 8 x 7 x 20 = 1120 deliveries per run

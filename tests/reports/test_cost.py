@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from loadtest.paths import PROJECT_ROOT
 from loadtest.stage.template import load_template
 from reports.cost import (
     DEFAULT_MEMORY_MB,
@@ -24,6 +23,7 @@ from reports.cost import (
 )
 from reports.prices import LAMBDA_ARM64_PER_GB_SECOND, Prices
 from reports.rundir import Run, read_run
+from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.reports.synthetic import SECOND, START_NS, build_run
 
 KB = 1024

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fanbench_common.errors import RunDirError
 from reports.rundir import (
     COLUMNS,
     SCHEMA_VERSION,
     STILL_CONNECTED,
-    RunDirError,
     as_table,
     empty_table,
     read_run,

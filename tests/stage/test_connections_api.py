@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 from botocore.exceptions import ClientError
 
-from aws_limits import MAX_MESSAGE_BYTES
+from fanbench_common.limits import MAX_MESSAGE_BYTES
 from loadtest.stage.config import StageConfig
 from loadtest.stage.events import new_id
 from loadtest.stage.launcher import LocalStage

@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
-from aws_limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+from fanbench_common.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from loadtest.stage.config import StageConfig
 from loadtest.stage.events import is_valid_id
 from loadtest.stage.faults import Faults

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from aws_limits import MAX_MESSAGE_BYTES
+from fanbench_common.limits import MAX_MESSAGE_BYTES
 from loadtest.stage import connections_api as api
 from loadtest.stage.events import (
     ApiIdentity,

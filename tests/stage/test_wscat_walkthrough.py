@@ -20,9 +20,9 @@ from typing import IO
 
 import pytest
 
-from loadtest.paths import PROJECT_ROOT
 from loadtest.stage.config import StageConfig
 from loadtest.stage.launcher import LocalStage
+from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.stage.support import DEFAULT_HINT, ID_IN_REPLY, running_stage, table_ids, wait_for
 
 WSCAT = PROJECT_ROOT / "node_modules" / ".bin" / "wscat"

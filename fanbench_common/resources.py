@@ -1,0 +1,37 @@
+"""Where the deployable pieces are: ``template.yaml`` and the ``handlers/`` it deploys.
+
+In a checkout they sit at the repository's root, where SAM expects them. A wheel
+carries the same two under ``fanbench_common/deploy/`` (see pyproject.toml), so
+an installed ``fanbench`` runs the same handlers from any working directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class DeployableApp:
+    """A SAM template and the directory its functions' ``CodeUri`` points at."""
+
+    template: Path
+    handlers: Path
+
+
+def _candidates() -> tuple[Path, ...]:
+    return (_PACKAGE_DIR / "deploy", _PACKAGE_DIR.parent)
+
+
+def bundled_app() -> DeployableApp:
+    """fanbench's own template and handlers, from a wheel or from the checkout."""
+    for root in _candidates():
+        template, handlers = root / "template.yaml", root / "handlers"
+        if template.is_file() and (handlers / "sendmessage.py").is_file():
+            return DeployableApp(template, handlers)
+    searched = ", ".join(str(root) for root in _candidates())
+    raise FileNotFoundError(
+        f"fanbench's template.yaml and handlers/ are missing (looked in {searched})"
+    )

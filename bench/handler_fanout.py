@@ -23,7 +23,8 @@ from bench.fleet import ConnectReport, Fleet, Watch
 from bench.itemsize import item_size, items_per_page
 from bench.procs import STAGE
 from bench.record import BenchResult, Ratio, Scalar, Size, median, now_utc, safe_ratio
-from bench.stagetools import SEND_FUNCTION, BenchStage, bench_stage, raise_open_files
+from bench.stagetools import BenchStage, bench_stage, raise_open_files
+from fanbench_common.resources import SEND_FUNCTION
 from loadtest.stage.config import StageConfig
 from loadtest.stage.faults import Faults
 

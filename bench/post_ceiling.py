@@ -21,8 +21,9 @@ from typing import Any
 from bench.posting import Boto3Poster, Poster, PostRun, SignedPoster, post_many
 from bench.procs import STAGE
 from bench.record import BenchResult, Ratio, Scalar, Size, median, now_utc, safe_ratio
-from bench.stagetools import SEND_FUNCTION, BenchStage, bench_stage, raise_open_files
+from bench.stagetools import BenchStage, bench_stage, raise_open_files
 from bench.swarm import Swarm
+from fanbench_common.resources import SEND_FUNCTION
 from loadtest.stage.config import StageConfig
 
 NAME = "post_ceiling"

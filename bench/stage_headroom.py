@@ -27,8 +27,9 @@ from bench.fleet import Fleet
 from bench.posting import SignedPoster
 from bench.procs import MOTO, STAGE, CpuSample
 from bench.record import BenchResult, Ratio, Scalar, Size, median, now_utc, safe_ratio
-from bench.stagetools import CONNECT_FUNCTION, BenchStage, bench_stage, raise_open_files
+from bench.stagetools import BenchStage, bench_stage, raise_open_files
 from bench.swarm import Swarm
+from fanbench_common.resources import CONNECT_FUNCTION
 from loadtest.stage.config import StageConfig
 
 NAME = "stage_headroom"

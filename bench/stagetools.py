@@ -18,12 +18,11 @@ import boto3
 from botocore.config import Config
 
 from bench.procs import StageProcesses, find_stage_root
+from fanbench_common.resources import SEND_FUNCTION
 from loadtest.stage.config import StageConfig
 from loadtest.stage.dynamodb import LOCAL_CREDENTIALS
 from loadtest.stage.launcher import LocalStage
 
-SEND_FUNCTION = "SendMessageFunction"
-CONNECT_FUNCTION = "ConnectFunction"
 POLL_S = 0.02
 
 

@@ -12,6 +12,12 @@ from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
+CONNECT_FUNCTION = "ConnectFunction"
+DISCONNECT_FUNCTION = "DisconnectFunction"
+DEFAULT_FUNCTION = "DefaultFunction"
+SEND_FUNCTION = "SendMessageFunction"
+"""The bundled template's function logical IDs (tests/test_template.py holds them to it)."""
+
 
 @dataclass(frozen=True)
 class DeployableApp:

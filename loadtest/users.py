@@ -18,15 +18,12 @@ from locust.exception import StopUser
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from fanbench_common.redaction import redact_text
 from fanbench_common.scenario import connect_url
 from loadtest import envelope, process_context
 
 REQUEST_TYPE = "WS"
 OPEN_TIMEOUT_S = 10.0
-
-
-def _redact(text: str, token: str) -> str:
-    return text.replace(token, "<redacted>") if token else text
 
 
 class ChatUser(User):
@@ -61,7 +58,7 @@ class ChatUser(User):
                 max_size=None, ping_interval=None, legacy=True,
             )  # fmt: skip
         except (OSError, TimeoutError, WebSocketException) as error:
-            detail = _redact(f"{type(error).__name__}: {error}", scenario.token)
+            detail = redact_text(f"{type(error).__name__}: {error}", scenario.token)
             self.shared.recorder.error(self.client_id, time.time_ns(), "connect_failed", detail)
             self._fire("connect", (time.perf_counter() - began) * 1000, RuntimeError(detail))
             # The user stops from its task: Locust logs a traceback for a StopUser raised

@@ -45,13 +45,19 @@ import numpy as np
 import numpy.typing as npt
 
 from fanbench_common.limits import KIB, METERING_INCREMENT_BYTES, SCAN_PAGE_BYTES
+from fanbench_common.resources import (
+    CONNECT_FUNCTION,
+    DEFAULT_FUNCTION,
+    DISCONNECT_FUNCTION,
+    SEND_FUNCTION,
+)
+from fanbench_common.scenario import GLOBAL_AUDIENCE
 from reports.loss import message_keys
 from reports.prices import REGION, SOURCES, Prices
 from reports.rundir import STILL_CONNECTED, Run, Table
 
-GLOBAL_AUDIENCE = "*"
 CONNECT, DISCONNECT, DEFAULT, SENDMESSAGE = (
-    "ConnectFunction", "DisconnectFunction", "DefaultFunction", "SendMessageFunction",
+    CONNECT_FUNCTION, DISCONNECT_FUNCTION, DEFAULT_FUNCTION, SEND_FUNCTION,
 )  # fmt: skip
 DEFAULT_MEMORY_MB = {CONNECT: 256, DISCONNECT: 256, DEFAULT: 256, SENDMESSAGE: 1024}
 """template.yaml's MemorySize per function (tests/reports/test_cost.py checks they agree)."""

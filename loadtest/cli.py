@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(run)
     run.set_defaults(func=_run, scenario_parser=run)
 
-    from reports.commands import register
+    from reports.commands import register, register_plan
 
     register(commands)
+    register_plan(commands)
     return parser
 
 

@@ -75,3 +75,64 @@ def register(commands: Any) -> None:
     check.add_argument("--max-duplicates", type=int)
     check.add_argument("--max-error-frames", type=int)
     check.set_defaults(func=_check)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from reports.capacity import PLATFORMS, VARIANTS, plan, plan_markdown
+    from reports.prices import Prices
+
+    platform = PLATFORMS[args.platform]
+    overrides = {
+        name: getattr(args, name)
+        for name in ("post_latency_ms", "cpu_ms_per_post", "memory_mb", "concurrency")
+        if getattr(args, name) is not None
+    }
+    if any(value <= 0 for value in overrides.values()):
+        raise ValueError("--post-latency-ms, --cpu-ms-per-post, --memory-mb and --concurrency "
+                         "must be positive")  # fmt: skip
+    sources = {**platform.sources, **{name: "given on the command line" for name in overrides}}
+    platform = replace(platform, **overrides, sources=sources)
+    variants = [VARIANTS[name] for name in args.variants]
+    if args.shard_size is not None:
+        if args.shard_size < 1:
+            raise ValueError("--shard-size must be at least 1")
+        variants = [replace(v, shard_size=args.shard_size) if v.shard_size else v for v in variants]
+    predictions = plan(platform, variants, tuple(args.sizes), Prices.with_overrides(args.price))
+    if args.json:
+        print(json.dumps([p.as_dict() for p in predictions], indent=2))
+    else:
+        print(plan_markdown(platform, predictions), end="")
+    return 0
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of sizes: {text!r}") from None
+    if not sizes or min(sizes) < 2:
+        raise argparse.ArgumentTypeError("room sizes must be at least 2")
+    return sizes
+
+
+def register_plan(commands: Any) -> None:
+    from reports.capacity import PLATFORMS, ROOM_SIZES, VARIANTS
+
+    plan = commands.add_parser(
+        "plan", help="predict time to last delivery and cost by room size and variant"
+    )
+    plan.add_argument("--platform", choices=sorted(PLATFORMS), default="aws")
+    plan.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    plan.add_argument("--sizes", type=_sizes, default=list(ROOM_SIZES),
+                      help="comma-separated room sizes (default: 100 to 100,000)")  # fmt: skip
+    plan.add_argument("--post-latency-ms", type=float, help="PostToConnection round trip")
+    plan.add_argument("--cpu-ms-per-post", type=float, help="handler CPU per post on one core")
+    plan.add_argument("--memory-mb", type=int, help="Lambda memory (sets the vCPU share)")
+    plan.add_argument("--concurrency", type=int, help="Lambda concurrency available")
+    plan.add_argument("--shard-size", type=int, help="recipients per fan-out invocation (sharded)")
+    plan.add_argument("--price", action="append", default=[], metavar="NAME=USD")
+    plan.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    plan.set_defaults(func=_plan)

@@ -24,6 +24,7 @@ BENCHMARKS = (
     "cost_curve",
     "generator_capacity",
     "stage_headroom",
+    "capacity_check",
 )
 Runner = Callable[[Size, Path], BenchResult]
 

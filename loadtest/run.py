@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from loadtest.paths import PROJECT_ROOT
 from loadtest.scenario import TOKEN_ENV, Scenario, connect_url
-from loadtest.stage.config import add_stage_arguments, config_from_args
+from loadtest.stage.config import StageConfig, add_stage_arguments, config_from_args
 from loadtest.stage.launcher import LocalStage, StageError
 from reports.analysis import analyze
 from reports.rundir import RunDirError, default_run_dir, read_run
@@ -30,6 +30,9 @@ from reports.rundir import RunDirError, default_run_dir, read_run
 LOCUSTFILE = PROJECT_ROOT / "loadtest" / "locustfile.py"
 EXTRA_LOCUST_TIME_S = 60
 PREFLIGHT_TIMEOUT_S = 10.0
+UNKNOWN_VARIANT = "unknown"
+"""The label of a run against ``--target`` without ``--variant``: fanbench cannot see
+which handler a remote stage runs, so it claims none."""
 
 
 class RunError(RuntimeError):
@@ -61,6 +64,27 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true", help="skip writing the report")
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
     add_stage_arguments(parser)
+    # None marks "not given", which only --target treats differently (see run_variant).
+    parser.set_defaults(variant=None)
+    for action in parser._actions:
+        if action.dest == "variant":
+            action.help = (
+                "sendmessage handler: baseline or optimized (default: optimized on the local "
+                f"stage; against --target, {UNKNOWN_VARIANT!r} unless given)"
+            )
+
+
+def run_variant(target: str | None, variant: str | None) -> str:
+    """The run's variant label: ``--variant`` when given, else the local stage's default,
+    or ``unknown`` against a ``--target`` (never a guess that would mislabel a comparison)."""
+    if variant:
+        return variant
+    return UNKNOWN_VARIANT if target else StageConfig().variant
+
+
+def _stage_config(args: argparse.Namespace, run_dir: Path) -> StageConfig:
+    chosen = argparse.Namespace(**{**vars(args), "variant": args.variant or StageConfig().variant})
+    return replace(config_from_args(chosen), auth_token=args.token, log_dir=run_dir / "stage")
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -155,7 +179,7 @@ def execute(args: argparse.Namespace) -> Path:
     if (run_dir / "run.json").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --run-dir")
     # Everything that can refuse the run does so before the run directory exists.
-    stage_config = replace(config_from_args(args), auth_token=args.token, log_dir=run_dir / "stage")
+    stage_config = _stage_config(args, run_dir)
     if args.target:
         preflight(args.target, args.token)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +187,7 @@ def execute(args: argparse.Namespace) -> Path:
     with contextlib.ExitStack() as stack:
         stage: LocalStage | None = None
         if args.target:
-            host, variant = args.target, args.variant
+            host, variant = args.target, run_variant(args.target, args.variant)
         else:
             stage = LocalStage(stage_config)
             try:

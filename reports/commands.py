@@ -42,7 +42,7 @@ def _check(args: argparse.Namespace) -> int:
     )
     if thresholds.empty():
         raise ValueError("fanbench check needs at least one --max-* threshold")
-    problems = failures(analyze(read_run(args.run_dir)), thresholds)
+    problems = failures(analyze(read_run(args.run_dir)), thresholds, args.allow_invalid)
     for problem in problems:
         print(f"FAIL: {problem}")
     if not problems:
@@ -74,4 +74,8 @@ def register(commands: Any) -> None:
     check.add_argument("--max-loss-rate", type=float)
     check.add_argument("--max-duplicates", type=int)
     check.add_argument("--max-error-frames", type=int)
+    check.add_argument(
+        "--allow-invalid", action="store_true",
+        help="check a run whose validity banner lists problems (default: fail it)",
+    )  # fmt: skip
     check.set_defaults(func=_check)

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from reports.analysis import Latencies, analyze, latencies, per_message, per_second
-from reports.rundir import Run, read_run
-from reports.stats import bootstrap_difference, bootstrap_ratio
+from reports.analysis import RunFacts, analyze, gather, lost_per_message_of, per_message, per_second
+from reports.rundir import read_run
+from reports.stats import ClusteredSample, bootstrap_difference, bootstrap_ratio
 
 COMPARISON_VERSION = 1
 IGNORED_SCENARIO_KEYS = frozenset({"run_dir", "variant", "token"})
@@ -46,7 +45,12 @@ class Measured:
     label: str
     path: Path
     summary: dict[str, Any]
-    latencies: Latencies
+    facts: RunFacts
+
+    def latency_sample(self) -> ClusteredSample:
+        """Measured latencies clustered by message, for the cluster bootstrap."""
+        lat = self.facts.latencies
+        return ClusteredSample(lat.from_sent_ms, lat.message)
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ def loss_sentence(label: str, reference: str, rates: tuple[float, float], diff: 
     )
 
 
-def _ratio(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], percentile: float) -> Interval:
+def _ratio(a: ClusteredSample, b: ClusteredSample, percentile: float) -> Interval:
     if not len(a) or not len(b):
         return Interval(math.nan, math.nan, math.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -167,10 +171,12 @@ def compare(runs: Sequence[Measured]) -> list[dict[str, Any]]:
     deltas: list[dict[str, Any]] = []
     for run in runs[1:]:
         counts = run.summary["counts"]
-        ours, theirs = run.latencies.from_sent_ms, reference.latencies.from_sent_ms
+        ours, theirs = run.latency_sample(), reference.latency_sample()
         p50, p99 = _ratio(ours, theirs, 50.0), _ratio(ours, theirs, 99.0)
         diff = Interval(*bootstrap_difference(
-            counts["lost"], counts["expected"], ref_counts["lost"], ref_counts["expected"]
+            lost_per_message_of(run.facts.ledger), run.facts.ledger.expected_per_message,
+            lost_per_message_of(reference.facts.ledger),
+            reference.facts.ledger.expected_per_message,
         ))  # fmt: skip
         rates = (float(counts["loss_rate"]), float(ref_counts["loss_rate"]))
         deltas.append({
@@ -274,7 +280,10 @@ def render_markdown(document: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_ABOUT = "Latency is fan-out latency from the actual send; intervals are 95 % bootstrap intervals."
+_ABOUT = (
+    "Latency is fan-out latency from the actual send; intervals are 95 % bootstrap intervals "
+    "that resample messages with all their deliveries."
+)
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}
@@ -329,22 +338,21 @@ CHARTS = {
 }
 
 
-def _charts(runs: Sequence[Run], measured: Sequence[Measured], out: Path) -> list[dict[str, str]]:
+def _charts(measured: Sequence[Measured], out: Path) -> list[dict[str, str]]:
     """Draw each overlay chart into ``out`` as PNG and SVG; returns their entries."""
     from reports import charts  # matplotlib is only imported when charts are drawn
 
-    pairs = list(zip(runs, measured, strict=True))
-    seconds = [per_second(run, m.latencies) for run, m in pairs]
-    warmup = float(runs[0].scenario.get("warmup_s", 0.0))
+    seconds = [per_second(m.facts) for m in measured]
+    first = measured[0].facts.run
+    warmup = float(first.scenario.get("warmup_s", 0.0))
     draw: dict[str, tuple[Callable[..., Any], Sequence[Any]]] = {
         "latency_distribution": (charts.latency_distribution,
-                                 [m.latencies.from_sent_ms for m in measured]),
+                                 [m.facts.latencies.from_sent_ms for m in measured]),
         "latency_over_time": (partial(charts.percentiles_over_time, warmup_s=warmup), seconds),
-        "fanout_completion": (charts.fanout_completion,
-                              [per_message(run, m.latencies) for run, m in pairs]),
+        "fanout_completion": (charts.fanout_completion, [per_message(m.facts) for m in measured]),
         "loss_errors": (charts.loss_and_errors, seconds),
     }  # fmt: skip
-    meta = {**runs[0].meta, "variant": " vs ".join(m.label for m in measured)}
+    meta = {**first.meta, "variant": " vs ".join(m.label for m in measured)}
     entries = []
     for name, (chart, data) in draw.items():
         title, caption = CHARTS[name]
@@ -359,17 +367,18 @@ def default_out_dir() -> Path:
     return Path("runs") / f"compare-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def load(run_dirs: Sequence[Path]) -> tuple[list[Run], list[Measured]]:
+def load(run_dirs: Sequence[Path]) -> list[Measured]:
     """Read and analyse each run directory (``RunDirError`` names any that is unreadable)."""
     runs = [read_run(path) for path in run_dirs]
     labels = run_labels([str(run.meta.get("variant") or "") for run in runs], list(run_dirs))
     measured = []
     for label, run in zip(labels, runs, strict=True):
-        summary = analyze(run)
+        facts = gather(run)
+        summary = analyze(facts)
         if summary["scenario"].get("token"):  # never copy a secret into a report
             summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
-        measured.append(Measured(label, run.path, summary, latencies(run)))
-    return runs, measured
+        measured.append(Measured(label, run.path, summary, facts))
+    return measured
 
 
 def write_comparison(
@@ -384,7 +393,7 @@ def write_comparison(
         raise ValueError(
             "fanbench compare needs at least two run directories (the first is the reference)"
         )
-    runs, measured = load(run_dirs)
+    measured = load(run_dirs)
     differences = scenario_differences(
         [m.summary["scenario"] for m in measured], [m.label for m in measured]
     )
@@ -406,7 +415,7 @@ def write_comparison(
         "scenario": {k: v for k, v in reference.items() if k not in IGNORED_SCENARIO_KEYS},
         "scenario_differences": differences,
         "deltas": compare(measured),
-        "charts": _charts(runs, measured, out) if draw_charts else [],
+        "charts": _charts(measured, out) if draw_charts else [],
     }
     (out / "comparison.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
     (out / "comparison.md").write_text(render_markdown(document))

@@ -19,10 +19,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from reports import charts
-from reports.analysis import analyze, latencies, per_message, per_second
+from reports.analysis import RunFacts, analyze, gather, per_message, per_second
 from reports.cost import estimate
 from reports.prices import PRICES_TRANSCRIBED, Prices
-from reports.rundir import Run, read_run
+from reports.rundir import read_run
 
 CHART_FILES = (
     "latency_distribution", "latency_over_time", "fanout_completion", "loss_errors", "throughput",
@@ -61,19 +61,19 @@ def json_ready(value: Any) -> Any:
     return str(value)
 
 
-def summarize(run: Run, prices: Prices) -> dict[str, Any]:
+def summarize(facts: RunFacts, prices: Prices) -> dict[str, Any]:
     """summary.json's content: every headline figure and the cost estimate."""
-    summary = analyze(run)
+    summary = analyze(facts)
     if summary["scenario"].get("token"):
         summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
-    summary["cost"] = estimate(run, prices)
+    summary["cost"] = estimate(facts.run, prices)
     return dict(json_ready(summary))
 
 
-def figures(run: Run) -> dict[str, tuple[Figure, str]]:
+def figures(facts: RunFacts) -> dict[str, tuple[Figure, str]]:
     """Each chart of one run, with its caption."""
-    lat = latencies(run)
-    seconds, messages = per_second(run, lat), per_message(run, lat)
+    run, lat = facts.run, facts.latencies
+    seconds, messages = per_second(facts), per_message(facts)
     label = str(run.meta.get("variant") or "run")
     warmup = float(run.scenario.get("warmup_s", 0.0))
 
@@ -296,12 +296,12 @@ def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, st
 
 def write_report(run_dir: Path, prices: Prices) -> Path:
     """Write RUN_DIR/report/ and return its index.html; RunDirError if the run is unreadable."""
-    run = read_run(run_dir)
-    summary = summarize(run, prices)
+    facts = gather(read_run(run_dir))
+    summary = summarize(facts, prices)
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     images: dict[str, tuple[bytes, str, str]] = {}
-    for name, (figure, caption) in figures(run).items():
+    for name, (figure, caption) in figures(facts).items():
         png, _ = charts.save(figure, out / name)
         images[name] = (png.read_bytes(), figure.get_suptitle(), caption)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")

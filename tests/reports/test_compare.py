@@ -151,12 +151,14 @@ def test_identical_runs_show_no_clear_difference(tmp_path: Path) -> None:
         assert delta[figure]["point"] == pytest.approx(1.0)
         assert contains(delta[figure], 1.0)
     assert delta["sentences"][0].endswith("no clear difference")
-    # Both lost nothing: the point is 0 and the interval is narrow but not a false "0 to 0".
+    # Both lost nothing: the point is 0 and the interval is not a false "0 to 0". It is as
+    # wide as 160 messages a side allow, whose recipients share one fate each; counting
+    # the 1,120 deliveries as independent trials made it four times too narrow.
     difference = delta["loss_rate_difference"]
     assert difference["point"] == 0.0
     low, high = difference["ci95"]
     assert low < 0.0 < high
-    assert high - low < 0.01
+    assert 0.02 < high - low < 0.05
 
 
 def test_a_known_loss_difference(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
-"""Comparison of runs against the first (the reference): ``fanbench compare``.
+"""Comparison of runs against a reference: ``fanbench compare``.
 
-Each other run gets the ratio of its p50 and p99 fan-out latency to the
-reference's and the difference of loss rates, each with a 95 % bootstrap
-interval, written as sentences a reader can quote. Runs must share a scenario
-(users, rooms, sizes, rates, windows), or the comparison would measure the
-scenario rather than the variant; ``force`` overrides that check.
+Each other run (or side of repeated runs, ``--vs``) gets the ratio of its p50
+and p99 fan-out latency to the reference's and the difference of loss rates,
+each with a 95 % interval, written as sentences a reader can quote. One run a
+side: a cluster bootstrap over messages, which sees only variation within runs.
+Several runs a side: each run is one observation (Welch's t on log per-run
+percentiles), so run-to-run variation is in the verdict. Runs must share a
+scenario (users, rooms, sizes, rates, windows), or the comparison would measure
+the scenario rather than the variant; ``force`` overrides that check.
 """
 
 from __future__ import annotations
@@ -22,16 +25,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from reports.analysis import RunFacts, analyze, gather, lost_per_message_of, per_message, per_second
 from reports.rundir import read_run
-from reports.stats import ClusteredSample, bootstrap_difference, bootstrap_ratio
+from reports.stats import (
+    ClusteredSample,
+    between_runs_ratio,
+    bootstrap_difference,
+    bootstrap_ratio,
+    welch_interval,
+)
 
 COMPARISON_VERSION = 1
 IGNORED_SCENARIO_KEYS = frozenset({"run_dir", "variant", "token"})
 """Scenario keys that label a run rather than shape its load."""
 MINUS = "\N{MINUS SIGN}"
 _MISSING = "<missing>"
+
+
+ONE_RUN_A_SIDE = (
+    "one run a side: the intervals cover message-to-message variation within these runs, "
+    "not run-to-run variation, which can be larger; for a verdict compare several runs a "
+    "side (fanbench compare A1 A2 A3 --vs B1 B2 B3, or fanbench trials)"
+)
 
 
 class ScenarioMismatch(ValueError):
@@ -133,19 +150,27 @@ def ratio_words(ratio: Interval) -> tuple[str, str]:
     return f"{_factor(ratio.point)}×", f"{_factor(ratio.low)}–{_factor(ratio.high)}×"
 
 
-def ratio_sentence(label: str, reference: str, figure: str, ratio: Interval) -> str:
-    """E.g. "optimized p99 latency is 7.90× lower than baseline (95 % CI 7.10–8.80×)"."""
+def ratio_sentence(
+    label: str, reference: str, figure: str, ratio: Interval, basis: str = ""
+) -> str:
+    """E.g. "optimized p99 latency is 7.90× lower than baseline (95 % CI 7.10–8.80×)".
+
+    ``basis`` (e.g. "3 vs 3 runs, between-run") follows the interval when given.
+    """
     subject = f"{label} {figure} latency"
     if not _comparable(ratio):
         return f"{subject}: no comparison with {reference} (too few measured deliveries)"
     factor, interval = ratio_words(ratio)
+    interval += f"; {basis}" if basis else ""
     if factor.endswith(("lower", "higher")):
         return f"{subject} is {factor} than {reference} (95 % CI {interval})"
     unclear = ": no clear difference" if ratio.low <= 1 <= ratio.high else ""
     return f"{subject} is {factor} that of {reference} (95 % CI {interval}){unclear}"
 
 
-def loss_sentence(label: str, reference: str, rates: tuple[float, float], diff: Interval) -> str:
+def loss_sentence(
+    label: str, reference: str, rates: tuple[float, float], diff: Interval, basis: str = ""
+) -> str:
     """E.g. "loss rate: optimized 0.00 % vs baseline 2.01 % (difference −2.01 points, …)"."""
     if not diff.finite:
         return f"loss rate: no comparison of {label} with {reference} (no expected deliveries)"
@@ -153,8 +178,53 @@ def loss_sentence(label: str, reference: str, rates: tuple[float, float], diff: 
     return (
         f"loss rate: {label} {_percent(rates[0])} vs {reference} {_percent(rates[1])} "
         f"(difference {_signed(points.point)} points, "
-        f"95 % CI {_signed(points.low)} to {_signed(points.high)})"
+        f"95 % CI {_signed(points.low)} to {_signed(points.high)}{'; ' + basis if basis else ''})"
     )
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: a run, or several runs of one configuration (trials)."""
+
+    label: str
+    runs: Sequence[Measured]
+
+    def latency_sample(self) -> ClusteredSample:
+        """Every run's measured latencies, clustered by (run, message)."""
+        lats = [m.facts.latencies for m in self.runs]
+        offsets = np.cumsum([0] + [int(m.facts.run.sends["client"].size) for m in self.runs])
+        return ClusteredSample(
+            np.concatenate([lat.from_sent_ms for lat in lats]),
+            np.concatenate(
+                [lat.message + offset for lat, offset in zip(lats, offsets, strict=False)]
+            ),
+        )
+
+    def losses(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(lost, expected) per message, over every run of the side."""
+        ledgers = [m.facts.ledger for m in self.runs]
+        return (np.concatenate([lost_per_message_of(facts) for facts in ledgers]),
+                np.concatenate([facts.expected_per_message for facts in ledgers]))  # fmt: skip
+
+    def per_run(self, key: str) -> list[float]:
+        """A latency percentile of each run (NaN where a run measured nothing)."""
+        values = [m.summary["latency_ms"]["from_sent"][key] for m in self.runs]
+        return [math.nan if v is None else float(v) for v in values]
+
+    def loss_rates(self) -> list[float]:
+        return [float(m.summary["counts"]["loss_rate"]) for m in self.runs]
+
+
+def side_labels(sides: Sequence[Sequence[Measured]]) -> list[str]:
+    """A side is named by its runs' variant when they share one, else by its letter."""
+    labels = []
+    for index, runs in enumerate(sides):
+        variants = {str(m.summary.get("variant") or "") for m in runs}
+        (only,) = variants if len(variants) == 1 else ("",)
+        labels.append(only or chr(ord("A") + index))
+    if len(set(labels)) < len(labels):  # e.g. optimized against optimized: an A/A test
+        labels = [f"{label} ({chr(ord('A') + i)})" for i, label in enumerate(labels)]
+    return labels
 
 
 def _ratio(a: ClusteredSample, b: ClusteredSample, percentile: float) -> Interval:
@@ -164,31 +234,63 @@ def _ratio(a: ClusteredSample, b: ClusteredSample, percentile: float) -> Interva
         return Interval(*bootstrap_ratio(a, b, percentile))
 
 
-def compare(runs: Sequence[Measured]) -> list[dict[str, Any]]:
-    """Each run after the first against the first: ratios, differences and their sentences."""
-    reference = runs[0]
-    ref_counts = reference.summary["counts"]
+def _within_runs(side: Side, reference: Side) -> tuple[Interval, Interval, Interval]:
+    """Cluster bootstrap over the messages of the pooled runs: blind to run-to-run variation."""
+    ours, theirs = side.latency_sample(), reference.latency_sample()
+    diff = Interval(*bootstrap_difference(*side.losses(), *reference.losses()))
+    return _ratio(ours, theirs, 50.0), _ratio(ours, theirs, 99.0), diff
+
+
+def _between_runs(side: Side, reference: Side) -> tuple[Interval, Interval, Interval]:
+    """Each run one observation (Welch's t), so run-to-run variation is in the interval.
+
+    Loss rates are often 0 in every run, where runs show no spread at all; the
+    loss interval is then the wider of this and the pooled message-level one.
+    """
+    p50, p99 = (
+        Interval(*between_runs_ratio(side.per_run(key), reference.per_run(key)))
+        for key in ("p50", "p99")
+    )
+    runs = Interval(*welch_interval(side.loss_rates(), reference.loss_rates()))
+    pooled = Interval(*bootstrap_difference(*side.losses(), *reference.losses()))
+    if runs.finite and pooled.finite:
+        pooled = Interval(pooled.point, min(runs.low, pooled.low), max(runs.high, pooled.high))
+    return p50, p99, pooled
+
+
+def _pooled_rate(side: Side) -> float:
+    lost, expected = side.losses()
+    total = int(expected.sum())
+    return int(lost.sum()) / total if total else 0.0
+
+
+def compare(sides: Sequence[Side]) -> list[dict[str, Any]]:
+    """Each side after the first against the first: ratios, differences and their sentences.
+
+    With two runs or more on both sides, intervals come from the runs' spread
+    (``_between_runs``); otherwise from resampling messages (``_within_runs``),
+    which cannot tell a real difference from one run simply differing from another.
+    """
+    reference = sides[0]
     deltas: list[dict[str, Any]] = []
-    for run in runs[1:]:
-        counts = run.summary["counts"]
-        ours, theirs = run.latency_sample(), reference.latency_sample()
-        p50, p99 = _ratio(ours, theirs, 50.0), _ratio(ours, theirs, 99.0)
-        diff = Interval(*bootstrap_difference(
-            lost_per_message_of(run.facts.ledger), run.facts.ledger.expected_per_message,
-            lost_per_message_of(reference.facts.ledger),
-            reference.facts.ledger.expected_per_message,
-        ))  # fmt: skip
-        rates = (float(counts["loss_rate"]), float(ref_counts["loss_rate"]))
+    for side in sides[1:]:
+        between = len(side.runs) >= 2 and len(reference.runs) >= 2
+        p50, p99, diff = (_between_runs if between else _within_runs)(side, reference)
+        runs = (len(side.runs), len(reference.runs))
+        basis = f"{runs[0]} vs {runs[1]} runs, between-run" if between else ""
+        rates = (_pooled_rate(side), _pooled_rate(reference))
         deltas.append({
-            "label": run.label,
+            "label": side.label,
             "reference": reference.label,
+            "runs": list(runs),
+            "between_runs": between,
             "p50_ratio": p50.as_dict(),
             "p99_ratio": p99.as_dict(),
             "loss_rate_difference": diff.as_dict(),
             "sentences": [
-                ratio_sentence(run.label, reference.label, "p50", p50),
-                ratio_sentence(run.label, reference.label, "p99", p99),
-                loss_sentence(run.label, reference.label, rates, diff),
+                ratio_sentence(side.label, reference.label, "p50", p50, basis),
+                ratio_sentence(side.label, reference.label, "p99", p99, basis),
+                loss_sentence(side.label, reference.label, rates, diff, basis),
             ],
         })  # fmt: skip
     return deltas
@@ -241,7 +343,7 @@ def tables(document: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
     return [
         ("Runs", ["run", "p50 ms", "p99 ms", "p99.9 ms", "loss rate", "lost / expected",
                   "duplicates", "error frames", "deliveries measured", "sends/s"], runs_rows),
-        (f"Against {document['reference']} (95 % bootstrap intervals)",
+        (f"Against {document['reference']} (95 % intervals)",
          ["run", "p50 latency", "p99 latency", "loss-rate difference, points"], delta_rows),
         (f"Scenario (of {document['reference']})", ["key", "value"], scenario_rows),
     ]  # fmt: skip
@@ -252,6 +354,8 @@ def _notes(document: Mapping[str, Any]) -> list[str]:
         f"scenarios differ (compared with --force): {line}"
         for line in document["scenario_differences"]
     ]
+    if not all(delta["between_runs"] for delta in document["deltas"]):
+        notes.append(ONE_RUN_A_SIDE)
     for run in document["runs"]:
         notes += [f"{run['label']}: {problem}" for problem in run["summary"]["validity"]]
     return notes
@@ -281,8 +385,9 @@ def render_markdown(document: Mapping[str, Any]) -> str:
 
 
 _ABOUT = (
-    "Latency is fan-out latency from the actual send; intervals are 95 % bootstrap intervals "
-    "that resample messages with all their deliveries."
+    "Latency is fan-out latency from the actual send. Intervals are 95 %: with several runs "
+    "a side, from the spread between runs; with one, from resampling messages with all "
+    "their deliveries."
 )
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -382,18 +487,32 @@ def load(run_dirs: Sequence[Path]) -> list[Measured]:
 
 
 def write_comparison(
-    run_dirs: list[Path], out_dir: Path | None, force: bool, draw_charts: bool = True
+    run_dirs: list[Path],
+    out_dir: Path | None,
+    force: bool,
+    draw_charts: bool = True,
+    versus: list[Path] | None = None,
 ) -> Path:
-    """Compare runs with the first; write comparison.md, comparison.json and index.html.
+    """Compare runs; write comparison.md, comparison.json and index.html.
 
-    Returns the path of index.html. Raises ``ScenarioMismatch`` (unless ``force``),
-    ``RunDirError`` or ``ValueError`` with a one-line message for the user.
+    Without ``versus`` each run is compared with the first. With it, ``run_dirs``
+    (the reference side) and ``versus`` are two sides of repeated trials, and the
+    verdict uses the runs' spread. Returns the path of index.html. Raises
+    ``ScenarioMismatch`` (unless ``force``), ``RunDirError`` or ``ValueError`` with a
+    one-line message for the user.
     """
-    if len(run_dirs) < 2:
+    if versus is None and len(run_dirs) < 2:
         raise ValueError(
             "fanbench compare needs at least two run directories (the first is the reference)"
         )
-    measured = load(run_dirs)
+    if versus is not None and (not run_dirs or not versus):
+        raise ValueError("fanbench compare A... --vs B... needs at least one run on each side")
+    measured = load(run_dirs + (versus or []))
+    if versus is None:
+        sides = [Side(m.label, [m]) for m in measured]
+    else:
+        groups = [measured[: len(run_dirs)], measured[len(run_dirs) :]]
+        sides = [Side(label, runs) for label, runs in zip(side_labels(groups), groups, strict=True)]
     differences = scenario_differences(
         [m.summary["scenario"] for m in measured], [m.label for m in measured]
     )
@@ -410,11 +529,12 @@ def write_comparison(
     document: dict[str, Any] = {
         "comparison_version": COMPARISON_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "reference": measured[0].label,
+        "reference": sides[0].label,
+        "sides": [{"label": side.label, "runs": [m.label for m in side.runs]} for side in sides],
         "runs": [{"label": m.label, "path": str(m.path), "summary": m.summary} for m in measured],
         "scenario": {k: v for k, v in reference.items() if k not in IGNORED_SCENARIO_KEYS},
         "scenario_differences": differences,
-        "deltas": compare(measured),
+        "deltas": compare(sides),
         "charts": _charts(measured, out) if draw_charts else [],
     }
     (out / "comparison.json").write_text(json.dumps(document, indent=2, default=str) + "\n")

@@ -177,3 +177,48 @@ def bootstrap_difference(
         draws.append(rng.binomial(trials, true) / trials)
     low, high = np.percentile(draws[0] - draws[1], [2.5, 97.5])
     return (rate_a - rate_b, float(low), float(high))
+
+
+def welch_interval(
+    a: npt.ArrayLike, b: npt.ArrayLike, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """mean(a) − mean(b) with Welch's t interval (unequal variances; Welch, 1947).
+
+    Each value is one run's statistic, so the interval holds run-to-run variation,
+    which no resampling inside a run can see. Needs two runs a side; NaN otherwise.
+    """
+    from scipy.stats import t as student_t  # slow to import; only a comparison needs it
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or len(b) < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return (math.nan, math.nan, math.nan)
+    var_a, var_b = float(np.var(a, ddof=1)) / len(a), float(np.var(b, ddof=1)) / len(b)
+    difference = float(np.mean(a) - np.mean(b))
+    if var_a + var_b == 0:
+        return (difference, difference, difference)
+    freedom = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = float(student_t.ppf(0.5 + confidence / 2, freedom)) * math.sqrt(var_a + var_b)
+    return (difference, difference - half, difference + half)
+
+
+def between_runs_ratio(
+    others: npt.ArrayLike, references: npt.ArrayLike
+) -> tuple[float, float, float]:
+    """Ratio of the geometric means of per-run figures, with a Welch interval on their logs.
+
+    Percentiles are positive and vary by factors, so their logs are the scale on
+    which run-to-run variation is roughly normal and symmetric.
+    """
+    others, references = np.asarray(others, np.float64), np.asarray(references, np.float64)
+    if np.any(~(others > 0)) or np.any(~(references > 0)):
+        return (math.nan, math.nan, math.nan)
+    point, low, high = welch_interval(np.log(others), np.log(references))
+    return (
+        (math.exp(point), math.exp(low), math.exp(high))
+        if math.isfinite(point)
+        else (
+            math.nan,
+            math.nan,
+            math.nan,
+        )
+    )

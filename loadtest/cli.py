@@ -51,6 +51,16 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
 
 
+def _trials(args: argparse.Namespace) -> int:
+    from loadtest.run import RunError
+    from loadtest.trials import trials_command
+
+    try:
+        return trials_command(args)
+    except RunError as error:
+        raise UserError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fanbench",
@@ -70,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_arguments(run)
     run.set_defaults(func=_run)
+
+    trials = commands.add_parser(
+        "trials",
+        help="K interleaved runs of two local variants (A B A B ...) and their comparison",
+        description="Takes every option of `fanbench run`; --run-dir is the folder of all trials.",
+    )
+    from loadtest.trials import add_trials_arguments
+
+    add_run_arguments(trials)
+    add_trials_arguments(trials)
+    trials.set_defaults(func=_trials)
 
     from reports.commands import register
 

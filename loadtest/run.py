@@ -250,9 +250,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_command(args: argparse.Namespace) -> int:
+def require_locust() -> None:
     if shutil.which("locust", path=str(Path(sys.executable).parent)) is None:
         raise RunError("Locust is not installed in this environment (run `make run`)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    require_locust()
     run_dir = execute(args)
     try:
         summary = analyze(read_run(run_dir))

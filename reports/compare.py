@@ -2,45 +2,40 @@
 
 Each other run (or side of repeated runs, ``--vs``) gets the ratio of its p50
 and p99 fan-out latency to the reference's and the difference of loss rates,
-each with a 95 % interval, written as sentences a reader can quote. One run a
-side: a cluster bootstrap over messages, which sees only variation within runs.
-Several runs a side: each run is one observation (Welch's t on log per-run
-percentiles), so run-to-run variation is in the verdict. Runs must share a
-scenario (users, rooms, sizes, rates, windows), or the comparison would measure
-the scenario rather than the variant; ``force`` overrides that check.
+each with a 95 % interval, written as sentences a reader can quote (the
+arithmetic is ``reports.verdict``; this module reads, checks and writes).
+Runs must share a scenario (users, rooms, sizes, rates, windows), or the
+comparison would measure the scenario rather than the variant; ``force``
+overrides that check.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from reports.analysis import RunFacts, analyze, gather, lost_per_message_of, per_message, per_second
+from reports import page
+from reports.analysis import analyze, gather, per_message, per_second
 from reports.rundir import read_run
-from reports.stats import (
-    ClusteredSample,
-    between_runs_ratio,
-    bootstrap_difference,
-    bootstrap_ratio,
-    welch_interval,
+from reports.verdict import (
+    Interval,
+    Measured,
+    Side,
+    comparable,
+    compare,
+    ratio_words,
+    side_labels,
 )
 
 COMPARISON_VERSION = 1
 IGNORED_SCENARIO_KEYS = frozenset({"run_dir", "variant", "token"})
 """Scenario keys that label a run rather than shape its load."""
-MINUS = "\N{MINUS SIGN}"
 _MISSING = "<missing>"
 
 
@@ -53,40 +48,6 @@ ONE_RUN_A_SIDE = (
 
 class ScenarioMismatch(ValueError):
     """The runs were made under different scenarios, so their figures are not comparable."""
-
-
-@dataclass(frozen=True)
-class Measured:
-    """What the comparison needs of one run."""
-
-    label: str
-    path: Path
-    summary: dict[str, Any]
-    facts: RunFacts
-
-    def latency_sample(self) -> ClusteredSample:
-        """Measured latencies clustered by message, for the cluster bootstrap."""
-        lat = self.facts.latencies
-        return ClusteredSample(lat.from_sent_ms, lat.message)
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its 95 % interval (NaN when not computable)."""
-
-    point: float
-    low: float
-    high: float
-
-    @property
-    def finite(self) -> bool:
-        return all(math.isfinite(x) for x in (self.point, self.low, self.high))
-
-    def as_dict(self) -> dict[str, Any]:
-        point, low, high = (
-            x if math.isfinite(x) else None for x in (self.point, self.low, self.high)
-        )
-        return {"point": point, "ci95": [low, high]}
 
 
 # --- pure parts ---------------------------------------------------------------------------
@@ -121,185 +82,6 @@ def scenario_differences(
     return found
 
 
-def _factor(x: float) -> str:
-    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
-
-
-def _signed(x: float, places: int = 2) -> str:
-    text = f"{abs(x):.{places}f}"
-    return text if float(text) == 0 else (MINUS if x < 0 else "+") + text
-
-
-def _percent(rate: float) -> str:
-    shown = rate * 100
-    return f"{shown:.2g} %" if 0 < shown < 0.005 else f"{shown:.2f} %"
-
-
-def _comparable(ratio: Interval) -> bool:
-    return ratio.finite and min(ratio.point, ratio.low) > 0
-
-
-def ratio_words(ratio: Interval) -> tuple[str, str]:
-    """("7.9× lower", "7.1–8.8×") — the factor put the way round that is above 1."""
-    if ratio.point < 1 and ratio.high < 1:
-        return (f"{_factor(1 / ratio.point)}× lower",
-                f"{_factor(1 / ratio.high)}–{_factor(1 / ratio.low)}×")  # fmt: skip
-    if ratio.point > 1 and ratio.low > 1:
-        return f"{_factor(ratio.point)}× higher", f"{_factor(ratio.low)}–{_factor(ratio.high)}×"
-    # The interval holds 1: say the plain ratio rather than a direction the data do not show.
-    return f"{_factor(ratio.point)}×", f"{_factor(ratio.low)}–{_factor(ratio.high)}×"
-
-
-def ratio_sentence(
-    label: str, reference: str, figure: str, ratio: Interval, basis: str = ""
-) -> str:
-    """E.g. "optimized p99 latency is 7.90× lower than baseline (95 % CI 7.10–8.80×)".
-
-    ``basis`` (e.g. "3 vs 3 runs, between-run") follows the interval when given.
-    """
-    subject = f"{label} {figure} latency"
-    if not _comparable(ratio):
-        return f"{subject}: no comparison with {reference} (too few measured deliveries)"
-    factor, interval = ratio_words(ratio)
-    interval += f"; {basis}" if basis else ""
-    if factor.endswith(("lower", "higher")):
-        return f"{subject} is {factor} than {reference} (95 % CI {interval})"
-    unclear = ": no clear difference" if ratio.low <= 1 <= ratio.high else ""
-    return f"{subject} is {factor} that of {reference} (95 % CI {interval}){unclear}"
-
-
-def loss_sentence(
-    label: str, reference: str, rates: tuple[float, float], diff: Interval, basis: str = ""
-) -> str:
-    """E.g. "loss rate: optimized 0.00 % vs baseline 2.01 % (difference −2.01 points, …)"."""
-    if not diff.finite:
-        return f"loss rate: no comparison of {label} with {reference} (no expected deliveries)"
-    points = Interval(diff.point * 100, diff.low * 100, diff.high * 100)
-    return (
-        f"loss rate: {label} {_percent(rates[0])} vs {reference} {_percent(rates[1])} "
-        f"(difference {_signed(points.point)} points, "
-        f"95 % CI {_signed(points.low)} to {_signed(points.high)}{'; ' + basis if basis else ''})"
-    )
-
-
-@dataclass(frozen=True)
-class Side:
-    """One side of a comparison: a run, or several runs of one configuration (trials)."""
-
-    label: str
-    runs: Sequence[Measured]
-
-    def latency_sample(self) -> ClusteredSample:
-        """Every run's measured latencies, clustered by (run, message)."""
-        lats = [m.facts.latencies for m in self.runs]
-        offsets = np.cumsum([0] + [int(m.facts.run.sends["client"].size) for m in self.runs])
-        return ClusteredSample(
-            np.concatenate([lat.from_sent_ms for lat in lats]),
-            np.concatenate(
-                [lat.message + offset for lat, offset in zip(lats, offsets, strict=False)]
-            ),
-        )
-
-    def losses(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """(lost, expected) per message, over every run of the side."""
-        ledgers = [m.facts.ledger for m in self.runs]
-        return (np.concatenate([lost_per_message_of(facts) for facts in ledgers]),
-                np.concatenate([facts.expected_per_message for facts in ledgers]))  # fmt: skip
-
-    def per_run(self, key: str) -> list[float]:
-        """A latency percentile of each run (NaN where a run measured nothing)."""
-        values = [m.summary["latency_ms"]["from_sent"][key] for m in self.runs]
-        return [math.nan if v is None else float(v) for v in values]
-
-    def loss_rates(self) -> list[float]:
-        return [float(m.summary["counts"]["loss_rate"]) for m in self.runs]
-
-
-def side_labels(sides: Sequence[Sequence[Measured]]) -> list[str]:
-    """A side is named by its runs' variant when they share one, else by its letter."""
-    labels = []
-    for index, runs in enumerate(sides):
-        variants = {str(m.summary.get("variant") or "") for m in runs}
-        (only,) = variants if len(variants) == 1 else ("",)
-        labels.append(only or chr(ord("A") + index))
-    if len(set(labels)) < len(labels):  # e.g. optimized against optimized: an A/A test
-        labels = [f"{label} ({chr(ord('A') + i)})" for i, label in enumerate(labels)]
-    return labels
-
-
-def _ratio(a: ClusteredSample, b: ClusteredSample, percentile: float) -> Interval:
-    if not len(a) or not len(b):
-        return Interval(math.nan, math.nan, math.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return Interval(*bootstrap_ratio(a, b, percentile))
-
-
-def _within_runs(side: Side, reference: Side) -> tuple[Interval, Interval, Interval]:
-    """Cluster bootstrap over the messages of the pooled runs: blind to run-to-run variation."""
-    ours, theirs = side.latency_sample(), reference.latency_sample()
-    diff = Interval(*bootstrap_difference(*side.losses(), *reference.losses()))
-    return _ratio(ours, theirs, 50.0), _ratio(ours, theirs, 99.0), diff
-
-
-def _between_runs(side: Side, reference: Side) -> tuple[Interval, Interval, Interval]:
-    """Each run one observation (Welch's t), so run-to-run variation is in the interval.
-
-    Loss rates are often 0 in every run, where runs show no spread at all; the
-    loss interval is then the wider of this and the pooled message-level one.
-    """
-    p50, p99 = (
-        Interval(*between_runs_ratio(side.per_run(key), reference.per_run(key)))
-        for key in ("p50", "p99")
-    )
-    runs = Interval(*welch_interval(side.loss_rates(), reference.loss_rates()))
-    pooled = Interval(*bootstrap_difference(*side.losses(), *reference.losses()))
-    if runs.finite and pooled.finite:
-        pooled = Interval(pooled.point, min(runs.low, pooled.low), max(runs.high, pooled.high))
-    return p50, p99, pooled
-
-
-def _pooled_rate(side: Side) -> float:
-    lost, expected = side.losses()
-    total = int(expected.sum())
-    return int(lost.sum()) / total if total else 0.0
-
-
-def compare(sides: Sequence[Side]) -> list[dict[str, Any]]:
-    """Each side after the first against the first: ratios, differences and their sentences.
-
-    With two runs or more on both sides, intervals come from the runs' spread
-    (``_between_runs``); otherwise from resampling messages (``_within_runs``),
-    which cannot tell a real difference from one run simply differing from another.
-    """
-    reference = sides[0]
-    deltas: list[dict[str, Any]] = []
-    for side in sides[1:]:
-        between = len(side.runs) >= 2 and len(reference.runs) >= 2
-        p50, p99, diff = (_between_runs if between else _within_runs)(side, reference)
-        runs = (len(side.runs), len(reference.runs))
-        basis = f"{runs[0]} vs {runs[1]} runs, between-run" if between else ""
-        rates = (_pooled_rate(side), _pooled_rate(reference))
-        deltas.append({
-            "label": side.label,
-            "reference": reference.label,
-            "runs": list(runs),
-            "between_runs": between,
-            "p50_ratio": p50.as_dict(),
-            "p99_ratio": p99.as_dict(),
-            "loss_rate_difference": diff.as_dict(),
-            "sentences": [
-                ratio_sentence(side.label, reference.label, "p50", p50, basis),
-                ratio_sentence(side.label, reference.label, "p99", p99, basis),
-                loss_sentence(side.label, reference.label, rates, diff, basis),
-            ],
-        })  # fmt: skip
-    return deltas
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
 def _interval(data: Mapping[str, Any]) -> Interval:
     point, (low, high) = data["point"], data["ci95"]
     return Interval(*(math.nan if x is None else float(x) for x in (point, low, high)))
@@ -307,7 +89,7 @@ def _interval(data: Mapping[str, Any]) -> Interval:
 
 def _ratio_cell(data: Mapping[str, Any]) -> str:
     ratio = _interval(data)
-    if not _comparable(ratio):
+    if not comparable(ratio):
         return "–"
     factor, interval = ratio_words(ratio)
     return f"{factor} ({interval})"
@@ -317,7 +99,8 @@ def _points_cell(data: Mapping[str, Any]) -> str:
     diff = _interval(data)
     if not diff.finite:
         return "–"
-    return f"{_signed(diff.point * 100)} ({_signed(diff.low * 100)} to {_signed(diff.high * 100)})"
+    point, low, high = (page.signed(x * 100) for x in (diff.point, diff.low, diff.high))
+    return f"{point} ({low} to {high})"
 
 
 def tables(document: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -327,8 +110,8 @@ def tables(document: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
         s = run["summary"]
         lat, counts = s["latency_ms"]["from_sent"], s["counts"]
         runs_rows.append([
-            run["label"], _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["p99.9"]),
-            _percent(counts["loss_rate"]), f"{counts['lost']} / {counts['expected']}",
+            run["label"], page.ms(lat["p50"]), page.ms(lat["p99"]), page.ms(lat["p99.9"]),
+            page.percent(counts["loss_rate"]), f"{counts['lost']} / {counts['expected']}",
             str(counts["duplicates"]), str(counts["error_frames"]),
             str(s["latency_ms"]["deliveries_measured"]), f"{s['throughput']['sends_per_s']:.1f}",
         ])  # fmt: skip
@@ -369,14 +152,7 @@ def render_markdown(document: Mapping[str, Any]) -> str:
     if notes:
         lines += ["", "## Caution", "", *[f"- {note}" for note in notes]]
     for title, header, rows in tables(document):
-        lines += [
-            "",
-            f"## {title}",
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-        ]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", f"## {title}", "", *page.markdown_table(rows, header)]
     for chart in document["charts"]:
         lines += ["", f"## {chart['title']}", "", f"![{chart['title']}]({chart['png']}) "
                   f"([SVG]({chart['svg']}))  ", chart["caption"]]  # fmt: skip
@@ -389,48 +165,31 @@ _ABOUT = (
     "a side, from the spread between runs; with one, from resampling messages with all "
     "their deliveries."
 )
-_STYLE = """
-body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}
-td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
-td:first-child,th:first-child{text-align:left}
-.caution{background:#fff4d6;padding:.5rem 1rem}
-img{max-width:100%;height:auto}
-"""
 
 
 def render_html(document: Mapping[str, Any], chart_dir: Path) -> str:
-    """A self-contained page: inline style, the PNG charts in ``chart_dir`` embedded as base64."""
-    e = html.escape
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>fanbench comparison</title><style>{_STYLE}</style></head><body>",
-             "<h1>fanbench comparison</h1>",
+    """A self-contained page: the PNG charts in ``chart_dir`` embedded as base64."""
+    e = page.e
+    parts = ["<h1>fanbench comparison</h1>",
              f"<p>Reference: <strong>{e(document['reference'])}</strong>. {e(_ABOUT)}</p>",
-             "<h2>Findings</h2><ul>"]  # fmt: skip
-    parts += [f"<li>{e(s)}</li>" for d in document["deltas"] for s in d["sentences"]]
-    parts.append("</ul>")
+             "<h2>Findings</h2>",
+             page.items(s for d in document["deltas"] for s in d["sentences"])]  # fmt: skip
     notes = _notes(document)
     if notes:
-        parts.append("<div class='caution'><h2>Caution</h2><ul>")
-        parts += [f"<li>{e(note)}</li>" for note in notes]
-        parts.append("</ul></div>")
+        parts.append(page.banner(False, "Caution", notes))
     for title, header, rows in tables(document):
-        parts.append(
-            f"<h2>{e(title)}</h2><table><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr>"
-        )
-        parts += ["<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows]
-        parts.append("</table>")
+        parts += [f"<h2>{e(title)}</h2>", page.table(rows, header)]
     for chart in document["charts"]:
-        data = base64.b64encode((chart_dir / chart["png"]).read_bytes()).decode("ascii")
-        title = e(chart["title"])
-        parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>"
-                     f"<p>{e(chart['caption'])}</p>")  # fmt: skip
-    parts.append("<h2>Runs</h2><ul>")
-    parts += [
-        f"<li>{e(run['label'])}: <code>{e(run['path'])}</code></li>" for run in document["runs"]
-    ]
-    parts.append("</ul></body></html>\n")
-    return "\n".join(parts)
+        png = (chart_dir / chart["png"]).read_bytes()
+        parts += [
+            f"<h2>{e(chart['title'])}</h2>",
+            page.figure(png, chart["title"], chart["caption"]),
+        ]
+    parts += ["<h2>Runs</h2><ul>",
+              *[f"<li>{e(run['label'])}: <code>{e(run['path'])}</code></li>"
+                for run in document["runs"]],
+              "</ul>"]  # fmt: skip
+    return page.html_page("fanbench comparison", "\n".join(parts))
 
 
 # --- the shell: read runs, write files ------------------------------------------------------

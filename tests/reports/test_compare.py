@@ -14,15 +14,13 @@ import pytest
 
 from reports.calibration import Model, false_positives
 from reports.compare import (
-    Interval,
     ScenarioMismatch,
-    loss_sentence,
-    ratio_sentence,
     run_labels,
     scenario_differences,
     write_comparison,
 )
 from reports.rundir import RunDirError
+from reports.verdict import Interval, loss_sentence, ratio_sentence
 from tests.reports.synthetic import build_run
 
 CLIENTS, MESSAGES = 8, 20  # 8 x 7 x 20 = 1120 deliveries per run
@@ -206,7 +204,7 @@ def test_outputs_are_written_and_self_contained(tmp_path: Path) -> None:
         assert (index.parent / chart["png"]).read_bytes().startswith(b"\x89PNG")
         assert (index.parent / chart["svg"]).read_text().lstrip().startswith("<?xml")
         assert f"![{chart['title']}]({chart['png']})" in markdown
-    assert page.count("src='data:image/png;base64,") == len(charts)
+    assert page.count('src="data:image/png;base64,') == len(charts)
 
 
 def test_default_output_folder_is_under_runs(

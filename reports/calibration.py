@@ -95,6 +95,10 @@ def false_positives(
     return {method: count / pairs for method, count in called.items()}
 
 
+def _show(rates: dict[str, float]) -> str:
+    return ", ".join(f"{method} {100 * rate:.1f} %" for method, rate in rates.items())
+
+
 def main(argv: list[str]) -> None:
     pairs = int(argv[0]) if argv else 1000
     model = Model()
@@ -104,8 +108,12 @@ def main(argv: list[str]) -> None:
                 model, pairs, runs, seed=runs, percentile=percentile,
                 bootstrap_rounds=200 if runs == 3 else 0,
             )  # fmt: skip
-            shown = ", ".join(f"{method} {100 * rate:.1f} %" for method, rate in rates.items())
-            print(f"p{percentile:g}, {runs} runs a side, {pairs} identical pairs: {shown}")
+            print(f"p{percentile:g}, {runs} runs a side, {pairs} identical pairs: {_show(rates)}")
+    # Runs that differ only by their messages: what a bootstrap inside one run can see.
+    steady = Model(run_median_sd=0.0, run_tail_sd=0.0)
+    for percentile in (50.0, 99.0):
+        rates = false_positives(steady, pairs // 5, 3, seed=9, percentile=percentile)
+        print(f"p{percentile:g}, no run-to-run spread, {pairs // 5} pairs: {_show(rates)}")
 
 
 if __name__ == "__main__":

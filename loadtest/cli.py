@@ -49,6 +49,12 @@ def _run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _trials(args: argparse.Namespace) -> int:
+    from loadtest.trials import trials_command
+
+    return trials_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fanbench",
@@ -68,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_arguments(run)
     run.set_defaults(func=_run, scenario_parser=run)
+
+    trials = commands.add_parser(
+        "trials",
+        help="K interleaved runs of two local variants (A B A B ...) and their comparison",
+        description="Takes every option of `fanbench run`; --run-dir is the folder of all trials.",
+    )
+    from loadtest.trials import add_trials_arguments
+
+    add_run_arguments(trials)
+    add_trials_arguments(trials)
+    trials.set_defaults(func=_trials, scenario_parser=trials)
 
     from reports.commands import register, register_plan
 

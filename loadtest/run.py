@@ -25,12 +25,13 @@ from fanbench_common.redaction import SECRET_KEYS, redact_mapping
 from fanbench_common.scenario import (
     KNOBS,
     TOKEN_ENV,
+    UNKNOWN_VARIANT,
     ScenarioFile,
     add_knob_arguments,
     check_knobs,
     connect_url,
 )
-from loadtest.stage.config import LOOPBACK, add_stage_arguments, config_from_args
+from loadtest.stage.config import LOOPBACK, StageConfig, add_stage_arguments, config_from_args
 from loadtest.stage.launcher import LocalStage, StageError
 from reports.analysis import analyze
 from reports.rundir import default_run_dir, read_run
@@ -64,6 +65,27 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     add_stage_arguments(parser)
+    # None marks "not given", which only --target treats differently (see run_variant).
+    parser.set_defaults(variant=None)
+    for action in parser._actions:
+        if action.dest == "variant":
+            action.help = (
+                "sendmessage handler: baseline or optimized (default: optimized on the local "
+                f"stage; against --target, {UNKNOWN_VARIANT!r} unless given)"
+            )
+
+
+def run_variant(target: str | None, variant: str | None) -> str:
+    """The run's variant label: ``--variant`` when given, else the local stage's default,
+    or ``unknown`` against a ``--target`` (never a guess that would mislabel a comparison)."""
+    if variant:
+        return variant
+    return UNKNOWN_VARIANT if target else StageConfig().variant
+
+
+def stage_config_for(args: argparse.Namespace, run_dir: Path) -> StageConfig:
+    chosen = argparse.Namespace(**{**vars(args), "variant": args.variant or StageConfig().variant})
+    return replace(config_from_args(chosen), auth_token=args.token, log_dir=run_dir / "stage")
 
 
 def scenario_defaults(scenario: ScenarioFile, known: argparse.Namespace) -> dict[str, Any]:
@@ -188,7 +210,7 @@ def execute(args: argparse.Namespace) -> Path:
     if (run_dir / "run.json").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --run-dir")
     # Everything that can refuse the run does so before the run directory exists.
-    stage_config = replace(config_from_args(args), auth_token=args.token, log_dir=run_dir / "stage")
+    stage_config = stage_config_for(args, run_dir)
     if args.target:
         preflight(args.target, args.token)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +218,7 @@ def execute(args: argparse.Namespace) -> Path:
     with contextlib.ExitStack() as stack:
         stage: LocalStage | None = None
         if args.target:
-            host, variant = args.target, args.variant
+            host, variant = args.target, run_variant(args.target, args.variant)
         else:
             stage = LocalStage(stage_config)
             try:
@@ -263,9 +285,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_command(args: argparse.Namespace) -> int:
+def require_locust() -> None:
     if shutil.which("locust", path=str(Path(sys.executable).parent)) is None:
         raise RunError("Locust is not installed in this environment (run `make run`)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    require_locust()
     run_dir = execute(args)
     try:
         summary = analyze(read_run(run_dir))

@@ -1,7 +1,10 @@
 """Analysis of one run directory: every headline figure, as plain data (pure numpy).
 
-``analyze(run)`` returns what the report, ``fanbench run``'s summary, the
-comparison and the threshold gate all read, so each figure is computed once.
+``gather(run)`` builds the loss ledger once and the latencies from it; every
+figure below (``analyze``, ``per_message``, ``per_second``) takes those facts
+rather than rebuilding the ledger. ``analyze`` returns what the report,
+``fanbench run``'s summary, the comparison and the threshold gate all read, so
+each figure is computed once.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from reports.loss import account, ledger
+from reports.loss import Ledger, account, ledger
 from reports.rundir import Run
-from reports.stats import percentiles, wilson_interval
+from reports.stats import clustered_rate_interval, percentiles, wilson_interval
 
 SUMMARY_VERSION = 1
 NS_PER_MS = 1e6
@@ -47,8 +50,22 @@ def measured_window_start(run: Run) -> int:
     return int(times["start_ns"] + float(run.scenario.get("warmup_s", 0.0)) * 1e9)
 
 
-def latencies(run: Run) -> Latencies:
+@dataclass(frozen=True)
+class RunFacts:
+    """A run with its loss ledger and measured latencies: built once, read by every figure."""
+
+    run: Run
+    ledger: Ledger
+    latencies: Latencies
+
+
+def gather(run: Run) -> RunFacts:
+    """The ledger (the costly part) once, and the latencies from it."""
     facts = ledger(run.sends, run.deliveries, run.membership, _settle_ns(run))
+    return RunFacts(run, facts, latencies(run, facts))
+
+
+def latencies(run: Run, facts: Ledger) -> Latencies:
     keep = facts.receipt_expected & facts.receipt_first  # expected implies a known send
     message = facts.receipt_message[keep]
     keep_measured = run.sends["sent_ns"][message] >= measured_window_start(run)
@@ -62,8 +79,9 @@ def latencies(run: Run) -> Latencies:
     )
 
 
-def per_message(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
+def per_message(facts: RunFacts) -> dict[str, npt.NDArray[Any]]:
     """Fan-out completion (last receipt) and spread (last − first) per measured message."""
+    lat = facts.latencies
     if not len(lat.message):
         empty = np.array([], dtype=np.float64)
         return {
@@ -76,18 +94,18 @@ def per_message(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
     latest = np.maximum.reduceat(lat.from_sent_ms[order], starts)
     earliest = np.minimum.reduceat(lat.from_sent_ms[order], starts)
     counts = np.diff(np.append(starts, len(order)))
-    facts_expected = ledger(run.sends, run.deliveries, run.membership, _settle_ns(run))
     return {
         "message": messages,
-        "audience": facts_expected.expected_per_message[messages],
+        "audience": facts.ledger.expected_per_message[messages],
         "receipts": counts,
         "completion_ms": latest,
         "spread_ms": latest - earliest,
     }
 
 
-def per_second(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
+def per_second(facts: RunFacts) -> dict[str, npt.NDArray[Any]]:
     """Counts and latency percentiles in one-second bins from the start of the test."""
+    run, lat = facts.run, facts.latencies
     start = int(run.meta["times"]["start_ns"])
     end = int(run.meta["times"].get("end_ns") or start)
     seconds = max(1, int(np.ceil((end - start) / 1e9)))
@@ -96,8 +114,7 @@ def per_second(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
     def count(stamps: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
         return np.histogram((stamps - start) / 1e9, bins=bins)[0].astype(np.int64)
 
-    facts = ledger(run.sends, run.deliveries, run.membership, _settle_ns(run))
-    lost_per_message = facts.expected_per_message - facts.delivered_per_message
+    lost_per_message = lost_per_message_of(facts.ledger)
     lost = np.histogram((run.sends["sent_ns"] - start) / 1e9, bins=bins, weights=lost_per_message)[
         0
     ].astype(np.int64)
@@ -143,19 +160,42 @@ def validity(run: Run) -> list[str]:
     return problems
 
 
+def lost_per_message_of(facts: Ledger) -> npt.NDArray[np.int64]:
+    """Expected deliveries of each message (sends table order) that never arrived."""
+    return facts.expected_per_message - facts.delivered_per_message
+
+
+def _loss_rate(facts: Ledger) -> dict[str, Any]:
+    """The loss rate with its interval counted over messages, not deliveries.
+
+    A message's recipients share one invocation, so its deliveries are lost (or
+    not) together; see ``stats.effective_trials``.
+    """
+    lost, expected = lost_per_message_of(facts), facts.expected_per_message
+    total = int(expected.sum())
+    low, high = clustered_rate_interval(lost, expected)
+    return {
+        "count": int(lost.sum()),
+        "rate": int(lost.sum()) / total if total else 0.0,
+        "ci95": [low, high],
+        "messages_with_expected_recipients": int(np.count_nonzero(expected)),
+    }
+
+
 def _rate(count: int, trials: int) -> dict[str, Any]:
     low, high = wilson_interval(count, trials)
     return {"count": count, "rate": count / trials if trials else 0.0, "ci95": [low, high]}
 
 
-def analyze(run: Run) -> dict[str, Any]:
-    """Every headline figure of a run, JSON-ready."""
+def analyze(run_or_facts: Run | RunFacts) -> dict[str, Any]:
+    """Every headline figure of a run, JSON-ready (pass ``gather(run)`` when it is at hand)."""
+    facts = run_or_facts if isinstance(run_or_facts, RunFacts) else gather(run_or_facts)
+    run, lat = facts.run, facts.latencies
     times = run.meta["times"]
     loss = account(
         run.sends, run.deliveries, run.membership, run.errors, _settle_ns(run),
-        times.get("drain_deadline_ns"),
+        times.get("drain_deadline_ns"), facts=facts.ledger,
     )  # fmt: skip
-    lat = latencies(run)
     duration_s = max(1e-9, (times["stop_sending_ns"] - times["start_ns"]) / 1e9)
     receipts = max(loss.receipts, 1)
     return {
@@ -171,7 +211,7 @@ def analyze(run: Run) -> dict[str, Any]:
             "deliveries_measured": len(lat.from_sent_ms),
         },
         "rates": {
-            "loss": _rate(loss.lost, loss.expected),
+            "loss": _loss_rate(facts.ledger),
             "duplicates": _rate(loss.duplicates, receipts),
             "out_of_order": _rate(loss.out_of_order, receipts),
             "late": _rate(loss.late, receipts),

@@ -23,7 +23,7 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from reports.compare import write_comparison
 
-    out = write_comparison(list(args.run_dirs), args.out, force=args.force)
+    out = write_comparison(list(args.run_dirs), args.out, force=args.force, versus=args.versus)
     print(f"comparison: {out}")
     return 0
 
@@ -42,7 +42,7 @@ def _check(args: argparse.Namespace) -> int:
     )
     if thresholds.empty():
         raise ValueError("fanbench check needs at least one --max-* threshold")
-    problems = failures(analyze(read_run(args.run_dir)), thresholds)
+    problems = failures(analyze(read_run(args.run_dir)), thresholds, args.allow_invalid)
     for problem in problems:
         print(f"FAIL: {problem}")
     if not problems:
@@ -59,8 +59,19 @@ def register(commands: Any) -> None:
                         help="override a price, e.g. lambda_per_million_requests=0.2")  # fmt: skip
     report.set_defaults(func=_report)
 
-    compare = commands.add_parser("compare", help="compare runs (e.g. baseline vs optimized)")
-    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    compare = commands.add_parser(
+        "compare",
+        help="compare runs (e.g. baseline vs optimized), or repeated runs: A1 A2 A3 --vs B1 B2 B3",
+    )
+    compare.add_argument(
+        "run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+        help="runs; the first is the reference (with --vs: the reference side)",
+    )  # fmt: skip
+    compare.add_argument(
+        "--vs", dest="versus", type=Path, nargs="+", metavar="RUN_DIR",
+        help="the other side's runs: several runs a side give a verdict that allows for "
+        "run-to-run variation",
+    )  # fmt: skip
     compare.add_argument("--out", type=Path, help="output folder (default: runs/compare-<time>)")
     compare.add_argument("--force", action="store_true", help="compare even if scenarios differ")
     compare.set_defaults(func=_compare)
@@ -74,6 +85,10 @@ def register(commands: Any) -> None:
     check.add_argument("--max-loss-rate", type=float)
     check.add_argument("--max-duplicates", type=int)
     check.add_argument("--max-error-frames", type=int)
+    check.add_argument(
+        "--allow-invalid", action="store_true",
+        help="check a run whose validity banner lists problems (default: fail it)",
+    )  # fmt: skip
     check.set_defaults(func=_check)
 
 

@@ -1,71 +1,53 @@
-"""Comparison of runs against the first (the reference): ``fanbench compare``.
+"""Comparison of runs against a reference: ``fanbench compare``.
 
-Each other run gets the ratio of its p50 and p99 fan-out latency to the
-reference's and the difference of loss rates, each with a 95 % bootstrap
-interval, written as sentences a reader can quote. Runs must share a scenario
-(users, rooms, sizes, rates, windows), or the comparison would measure the
-scenario rather than the variant; ``force`` overrides that check.
+Each other run (or side of repeated runs, ``--vs``) gets the ratio of its p50
+and p99 fan-out latency to the reference's and the difference of loss rates,
+each with a 95 % interval, written as sentences a reader can quote (the
+arithmetic is ``reports.verdict``; this module reads, checks and writes).
+Runs must share a scenario (users, rooms, sizes, rates, windows), or the
+comparison would measure the scenario rather than the variant; ``force``
+overrides that check.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from reports.analysis import Latencies, analyze, latencies, per_message, per_second
-from reports.rundir import Run, read_run
-from reports.stats import bootstrap_difference, bootstrap_ratio
+from reports import page
+from reports.analysis import analyze, gather, per_message, per_second
+from reports.rundir import read_run
+from reports.verdict import (
+    Interval,
+    Measured,
+    Side,
+    comparable,
+    compare,
+    ratio_words,
+    side_labels,
+)
 
 COMPARISON_VERSION = 1
 IGNORED_SCENARIO_KEYS = frozenset({"run_dir", "variant", "token"})
 """Scenario keys that label a run rather than shape its load."""
-MINUS = "\N{MINUS SIGN}"
 _MISSING = "<missing>"
+
+
+ONE_RUN_A_SIDE = (
+    "one run a side: the intervals cover message-to-message variation within these runs, "
+    "not run-to-run variation, which can be larger; for a verdict compare several runs a "
+    "side (fanbench compare A1 A2 A3 --vs B1 B2 B3, or fanbench trials)"
+)
 
 
 class ScenarioMismatch(ValueError):
     """The runs were made under different scenarios, so their figures are not comparable."""
-
-
-@dataclass(frozen=True)
-class Measured:
-    """What the comparison needs of one run."""
-
-    label: str
-    path: Path
-    summary: dict[str, Any]
-    latencies: Latencies
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its 95 % interval (NaN when not computable)."""
-
-    point: float
-    low: float
-    high: float
-
-    @property
-    def finite(self) -> bool:
-        return all(math.isfinite(x) for x in (self.point, self.low, self.high))
-
-    def as_dict(self) -> dict[str, Any]:
-        point, low, high = (
-            x if math.isfinite(x) else None for x in (self.point, self.low, self.high)
-        )
-        return {"point": point, "ci95": [low, high]}
 
 
 # --- pure parts ---------------------------------------------------------------------------
@@ -100,98 +82,6 @@ def scenario_differences(
     return found
 
 
-def _factor(x: float) -> str:
-    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
-
-
-def _signed(x: float, places: int = 2) -> str:
-    text = f"{abs(x):.{places}f}"
-    return text if float(text) == 0 else (MINUS if x < 0 else "+") + text
-
-
-def _percent(rate: float) -> str:
-    shown = rate * 100
-    return f"{shown:.2g} %" if 0 < shown < 0.005 else f"{shown:.2f} %"
-
-
-def _comparable(ratio: Interval) -> bool:
-    return ratio.finite and min(ratio.point, ratio.low) > 0
-
-
-def ratio_words(ratio: Interval) -> tuple[str, str]:
-    """("7.9× lower", "7.1–8.8×") — the factor put the way round that is above 1."""
-    if ratio.point < 1 and ratio.high < 1:
-        return (f"{_factor(1 / ratio.point)}× lower",
-                f"{_factor(1 / ratio.high)}–{_factor(1 / ratio.low)}×")  # fmt: skip
-    if ratio.point > 1 and ratio.low > 1:
-        return f"{_factor(ratio.point)}× higher", f"{_factor(ratio.low)}–{_factor(ratio.high)}×"
-    # The interval holds 1: say the plain ratio rather than a direction the data do not show.
-    return f"{_factor(ratio.point)}×", f"{_factor(ratio.low)}–{_factor(ratio.high)}×"
-
-
-def ratio_sentence(label: str, reference: str, figure: str, ratio: Interval) -> str:
-    """E.g. "optimized p99 latency is 7.90× lower than baseline (95 % CI 7.10–8.80×)"."""
-    subject = f"{label} {figure} latency"
-    if not _comparable(ratio):
-        return f"{subject}: no comparison with {reference} (too few measured deliveries)"
-    factor, interval = ratio_words(ratio)
-    if factor.endswith(("lower", "higher")):
-        return f"{subject} is {factor} than {reference} (95 % CI {interval})"
-    unclear = ": no clear difference" if ratio.low <= 1 <= ratio.high else ""
-    return f"{subject} is {factor} that of {reference} (95 % CI {interval}){unclear}"
-
-
-def loss_sentence(label: str, reference: str, rates: tuple[float, float], diff: Interval) -> str:
-    """E.g. "loss rate: optimized 0.00 % vs baseline 2.01 % (difference −2.01 points, …)"."""
-    if not diff.finite:
-        return f"loss rate: no comparison of {label} with {reference} (no expected deliveries)"
-    points = Interval(diff.point * 100, diff.low * 100, diff.high * 100)
-    return (
-        f"loss rate: {label} {_percent(rates[0])} vs {reference} {_percent(rates[1])} "
-        f"(difference {_signed(points.point)} points, "
-        f"95 % CI {_signed(points.low)} to {_signed(points.high)})"
-    )
-
-
-def _ratio(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], percentile: float) -> Interval:
-    if not len(a) or not len(b):
-        return Interval(math.nan, math.nan, math.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return Interval(*bootstrap_ratio(a, b, percentile))
-
-
-def compare(runs: Sequence[Measured]) -> list[dict[str, Any]]:
-    """Each run after the first against the first: ratios, differences and their sentences."""
-    reference = runs[0]
-    ref_counts = reference.summary["counts"]
-    deltas: list[dict[str, Any]] = []
-    for run in runs[1:]:
-        counts = run.summary["counts"]
-        ours, theirs = run.latencies.from_sent_ms, reference.latencies.from_sent_ms
-        p50, p99 = _ratio(ours, theirs, 50.0), _ratio(ours, theirs, 99.0)
-        diff = Interval(*bootstrap_difference(
-            counts["lost"], counts["expected"], ref_counts["lost"], ref_counts["expected"]
-        ))  # fmt: skip
-        rates = (float(counts["loss_rate"]), float(ref_counts["loss_rate"]))
-        deltas.append({
-            "label": run.label,
-            "reference": reference.label,
-            "p50_ratio": p50.as_dict(),
-            "p99_ratio": p99.as_dict(),
-            "loss_rate_difference": diff.as_dict(),
-            "sentences": [
-                ratio_sentence(run.label, reference.label, "p50", p50),
-                ratio_sentence(run.label, reference.label, "p99", p99),
-                loss_sentence(run.label, reference.label, rates, diff),
-            ],
-        })  # fmt: skip
-    return deltas
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
 def _interval(data: Mapping[str, Any]) -> Interval:
     point, (low, high) = data["point"], data["ci95"]
     return Interval(*(math.nan if x is None else float(x) for x in (point, low, high)))
@@ -199,7 +89,7 @@ def _interval(data: Mapping[str, Any]) -> Interval:
 
 def _ratio_cell(data: Mapping[str, Any]) -> str:
     ratio = _interval(data)
-    if not _comparable(ratio):
+    if not comparable(ratio):
         return "–"
     factor, interval = ratio_words(ratio)
     return f"{factor} ({interval})"
@@ -209,7 +99,8 @@ def _points_cell(data: Mapping[str, Any]) -> str:
     diff = _interval(data)
     if not diff.finite:
         return "–"
-    return f"{_signed(diff.point * 100)} ({_signed(diff.low * 100)} to {_signed(diff.high * 100)})"
+    point, low, high = (page.signed(x * 100) for x in (diff.point, diff.low, diff.high))
+    return f"{point} ({low} to {high})"
 
 
 def tables(document: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -219,8 +110,8 @@ def tables(document: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
         s = run["summary"]
         lat, counts = s["latency_ms"]["from_sent"], s["counts"]
         runs_rows.append([
-            run["label"], _ms(lat["p50"]), _ms(lat["p99"]), _ms(lat["p99.9"]),
-            _percent(counts["loss_rate"]), f"{counts['lost']} / {counts['expected']}",
+            run["label"], page.ms(lat["p50"]), page.ms(lat["p99"]), page.ms(lat["p99.9"]),
+            page.percent(counts["loss_rate"]), f"{counts['lost']} / {counts['expected']}",
             str(counts["duplicates"]), str(counts["error_frames"]),
             str(s["latency_ms"]["deliveries_measured"]), f"{s['throughput']['sends_per_s']:.1f}",
         ])  # fmt: skip
@@ -235,7 +126,7 @@ def tables(document: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
     return [
         ("Runs", ["run", "p50 ms", "p99 ms", "p99.9 ms", "loss rate", "lost / expected",
                   "duplicates", "error frames", "deliveries measured", "sends/s"], runs_rows),
-        (f"Against {document['reference']} (95 % bootstrap intervals)",
+        (f"Against {document['reference']} (95 % intervals)",
          ["run", "p50 latency", "p99 latency", "loss-rate difference, points"], delta_rows),
         (f"Scenario (of {document['reference']})", ["key", "value"], scenario_rows),
     ]  # fmt: skip
@@ -246,6 +137,8 @@ def _notes(document: Mapping[str, Any]) -> list[str]:
         f"scenarios differ (compared with --force): {line}"
         for line in document["scenario_differences"]
     ]
+    if not all(delta["between_runs"] for delta in document["deltas"]):
+        notes.append(ONE_RUN_A_SIDE)
     for run in document["runs"]:
         notes += [f"{run['label']}: {problem}" for problem in run["summary"]["validity"]]
     return notes
@@ -259,14 +152,7 @@ def render_markdown(document: Mapping[str, Any]) -> str:
     if notes:
         lines += ["", "## Caution", "", *[f"- {note}" for note in notes]]
     for title, header, rows in tables(document):
-        lines += [
-            "",
-            f"## {title}",
-            "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-        ]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", f"## {title}", "", *page.markdown_table(rows, header)]
     for chart in document["charts"]:
         lines += ["", f"## {chart['title']}", "", f"![{chart['title']}]({chart['png']}) "
                   f"([SVG]({chart['svg']}))  ", chart["caption"]]  # fmt: skip
@@ -274,49 +160,36 @@ def render_markdown(document: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_ABOUT = "Latency is fan-out latency from the actual send; intervals are 95 % bootstrap intervals."
-_STYLE = """
-body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}
-td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
-td:first-child,th:first-child{text-align:left}
-.caution{background:#fff4d6;padding:.5rem 1rem}
-img{max-width:100%;height:auto}
-"""
+_ABOUT = (
+    "Latency is fan-out latency from the actual send. Intervals are 95 %: with several runs "
+    "a side, from the spread between runs; with one, from resampling messages with all "
+    "their deliveries."
+)
 
 
 def render_html(document: Mapping[str, Any], chart_dir: Path) -> str:
-    """A self-contained page: inline style, the PNG charts in ``chart_dir`` embedded as base64."""
-    e = html.escape
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>fanbench comparison</title><style>{_STYLE}</style></head><body>",
-             "<h1>fanbench comparison</h1>",
+    """A self-contained page: the PNG charts in ``chart_dir`` embedded as base64."""
+    e = page.e
+    parts = ["<h1>fanbench comparison</h1>",
              f"<p>Reference: <strong>{e(document['reference'])}</strong>. {e(_ABOUT)}</p>",
-             "<h2>Findings</h2><ul>"]  # fmt: skip
-    parts += [f"<li>{e(s)}</li>" for d in document["deltas"] for s in d["sentences"]]
-    parts.append("</ul>")
+             "<h2>Findings</h2>",
+             page.items(s for d in document["deltas"] for s in d["sentences"])]  # fmt: skip
     notes = _notes(document)
     if notes:
-        parts.append("<div class='caution'><h2>Caution</h2><ul>")
-        parts += [f"<li>{e(note)}</li>" for note in notes]
-        parts.append("</ul></div>")
+        parts.append(page.banner(False, "Caution", notes))
     for title, header, rows in tables(document):
-        parts.append(
-            f"<h2>{e(title)}</h2><table><tr>{''.join(f'<th>{e(h)}</th>' for h in header)}</tr>"
-        )
-        parts += ["<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows]
-        parts.append("</table>")
+        parts += [f"<h2>{e(title)}</h2>", page.table(rows, header)]
     for chart in document["charts"]:
-        data = base64.b64encode((chart_dir / chart["png"]).read_bytes()).decode("ascii")
-        title = e(chart["title"])
-        parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>"
-                     f"<p>{e(chart['caption'])}</p>")  # fmt: skip
-    parts.append("<h2>Runs</h2><ul>")
-    parts += [
-        f"<li>{e(run['label'])}: <code>{e(run['path'])}</code></li>" for run in document["runs"]
-    ]
-    parts.append("</ul></body></html>\n")
-    return "\n".join(parts)
+        png = (chart_dir / chart["png"]).read_bytes()
+        parts += [
+            f"<h2>{e(chart['title'])}</h2>",
+            page.figure(png, chart["title"], chart["caption"]),
+        ]
+    parts += ["<h2>Runs</h2><ul>",
+              *[f"<li>{e(run['label'])}: <code>{e(run['path'])}</code></li>"
+                for run in document["runs"]],
+              "</ul>"]  # fmt: skip
+    return page.html_page("fanbench comparison", "\n".join(parts))
 
 
 # --- the shell: read runs, write files ------------------------------------------------------
@@ -329,22 +202,21 @@ CHARTS = {
 }
 
 
-def _charts(runs: Sequence[Run], measured: Sequence[Measured], out: Path) -> list[dict[str, str]]:
+def _charts(measured: Sequence[Measured], out: Path) -> list[dict[str, str]]:
     """Draw each overlay chart into ``out`` as PNG and SVG; returns their entries."""
     from reports import charts  # matplotlib is only imported when charts are drawn
 
-    pairs = list(zip(runs, measured, strict=True))
-    seconds = [per_second(run, m.latencies) for run, m in pairs]
-    warmup = float(runs[0].scenario.get("warmup_s", 0.0))
+    seconds = [per_second(m.facts) for m in measured]
+    first = measured[0].facts.run
+    warmup = float(first.scenario.get("warmup_s", 0.0))
     draw: dict[str, tuple[Callable[..., Any], Sequence[Any]]] = {
         "latency_distribution": (charts.latency_distribution,
-                                 [m.latencies.from_sent_ms for m in measured]),
+                                 [m.facts.latencies.from_sent_ms for m in measured]),
         "latency_over_time": (partial(charts.percentiles_over_time, warmup_s=warmup), seconds),
-        "fanout_completion": (charts.fanout_completion,
-                              [per_message(run, m.latencies) for run, m in pairs]),
+        "fanout_completion": (charts.fanout_completion, [per_message(m.facts) for m in measured]),
         "loss_errors": (charts.loss_and_errors, seconds),
     }  # fmt: skip
-    meta = {**runs[0].meta, "variant": " vs ".join(m.label for m in measured)}
+    meta = {**first.meta, "variant": " vs ".join(m.label for m in measured)}
     entries = []
     for name, (chart, data) in draw.items():
         title, caption = CHARTS[name]
@@ -359,32 +231,47 @@ def default_out_dir() -> Path:
     return Path("runs") / f"compare-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def load(run_dirs: Sequence[Path]) -> tuple[list[Run], list[Measured]]:
+def load(run_dirs: Sequence[Path]) -> list[Measured]:
     """Read and analyse each run directory (``RunDirError`` names any that is unreadable)."""
     runs = [read_run(path) for path in run_dirs]
     labels = run_labels([str(run.meta.get("variant") or "") for run in runs], list(run_dirs))
     measured = []
     for label, run in zip(labels, runs, strict=True):
-        summary = analyze(run)
+        facts = gather(run)
+        summary = analyze(facts)
         if summary["scenario"].get("token"):  # never copy a secret into a report
             summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
-        measured.append(Measured(label, run.path, summary, latencies(run)))
-    return runs, measured
+        measured.append(Measured(label, run.path, summary, facts))
+    return measured
 
 
 def write_comparison(
-    run_dirs: list[Path], out_dir: Path | None, force: bool, draw_charts: bool = True
+    run_dirs: list[Path],
+    out_dir: Path | None,
+    force: bool,
+    draw_charts: bool = True,
+    versus: list[Path] | None = None,
 ) -> Path:
-    """Compare runs with the first; write comparison.md, comparison.json and index.html.
+    """Compare runs; write comparison.md, comparison.json and index.html.
 
-    Returns the path of index.html. Raises ``ScenarioMismatch`` (unless ``force``),
-    ``RunDirError`` or ``ValueError`` with a one-line message for the user.
+    Without ``versus`` each run is compared with the first. With it, ``run_dirs``
+    (the reference side) and ``versus`` are two sides of repeated trials, and the
+    verdict uses the runs' spread. Returns the path of index.html. Raises
+    ``ScenarioMismatch`` (unless ``force``), ``RunDirError`` or ``ValueError`` with a
+    one-line message for the user.
     """
-    if len(run_dirs) < 2:
+    if versus is None and len(run_dirs) < 2:
         raise ValueError(
             "fanbench compare needs at least two run directories (the first is the reference)"
         )
-    runs, measured = load(run_dirs)
+    if versus is not None and (not run_dirs or not versus):
+        raise ValueError("fanbench compare A... --vs B... needs at least one run on each side")
+    measured = load(run_dirs + (versus or []))
+    if versus is None:
+        sides = [Side(m.label, [m]) for m in measured]
+    else:
+        groups = [measured[: len(run_dirs)], measured[len(run_dirs) :]]
+        sides = [Side(label, runs) for label, runs in zip(side_labels(groups), groups, strict=True)]
     differences = scenario_differences(
         [m.summary["scenario"] for m in measured], [m.label for m in measured]
     )
@@ -401,12 +288,13 @@ def write_comparison(
     document: dict[str, Any] = {
         "comparison_version": COMPARISON_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "reference": measured[0].label,
+        "reference": sides[0].label,
+        "sides": [{"label": side.label, "runs": [m.label for m in side.runs]} for side in sides],
         "runs": [{"label": m.label, "path": str(m.path), "summary": m.summary} for m in measured],
         "scenario": {k: v for k, v in reference.items() if k not in IGNORED_SCENARIO_KEYS},
         "scenario_differences": differences,
-        "deltas": compare(measured),
-        "charts": _charts(runs, measured, out) if draw_charts else [],
+        "deltas": compare(sides),
+        "charts": _charts(measured, out) if draw_charts else [],
     }
     (out / "comparison.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
     (out / "comparison.md").write_text(render_markdown(document))

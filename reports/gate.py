@@ -3,7 +3,9 @@
 ``failures(analyze(run), thresholds)`` returns one line per missed limit, naming
 the figure, the measured value and the limit, so CI logs say why a build failed.
 A limit is met at equality (``p99 <= max_p99_ms`` passes). A run with nothing to
-measure fails the limits it cannot show it meets, rather than passing silently.
+measure fails the limits it cannot show it meets, rather than passing silently, and
+a run whose validity banner lists problems fails unless the caller allows it: an
+incomplete collection, for one, can hide loss that no threshold would then see.
 """
 
 from __future__ import annotations
@@ -89,8 +91,17 @@ def _count(summary: dict[str, Any], key: str, name: str, limit: int | None) -> s
     return f"{name} {value} > {limit}" if value > limit else None
 
 
-def failures(summary: dict[str, Any], thresholds: Thresholds) -> list[str]:
-    """One line per threshold ``summary`` (from ``analysis.analyze``) misses; empty = pass."""
+def failures(
+    summary: dict[str, Any], thresholds: Thresholds, allow_invalid: bool = False
+) -> list[str]:
+    """One line per threshold ``summary`` (from ``analysis.analyze``) misses; empty = pass.
+
+    Each problem of the run's validity banner is a failure too, unless ``allow_invalid``.
+    """
+    invalid = [] if allow_invalid else [
+        f"run is not valid: {problem} (pass --allow-invalid to check it anyway)"
+        for problem in summary["validity"]
+    ]  # fmt: skip
     found = [
         _latency(summary, "p50", thresholds.max_p50_ms),
         _latency(summary, "p99", thresholds.max_p99_ms),
@@ -98,4 +109,4 @@ def failures(summary: dict[str, Any], thresholds: Thresholds) -> list[str]:
         _count(summary, "duplicates", "duplicate receipts", thresholds.max_duplicates),
         _count(summary, "error_frames", "error frames", thresholds.max_error_frames),
     ]
-    return [line for line in found if line is not None]
+    return invalid + [line for line in found if line is not None]

@@ -193,8 +193,10 @@ def account(
     errors: Table,
     settle_ns: int,
     drain_deadline_ns: int | None = None,
+    facts: Ledger | None = None,
 ) -> LossAccount:
-    facts = ledger(sends, deliveries, membership, settle_ns)
+    """The run's counts; ``facts`` is the ledger of these tables when the caller has built it."""
+    facts = facts or ledger(sends, deliveries, membership, settle_ns)
     expected = int(facts.expected_per_message.sum())
     delivered = int(facts.delivered_per_message.sum())
     found = facts.receipt_message >= 0

@@ -1,49 +1,29 @@
 """Write RUN_DIR/report/: index.html, report.md, summary.json and every chart as PNG and SVG.
 
-index.html is self-contained (inline CSS, charts as base64 PNG, no scripts, no
-remote URLs) so it renders offline and can be mailed or archived as one file.
+index.html is self-contained (built with ``reports.page``, as the comparison is).
 summary.json is ``analyze(run)`` plus ``cost``, with NaN written as null.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from reports import charts
-from reports.analysis import analyze, latencies, per_message, per_second
+from reports import charts, page
+from reports.analysis import RunFacts, analyze, gather, per_message, per_second
 from reports.cost import estimate
 from reports.prices import PRICES_TRANSCRIBED, Prices
-from reports.rundir import Run, read_run
+from reports.rundir import read_run
 
 CHART_FILES = (
     "latency_distribution", "latency_over_time", "fanout_completion", "loss_errors", "throughput",
 )  # fmt: skip
-CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1a1a1a;
-       max-width: 1000px; margin: 2em auto; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: 0.1em; }
-h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-.sub { color: #555; margin-top: 0; }
-table { border-collapse: collapse; margin: 0.6em 0; }
-th, td { padding: 0.25em 0.9em 0.25em 0; text-align: left; vertical-align: top; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-tr + tr td, tr + tr th { border-top: 1px solid #eee; }
-.banner { padding: 0.6em 1em; border-radius: 4px; margin: 1em 0; }
-.bad { background: #fff1e6; border-left: 4px solid #D55E00; }
-.good { background: #eaf6f1; border-left: 4px solid #009E73; }
-figure { margin: 1.2em 0; } figure img { width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.9em; }
-code, .small { font-size: 0.85em; color: #444; }
-"""
 
 
 def json_ready(value: Any) -> Any:
@@ -61,19 +41,19 @@ def json_ready(value: Any) -> Any:
     return str(value)
 
 
-def summarize(run: Run, prices: Prices) -> dict[str, Any]:
+def summarize(facts: RunFacts, prices: Prices) -> dict[str, Any]:
     """summary.json's content: every headline figure and the cost estimate."""
-    summary = analyze(run)
+    summary = analyze(facts)
     if summary["scenario"].get("token"):
         summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
-    summary["cost"] = estimate(run, prices)
+    summary["cost"] = estimate(facts.run, prices)
     return dict(json_ready(summary))
 
 
-def figures(run: Run) -> dict[str, tuple[Figure, str]]:
+def figures(facts: RunFacts) -> dict[str, tuple[Figure, str]]:
     """Each chart of one run, with its caption."""
-    lat = latencies(run)
-    seconds, messages = per_second(run, lat), per_message(run, lat)
+    run, lat = facts.run, facts.latencies
+    seconds, messages = per_second(facts), per_message(facts)
     label = str(run.meta.get("variant") or "run")
     warmup = float(run.scenario.get("warmup_s", 0.0))
 
@@ -106,18 +86,11 @@ def figures(run: Run) -> dict[str, tuple[Figure, str]]:
     }
 
 
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.1f}"
-
-
 def _pct(value: float) -> str:
-    return f"{100 * value:.3f} %"
+    return page.percent(value, places=3)
 
 
-def _usd(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.3g}"
+_ms, _usd = page.ms, page.usd
 
 
 def headline(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -179,28 +152,14 @@ def cost_rows(cost: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     ]  # fmt: skip
 
 
-def _align(cell: str) -> str:
-    """Numbers (and money) right-aligned, words left."""
-    return ' class="n"' if cell[:1].isdigit() or cell[:1] in "$–-" else ""
-
-
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str] = ()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr><th>" + html.escape(row[0]) + "</th>"
-        + "".join(f"<td{_align(cell)}>{html.escape(cell)}</td>" for cell in row[1:]) + "</tr>"
-        for row in rows
-    )  # fmt: skip
-    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
-
-
 def _banner(problems: Sequence[str]) -> str:
     if not problems:
-        return '<div class="banner good">Load generator healthy: figures describe the system.</div>'
-    items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
-    return (
-        '<div class="banner bad"><strong>Measurement validity:</strong> these latencies may '
-        f"describe the load generator, not the system under test.<ul>{items}</ul></div>"
+        return page.banner(True, "Load generator healthy: figures describe the system.")
+    return page.banner(
+        False,
+        "Measurement validity: these latencies may describe the load generator, "
+        "not the system under test.",
+        problems,
     )
 
 
@@ -216,13 +175,9 @@ def scenario_table(scenario: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def to_html(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, str]]) -> str:
     """The whole page; ``images`` maps chart name to (PNG bytes, title, caption)."""
+    e = page.e
     cost, scenario = summary["cost"], summary["scenario"]
-    charts_html = "".join(
-        f'<figure><img alt="{html.escape(title)}" '
-        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for png, title, caption in images.values()
-    )
+    charts_html = "".join(page.figure(*image) for image in images.values())
     scenario_rows = scenario_table(scenario)
     scenario_rows += [("target", str(summary["target"])), ("run", str(summary["run"]))]
     functions = [
@@ -232,54 +187,36 @@ def to_html(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, s
     ]  # fmt: skip
     errors = [(kind, f"{n:,}") for kind, n in summary["errors_by_kind"].items()] or [("none", "0")]
     sources = "; ".join(f"{service}: {url}" for service, url in cost["price_sources"].items())
-    assumptions = "".join(f"<li>{html.escape(a)}</li>" for a in cost["assumptions"])
-    variant = html.escape(str(summary["variant"] or "unlabelled"))
-    target = html.escape(str(summary["target"]))
-    lambda_header = (
-        "Lambda function",
-        "requests",
-        "from",
-        "billed ms (mean)",
-        "duration from",
-        "MB",
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>fanbench — {variant}</title><style>{CSS}</style></head>
-<body>
-<h1>fanbench report — {variant}</h1>
-<p class="sub">{html.escape(charts.describe(summary))} · target {target}</p>
+    variant = str(summary["variant"] or "unlabelled")
+    lambda_header = ("Lambda function", "requests", "from", "billed ms (mean)", "duration from",
+                     "MB")  # fmt: skip
+    body = f"""<h1>fanbench report — {e(variant)}</h1>
+<p class="sub">{e(charts.describe(summary))} · target {e(str(summary["target"]))}</p>
 {_banner(summary["validity"])}
 <h2>Headline</h2>
-{_table(headline(summary))}
+{page.table(headline(summary))}
 <h2>Charts</h2>
 {charts_html}
-<h2>Cost estimate ({html.escape(cost["region"])}, list prices)</h2>
-{_table(cost_rows(cost), ("", "usage", "USD"))}
+<h2>Cost estimate ({e(cost["region"])}, list prices)</h2>
+{page.table(cost_rows(cost), ("", "usage", "USD"))}
 <p>Per million messages sent: <strong>{_usd(cost["usd_per_million_messages"])}</strong> ·
 per hour at {cost["send_rate_per_s"]:,.2f} sends/s with {cost["mean_connections"]:,.1f} connections:
 <strong>{_usd(cost["usd_per_hour"])}</strong> · per connection session:
 {_usd(cost["usd_per_connection_session"])}</p>
-{_table(functions, lambda_header)}
-<ul class="small">{assumptions}</ul>
-<p class="small">Prices transcribed {PRICES_TRANSCRIBED} from {html.escape(sources)}.</p>
+{page.table(functions, lambda_header)}
+<div class="small">{page.items(cost["assumptions"])}</div>
+<p class="small">Prices transcribed {PRICES_TRANSCRIBED} from {e(sources)}.</p>
 <h2>Errors by kind</h2>
-{_table(errors)}
+{page.table(errors)}
 <h2>Scenario</h2>
-{_table(scenario_rows)}
+{page.table(scenario_rows)}
 <p class="small">Every figure is in summary.json (summary_version {summary["summary_version"]});
-charts as PNG and SVG beside this page.</p>
-</body></html>
-"""
+charts as PNG and SVG beside this page.</p>"""
+    return page.html_page(f"fanbench — {variant}", body)
 
 
 def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, str]]) -> str:
-    def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
-        escape: Callable[[str], str] = lambda cell: cell.replace("|", "\\|")  # noqa: E731
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return out + ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
-
+    table = page.markdown_table
     lines = [f"# fanbench report — {summary['variant'] or 'unlabelled'}", "",
              f"{charts.describe(summary)} · target `{summary['target']}`", ""]  # fmt: skip
     if summary["validity"]:
@@ -296,12 +233,12 @@ def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, st
 
 def write_report(run_dir: Path, prices: Prices) -> Path:
     """Write RUN_DIR/report/ and return its index.html; RunDirError if the run is unreadable."""
-    run = read_run(run_dir)
-    summary = summarize(run, prices)
+    facts = gather(read_run(run_dir))
+    summary = summarize(facts, prices)
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     images: dict[str, tuple[bytes, str, str]] = {}
-    for name, (figure, caption) in figures(run).items():
+    for name, (figure, caption) in figures(facts).items():
         png, _ = charts.save(figure, out / name)
         images[name] = (png.read_bytes(), figure.get_suptitle(), caption)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 from pathlib import Path
 
@@ -16,8 +17,12 @@ from fanbench_common.scenario import (
     shipped_scenarios,
 )
 from loadtest.cli import parse_arguments
-from loadtest.run import locust_command
-from loadtest.stage.config import config_from_args
+from loadtest.run import locust_command, stage_config_for
+from loadtest.stage.config import StageConfig
+
+
+def _stage(args: argparse.Namespace) -> StageConfig:
+    return stage_config_for(args, Path("run"))
 
 
 def _write(tmp_path: Path, text: str) -> str:
@@ -39,7 +44,7 @@ def test_every_shipped_scenario_builds_a_run_command_line(name: str) -> None:
     for knob, value in scenario.knobs.items():
         assert getattr(args, knob) == value, knob
     for fault, value in scenario.faults.items():
-        assert getattr(config_from_args(args).faults, fault) == value, fault
+        assert getattr(_stage(args).faults, fault) == value, fault
     assert scenario.description
 
 
@@ -51,7 +56,7 @@ def test_a_file_sets_knobs_faults_and_stage_settings(tmp_path: Path) -> None:
         '[lambda_env]\nAWS_MAX_ATTEMPTS = 1\n[parameters]\nPostConcurrency = "4"\n',
     )
     args = parse_arguments(["run", "--scenario", path])
-    config = config_from_args(args)
+    config = _stage(args)
     assert (args.users, args.send_interval, args.variant) == (7, 3.0, "baseline")
     assert isinstance(args.send_interval, float)
     assert (config.faults.post_latency_ms, config.concurrency) == (20.0, 3)
@@ -64,12 +69,12 @@ def test_flags_override_the_file_wherever_they_stand(tmp_path: Path) -> None:
     path = _write(tmp_path, "users = 7\nduration = 30\n[faults]\ndrop_rate = 0.1\n")
     before = parse_arguments(["run", "--users", "3", "--scenario", path, "--drop-rate", "0.2"])
     after = parse_arguments(["run", "--scenario", path, "--users", "3"])
-    assert (before.users, before.duration, config_from_args(before).faults.drop_rate) == (
+    assert (before.users, before.duration, _stage(before).faults.drop_rate) == (
         3,
         30.0,
         0.2,
     )
-    assert (after.users, after.duration, config_from_args(after).faults.drop_rate) == (3, 30.0, 0.1)
+    assert (after.users, after.duration, _stage(after).faults.drop_rate) == (3, 30.0, 0.1)
 
 
 def test_knobs_the_file_leaves_out_keep_their_defaults(tmp_path: Path) -> None:

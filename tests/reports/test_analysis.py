@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reports.analysis import analyze, latencies, measured_window_start, per_message, per_second
+from reports.analysis import analyze, gather, measured_window_start, per_message, per_second
 from reports.rundir import STILL_CONNECTED, Run, read_run, write_run
+from reports.stats import wilson_interval
 from tests.reports.synthetic import SECOND, START_NS, build_run
 
 LATENCY_KEYS = ("p50", "p90", "p99", "p99.9", "max", "mean")
@@ -92,7 +93,7 @@ def test_warmup_deliveries_leave_the_latency_statistics(tmp_path: Path) -> None:
     assert summary["latency_ms"]["from_sent"]["max"] == pytest.approx(5.0)
     # Loss accounting still covers the warm-up.
     assert summary["counts"]["delivered"] == 10 * 5 * 4
-    lat = latencies(run)
+    lat = gather(run).latencies
     assert np.all(run.sends["seq"][lat.message] >= 3)
 
 
@@ -128,7 +129,7 @@ def test_negative_latency_is_kept_in_the_statistics(tmp_path: Path) -> None:
     summary = analyze(run)
     assert summary["counts"]["negative_latency"] == 1
     assert summary["latency_ms"]["deliveries_measured"] == 3 * 4 * 2
-    assert float(np.min(latencies(run).from_sent_ms)) == pytest.approx(-2.0)
+    assert float(np.min(gather(run).latencies.from_sent_ms)) == pytest.approx(-2.0)
 
 
 def test_per_message_completion_and_spread(tmp_path: Path) -> None:
@@ -140,7 +141,7 @@ def test_per_message_completion_and_spread(tmp_path: Path) -> None:
         latency_ms=lambda sender, seq, receiver: 10.0 + 5.0 * receiver,
         drop=[(1, 2, 3)],
     )
-    table = per_message(run, latencies(run))
+    table = per_message(gather(run))
     assert len(table["message"]) == 12
     for index, completion, spread, audience, receipts in zip(
         table["message"],
@@ -161,14 +162,14 @@ def test_per_message_completion_and_spread(tmp_path: Path) -> None:
 
 def test_per_message_of_no_deliveries_is_empty(tmp_path: Path) -> None:
     run = synthetic(tmp_path, clients=1, messages_per_sender=3)
-    table = per_message(run, latencies(run))
+    table = per_message(gather(run))
     assert len(table["completion_ms"]) == len(table["spread_ms"]) == len(table["audience"]) == 0
 
 
 def test_per_second_bins_sum_to_the_totals(tmp_path: Path) -> None:
     drop = [(0, 0, 1), (2, 4, 1), (2, 4, 3)]
     run = synthetic(tmp_path, clients=4, messages_per_sender=10, drop=drop, errors=2)
-    bins = per_second(run, latencies(run))
+    bins = per_second(gather(run))
     summary = analyze(run)
     assert len(bins["second"]) == 12  # end is start + 12 s
     assert int(bins["sends"].sum()) == summary["counts"]["messages"] == 40
@@ -191,7 +192,7 @@ def test_per_second_percentiles_are_nearest_rank(tmp_path: Path) -> None:
         messages_per_sender=1,
         latency_ms=lambda sender, seq, receiver: 1.0 if sender == 0 else 9.0,
     )
-    bins = per_second(run, latencies(run))
+    bins = per_second(gather(run))
     assert bins["p50_ms"][1] == pytest.approx(1.0)
     assert bins["p99_ms"][1] == pytest.approx(9.0)
 
@@ -285,6 +286,49 @@ def test_unexpected_receipts_are_not_latency_samples(tmp_path: Path) -> None:
     assert (summary["counts"]["delivered"], summary["counts"]["unexpected"]) == (1, 1)
     assert summary["latency_ms"]["deliveries_measured"] == 1
     assert summary["latency_ms"]["from_sent"]["max"] == pytest.approx(5.0)
-    table = per_message(run, latencies(run))
+    table = per_message(gather(run))
     assert table["receipts"].tolist() == [1]
     assert table["audience"].tolist() == [1]
+
+
+def test_the_loss_interval_counts_messages_not_deliveries(tmp_path: Path) -> None:
+    # 50 messages of 4 recipients, none lost: the bound is that of 50 trials, not of 200,
+    # since a message's recipients are served by one invocation and share its fate.
+    loss = analyze(read_run(build_run(tmp_path / "run")))["rates"]["loss"]
+    assert (loss["count"], loss["rate"], loss["messages_with_expected_recipients"]) == (0, 0.0, 50)
+    assert loss["ci95"][0] == 0.0
+    assert loss["ci95"][1] == pytest.approx(wilson_interval(0, 50)[1])
+    assert loss["ci95"][1] > 3 * wilson_interval(0, 200)[1]
+
+
+def test_whole_lost_messages_widen_the_interval_beyond_scattered_losses(tmp_path: Path) -> None:
+    # Both lose 8 of 200 deliveries: one as 2 whole messages, one spread over 8 messages.
+    whole = [(0, seq, receiver) for seq in (2, 5) for receiver in range(1, 5)]
+    scattered = [(sender, 1, (sender + 1) % 5) for sender in range(5)] + [
+        (sender, 3, (sender + 2) % 5) for sender in range(3)
+    ]
+    wide = analyze(read_run(build_run(tmp_path / "whole", drop=whole)))["rates"]["loss"]
+    narrow = analyze(read_run(build_run(tmp_path / "scattered", drop=scattered)))["rates"]["loss"]
+    assert wide["count"] == narrow["count"] == 8
+    assert wide["ci95"][1] - wide["ci95"][0] > narrow["ci95"][1] - narrow["ci95"][0]
+
+
+def test_the_ledger_is_built_once_per_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reports.analysis
+    import reports.loss
+    from reports.prices import Prices
+    from reports.render import write_report
+
+    built: list[int] = []
+    real = reports.loss.ledger
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reports.loss, "ledger", counting)
+    monkeypatch.setattr(reports.analysis, "ledger", counting)
+    write_report(build_run(tmp_path / "run"), Prices())
+    assert len(built) == 1

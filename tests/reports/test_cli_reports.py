@@ -174,3 +174,26 @@ def test_bad_command_lines_exit_2(args: list[str], capsys: pytest.CaptureFixture
         main(args)
     assert exited.value.code == EXIT_USAGE
     assert "usage: fanbench" in capsys.readouterr().err
+
+
+def test_compare_takes_several_runs_a_side(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    more = [
+        build_run(tmp_path / "g2", variant="baseline", latency_ms=11.0),
+        build_run(tmp_path / "l2", variant="optimized", latency_ms=5.5),
+    ]
+    out = runs["out"] / "sides"
+    args = ["compare", runs["good"], more[0], "--vs", runs["lossy"], more[1], "--out", out]
+    assert main([str(arg) for arg in args]) == 0
+    assert capsys.readouterr().out == f"comparison: {out / 'index.html'}\n"
+    markdown = (out / "comparison.md").read_text()
+    assert "optimized p50 latency is " in markdown
+    assert "2 vs 2 runs, between-run" in markdown
+
+
+def test_compare_with_an_empty_side_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["compare", "a", "--vs"])
+    assert exited.value.code == EXIT_USAGE
+    assert "--vs: expected at least one argument" in capsys.readouterr().err

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loadtest.cli import main
 from reports.analysis import analyze
 from reports.gate import Thresholds, failures
 from reports.rundir import read_run
@@ -117,3 +119,37 @@ def test_impossible_limits_are_refused_in_the_users_words(
 ) -> None:
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
         Thresholds(**kwargs)
+
+
+def _incomplete(path: Path) -> Path:
+    """The run as if one worker's records never arrived (the banner's warning)."""
+    meta_file = path / "run.json"
+    meta = json.loads(meta_file.read_text())
+    meta["collection"] = {"complete": False}
+    meta_file.write_text(json.dumps(meta))
+    return path
+
+
+def test_a_run_the_banner_calls_invalid_fails_unless_allowed(tmp_path: Path) -> None:
+    summary = analyze(read_run(_incomplete(build_run(tmp_path / "run", health_cpu=97.0))))
+    limits = Thresholds(max_loss_rate=0.5)
+    assert failures(summary, limits) == [
+        "run is not valid: load generator CPU reached 97 % "
+        "(pass --allow-invalid to check it anyway)",
+        "run is not valid: not every worker's records were collected "
+        "(pass --allow-invalid to check it anyway)",
+    ]
+    assert failures(summary, limits, allow_invalid=True) == []
+
+
+def test_check_fails_an_invalid_run_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = str(_incomplete(build_run(tmp_path / "run")))
+    assert main(["check", run, "--max-loss-rate", "0"]) == 1
+    assert capsys.readouterr().out == (
+        "FAIL: run is not valid: not every worker's records were collected "
+        "(pass --allow-invalid to check it anyway)\n"
+    )
+    assert main(["check", run, "--max-loss-rate", "0", "--allow-invalid"]) == 0
+    assert capsys.readouterr().out.startswith("PASS: ")

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from fanbench_common.errors import RunDirError
 from reports import charts
-from reports.analysis import latencies, per_message, per_second
+from reports.analysis import gather, per_message, per_second
 from reports.prices import Prices
 from reports.render import CHART_FILES, json_ready, write_report
 from reports.rundir import Run, read_run
@@ -209,9 +209,9 @@ def two_runs(tmp_path: Path) -> list[tuple[str, Run]]:
 def test_every_chart_overlays_several_series_and_tolerates_empty_data(
     two_runs: list[tuple[str, Run]], tmp_path: Path
 ) -> None:
-    lat = [(label, latencies(run)) for label, run in two_runs]
-    seconds = [(label, per_second(run, latencies(run))) for label, run in two_runs]
-    messages = [(label, per_message(run, latencies(run))) for label, run in two_runs]
+    lat = [(label, gather(run).latencies) for label, run in two_runs]
+    seconds = [(label, per_second(gather(run))) for label, run in two_runs]
+    messages = [(label, per_message(gather(run))) for label, run in two_runs]
     keys = ("second", "sends", "deliveries", "lost", "errors", "p50_ms", "p99_ms")
     empty_seconds = {key: np.array([]) for key in keys}
     empty_messages = {"audience": np.array([], dtype=np.int64), "completion_ms": np.array([])}

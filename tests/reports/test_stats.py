@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reports.stats import bootstrap_difference, bootstrap_ratio, percentiles, wilson_interval
+from reports.stats import (
+    ClusteredSample,
+    bootstrap_difference,
+    bootstrap_ratio,
+    clustered_rate_interval,
+    effective_trials,
+    percentiles,
+    wilson_interval,
+)
 
 
 def nearest_rank(values: list[float], p: float) -> float:
@@ -107,16 +117,28 @@ def test_wilson_contains_the_observed_rate(case: tuple[int, int]) -> None:
 # --- bootstrap ---------------------------------------------------------------------------
 
 
+def independent(values: npt.NDArray[Any]) -> ClusteredSample:
+    """Every value its own cluster: the bootstrap of independent draws."""
+    return ClusteredSample(values, np.arange(len(values)))
+
+
+def bernoulli(hits: int, trials: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``hits`` of ``trials`` as independent one-trial clusters."""
+    return (np.arange(trials) < hits).astype(np.int64), np.ones(trials, dtype=np.int64)
+
+
 def test_bootstrap_ratio_contains_the_true_ratio() -> None:
     rng = np.random.default_rng(12345)
     a = rng.exponential(scale=20.0, size=4000)
     b = rng.exponential(scale=10.0, size=4000)  # every percentile of a is twice b's
-    point, low, high = bootstrap_ratio(a, b, 50.0, rounds=300, seed=1)
-    assert point == pytest.approx(np.percentile(a, 50) / np.percentile(b, 50))
+    point, low, high = bootstrap_ratio(independent(a), independent(b), 50.0, rounds=300, seed=1)
+    assert point == pytest.approx(
+        np.percentile(a, 50, method="inverted_cdf") / np.percentile(b, 50, method="inverted_cdf")
+    )
     assert low < 2.0 < high
     assert low <= point <= high
     assert high - low < 0.5
-    p99 = bootstrap_ratio(a, b, 99.0, rounds=300, seed=1)
+    p99 = bootstrap_ratio(independent(a), independent(b), 99.0, rounds=300, seed=1)
     assert p99[1] < 2.0 < p99[2]
 
 
@@ -124,34 +146,105 @@ def test_bootstrap_ratio_separates_different_distributions() -> None:
     rng = np.random.default_rng(7)
     a = rng.normal(100.0, 5.0, size=2000)
     b = rng.normal(50.0, 5.0, size=2000)
-    _, low, high = bootstrap_ratio(a, b, 90.0, rounds=200)
+    _, low, high = bootstrap_ratio(independent(a), independent(b), 90.0, rounds=200)
     assert 1.0 < low < high
 
 
 def test_bootstrap_ratio_is_deterministic_for_a_seed() -> None:
     rng = np.random.default_rng(3)
-    a, b = rng.random(500), rng.random(500) + 0.5
+    a, b = independent(rng.random(500)), independent(rng.random(500) + 0.5)
     first = bootstrap_ratio(a, b, 50.0, rounds=100, seed=9)
     assert bootstrap_ratio(a, b, 50.0, rounds=100, seed=9) == first
 
 
-def test_bootstrap_ratio_subsamples_large_inputs() -> None:
-    rng = np.random.default_rng(5)
-    a = rng.exponential(scale=3.0, size=30_000)
-    b = rng.exponential(scale=1.0, size=30_000)
-    point, low, high = bootstrap_ratio(a, b, 50.0, rounds=50, max_sample=2000)
-    assert low < 3.0 < high
-    assert point == pytest.approx(np.percentile(a, 50) / np.percentile(b, 50))
+@pytest.mark.parametrize("percentile", [0.0, 10.0, 50.0, 90.0, 99.0, 99.9, 100.0])
+def test_clustered_percentile_is_the_nearest_rank_one(percentile: float) -> None:
+    rng = np.random.default_rng(11)
+    values = rng.exponential(5.0, 1234)
+    sample = ClusteredSample(values, rng.integers(0, 50, len(values)))
+    expected = np.percentile(values, percentile, method="inverted_cdf")
+    assert sample.percentile(percentile) == expected
+    # Weighting every cluster twice repeats every value: the percentile stays.
+    assert sample.percentile(percentile, np.full(sample.clusters, 2)) == expected
+
+
+def test_a_cluster_weight_counts_its_values_that_often() -> None:
+    sample = ClusteredSample(np.array([1.0, 2.0, 3.0, 10.0]), np.array([0, 0, 0, 1]))
+    assert sample.percentile(50.0) == 2.0
+    assert sample.percentile(50.0, np.array([1, 3])) == 3.0  # 1, 2, [3], 10, 10, 10
+    assert sample.percentile(50.0, np.array([1, 4])) == 10.0  # 1, 2, 3, [10], 10, 10, 10
+    assert sample.percentile(50.0, np.array([1, 0])) == 2.0  # 1, 2, 3
 
 
 def test_bootstrap_ratio_of_nothing_is_nan() -> None:
-    empty = np.array([], dtype=np.float64)
-    assert all(math.isnan(v) for v in bootstrap_ratio(empty, np.ones(3), 50.0))
-    assert all(math.isnan(v) for v in bootstrap_ratio(np.ones(3), empty, 50.0))
+    empty = independent(np.array([], dtype=np.float64))
+    assert all(math.isnan(v) for v in bootstrap_ratio(empty, independent(np.ones(3)), 50.0))
+    assert all(math.isnan(v) for v in bootstrap_ratio(independent(np.ones(3)), empty, 50.0))
+
+
+def _identical_run(
+    rng: np.random.Generator, messages: int = 600, recipients: int = 19
+) -> ClusteredSample:
+    """A run's deliveries: one shared invocation delay per message plus a little spread."""
+    invocation_ms = rng.lognormal(np.log(20.0), 0.5, messages)
+    spread_ms = rng.uniform(0.0, 4.0, (messages, recipients))
+    return ClusteredSample(
+        (invocation_ms[:, None] + spread_ms).ravel(), np.repeat(np.arange(messages), recipients)
+    )
+
+
+def test_cluster_bootstrap_covers_the_true_ratio_of_identical_runs_as_often_as_it_says() -> None:
+    """60 pairs of runs drawn from one configuration: the true p99 ratio is 1.
+
+    Resampling deliveries as if independent excluded 1 in most pairs (the defect);
+    resampling messages, at its nominal 5 %, should exclude it in about 3.
+    """
+    rng = np.random.default_rng(2026)
+    pairs = [(_identical_run(rng), _identical_run(rng)) for _ in range(60)]
+
+    def excluded(a: ClusteredSample, b: ClusteredSample, seed: int) -> bool:
+        _, low, high = bootstrap_ratio(a, b, 99.0, rounds=300, seed=seed)
+        return not low <= 1.0 <= high
+
+    clustered = sum(excluded(a, b, seed) for seed, (a, b) in enumerate(pairs))
+    flat = sum(
+        excluded(independent(a.sorted_values), independent(b.sorted_values), seed)
+        for seed, (a, b) in enumerate(pairs)
+    )
+    assert clustered <= 7  # P(Binomial(60, 0.05) >= 8) < 2 %
+    assert flat >= 20
+
+
+# --- loss rates --------------------------------------------------------------------------
+
+
+def test_no_loss_over_590_messages_is_bounded_by_the_messages_not_the_deliveries() -> None:
+    # README's run: 0 of 11,167 deliveries over 590 messages of about 19 recipients each.
+    expected = np.full(590, 11_167 // 590)
+    expected[: 11_167 - int(expected.sum())] += 1
+    low, high = clustered_rate_interval(np.zeros(590), expected)
+    assert low == 0.0
+    assert high == pytest.approx(wilson_interval(0, 590)[1], rel=1e-3)  # sizes differ by one
+    assert 0.0064 < high < 0.0066  # "0-0.65 %", not the 0.034 % of independent deliveries
+
+
+def test_effective_trials_is_the_count_for_independent_losses() -> None:
+    hits, trials = bernoulli(30, 1000)
+    assert effective_trials(hits, trials) == pytest.approx(1000, rel=0.01)
+    assert clustered_rate_interval(hits, trials) == pytest.approx(
+        wilson_interval(30, 1000), rel=0.01
+    )
+
+
+def test_effective_trials_counts_whole_lost_messages_as_one_trial_each() -> None:
+    # 100 messages of 10 recipients, 5 messages lost outright: 5 of 100, not 50 of 1,000.
+    trials = np.full(100, 10)
+    hits = np.where(np.arange(100) < 5, 10, 0)
+    assert effective_trials(hits, trials) == pytest.approx(100, rel=0.02)
 
 
 def test_bootstrap_difference_contains_the_true_difference() -> None:
-    point, low, high = bootstrap_difference(300, 1000, 100, 1000, rounds=1000)
+    point, low, high = bootstrap_difference(*bernoulli(300, 1000), *bernoulli(100, 1000))
     assert point == pytest.approx(0.2)
     assert low < 0.2 < high
     assert low > 0.0  # 30 % vs 10 % over a thousand trials each is clearly different
@@ -159,15 +252,26 @@ def test_bootstrap_difference_contains_the_true_difference() -> None:
 
 
 def test_bootstrap_difference_of_equal_rates_straddles_zero() -> None:
-    point, low, high = bootstrap_difference(50, 1000, 50, 1000)
+    point, low, high = bootstrap_difference(*bernoulli(50, 1000), *bernoulli(50, 1000))
     assert point == 0.0
     assert low < 0.0 < high
 
 
+def test_bootstrap_difference_widens_when_losses_come_in_whole_messages() -> None:
+    spread = bootstrap_difference(*bernoulli(50, 1000), *bernoulli(0, 1000))
+    trials = np.full(100, 10)
+    whole = bootstrap_difference(np.where(np.arange(100) < 5, 10, 0), trials, *bernoulli(0, 1000))
+    assert spread[0] == whole[0] == pytest.approx(0.05)
+    assert whole[2] - whole[1] > 2 * (spread[2] - spread[1])
+    assert whole[1] < 0.01 < spread[1]
+
+
 def test_bootstrap_difference_without_trials_is_nan() -> None:
-    assert all(math.isnan(v) for v in bootstrap_difference(1, 0, 1, 10))
-    assert all(math.isnan(v) for v in bootstrap_difference(1, 10, 0, 0))
+    none = (np.zeros(0), np.zeros(0))
+    assert all(math.isnan(v) for v in bootstrap_difference(*none, *bernoulli(1, 10)))
+    assert all(math.isnan(v) for v in bootstrap_difference(*bernoulli(1, 10), *none))
 
 
 def test_bootstrap_difference_is_deterministic_for_a_seed() -> None:
-    assert bootstrap_difference(7, 90, 3, 80, seed=4) == bootstrap_difference(7, 90, 3, 80, seed=4)
+    args = (*bernoulli(7, 90), *bernoulli(3, 80))
+    assert bootstrap_difference(*args, seed=4) == bootstrap_difference(*args, seed=4)

@@ -1,4 +1,4 @@
-"""The reporting subcommands of ``fanbench``: report, compare, check.
+"""The reporting subcommands of ``fanbench``: report, compare, check, export.
 
 They read run directories only. Errors a user can cause raise ``ValueError``
 subclasses (``RunDirError`` among them), which the CLI prints as one line.
@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+EXPORT_FORMATS = ("csv", "parquet", "hlog")
+"""``reports.export.FORMATS``, named here so that parsing the command line loads no pyarrow."""
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -50,6 +53,19 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from reports.export import export_run
+    from reports.rundir import read_run
+
+    formats = list(dict.fromkeys(args.format))
+    if args.out is not None and len(formats) > 1:
+        raise ValueError("--out names one file: give one --format with it")
+    run = read_run(args.run_dir)
+    for fmt in formats:
+        print(f"export: {export_run(run, fmt, args.out)}")
+    return 0
+
+
 def register(commands: Any) -> None:
     report = commands.add_parser(
         "report", help="write RUN_DIR/report/ (HTML, Markdown, JSON, charts)"
@@ -75,3 +91,14 @@ def register(commands: Any) -> None:
     check.add_argument("--max-duplicates", type=int)
     check.add_argument("--max-error-frames", type=int)
     check.set_defaults(func=_check)
+
+    export = commands.add_parser(
+        "export", help="write a run as CSV/Parquet delivery rows or an HdrHistogram log"
+    )
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument("--format", action="append", choices=EXPORT_FORMATS, required=True,
+                        help="csv/parquet: one row per expected delivery; hlog: fan-out latency"
+                        " per second as an HdrHistogram interval log (repeatable)")  # fmt: skip
+    export.add_argument("--out", type=Path, help="output file, for one --format"
+                        " (default: in RUN_DIR/export/)")  # fmt: skip
+    export.set_defaults(func=_export)

@@ -1,4 +1,4 @@
-"""The reporting subcommands of ``fanbench``: report, compare, check, export.
+"""The reporting subcommands of ``fanbench``: report, compare, check, export, fetch-metrics.
 
 They read run directories only. Errors a user can cause raise ``ValueError``
 subclasses (``RunDirError`` among them), which the CLI prints as one line.
@@ -66,6 +66,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_metrics(args: argparse.Namespace) -> int:
+    from reports.cloudwatch_fetch import fetch
+
+    written = fetch(
+        args.run_dir, args.stack, region=args.region, profile=args.profile,
+        endpoint_url=args.endpoint_url,
+    )  # fmt: skip
+    print(f"cloudwatch: {written}")
+    print(f"fanbench report {args.run_dir} shows them beside the client-side figures")
+    return 0
+
+
 def register(commands: Any) -> None:
     report = commands.add_parser(
         "report", help="write RUN_DIR/report/ (HTML, Markdown, JSON, charts)"
@@ -102,3 +114,15 @@ def register(commands: Any) -> None:
     export.add_argument("--out", type=Path, help="output file, for one --format"
                         " (default: in RUN_DIR/export/)")  # fmt: skip
     export.set_defaults(func=_export)
+
+    metrics = commands.add_parser(
+        "fetch-metrics",
+        help="after a run against AWS: CloudWatch's figures for its window into RUN_DIR/server/",
+    )
+    metrics.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    metrics.add_argument("--stack", required=True, metavar="NAME",
+                         help="the CloudFormation stack the run targeted")  # fmt: skip
+    metrics.add_argument("--region", help="default: boto3's, else the target URL's")
+    metrics.add_argument("--profile", help="a named profile from the AWS config files")
+    metrics.add_argument("--endpoint-url", help="an AWS-compatible endpoint (LocalStack, moto)")
+    metrics.set_defaults(func=_fetch_metrics)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from reports import charts
+from reports import charts, server_report
 from reports.analysis import analyze, latencies, per_message, per_second
 from reports.cost import estimate
 from reports.prices import PRICES_TRANSCRIBED, Prices
@@ -67,6 +67,9 @@ def summarize(run: Run, prices: Prices) -> dict[str, Any]:
     if summary["scenario"].get("token"):
         summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
     summary["cost"] = estimate(run, prices)
+    server = server_report.read_section(run, summary, prices)
+    if server is not None:
+        summary["server"] = server
     return dict(json_ready(summary))
 
 
@@ -264,6 +267,7 @@ per hour at {cost["send_rate_per_s"]:,.2f} sends/s with {cost["mean_connections"
 {_table(functions, lambda_header)}
 <ul class="small">{assumptions}</ul>
 <p class="small">Prices transcribed {PRICES_TRANSCRIBED} from {html.escape(sources)}.</p>
+{server_report.to_html(summary.get("server"))}
 <h2>Errors by kind</h2>
 {_table(errors)}
 <h2>Scenario</h2>
@@ -289,8 +293,8 @@ def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, st
     lines += [f"![{title}]({name}.png) ([SVG]({name}.svg))  \n{caption}\n"
               for name, (_, title, caption) in images.items()]  # fmt: skip
     lines += ["## Cost estimate", "", *table(cost_rows(summary["cost"]), ("item", "usage", "USD"))]
-    lines += ["", *[f"- {a}" for a in summary["cost"]["assumptions"]], "",
-              "All figures: `summary.json`.", ""]  # fmt: skip
+    lines += ["", *[f"- {a}" for a in summary["cost"]["assumptions"]], ""]
+    lines += [*server_report.to_markdown(summary.get("server")), "All figures: `summary.json`.", ""]
     return "\n".join(lines)
 
 

@@ -225,6 +225,21 @@ def test_csv_and_parquet_hold_the_same_rows(tmp_path: Path) -> None:
     ]
 
 
+def test_pandas_reads_both_files_as_the_same_frame(tmp_path: Path) -> None:
+    import pandas as pd
+
+    run = read_run(build_run(tmp_path / "run", clients=4, messages_per_sender=3, drop=[(0, 0, 1)]))
+    from_parquet = pd.read_parquet(export.export_run(run, "parquet"))
+    from_csv = pd.read_csv(export.export_run(run, "csv"))
+    assert list(from_parquet.columns) == list(from_csv.columns) == export.SCHEMA.names
+    assert len(from_parquet) == len(from_csv) == 36
+    assert from_parquet["outcome"].value_counts().to_dict() == {"delivered": 35, "lost": 1}
+    pd.testing.assert_frame_equal(from_parquet, from_csv, check_dtype=False)
+    lost = from_parquet[from_parquet["outcome"] == "lost"]
+    assert lost["received_ns"].isna().all()
+    assert lost["sent_ns"].notna().all()
+
+
 def test_the_cli_writes_every_format_asked_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -367,6 +367,30 @@ def test_the_log_reads_back_with_hdrhs_reader_and_matches_the_analysis(tmp_path:
             assert_equivalent_percentiles(interval, latency_ms[second == s])
 
 
+def test_bucketed_recording_is_hdrhs_own() -> None:
+    rng = np.random.default_rng(7)
+    edges = [0, 1, 2, 2047, 2048, 2049, 4095, 4096, 10**6, 2**40 - 1, 2**40, export.HDR_HIGHEST_NS]
+    values = np.concatenate(
+        [
+            np.array(edges),
+            rng.integers(0, 10**7, 3000),
+            (10 ** rng.uniform(0, 12.5, 3000)).astype(int),
+        ]
+    ).astype(np.int64)
+    histogram = export.new_histogram()
+    expected = [histogram.get_lowest_equivalent_value(int(v)) for v in values]
+    assert export.lowest_equivalent(histogram, values).tolist() == expected
+    one_by_one = export.new_histogram()
+    for value in values.tolist():
+        one_by_one.record_value(value)
+    bucketed = export.new_histogram()
+    assert export.record(bucketed, values) == 0
+    assert bucketed.get_total_count() == one_by_one.get_total_count() == len(values)
+    assert bucketed.equals(one_by_one)
+    for p in (0.1, 50.0, 90.0, 99.0, 99.99, 100.0):
+        assert bucketed.get_value_at_percentile(p) == one_by_one.get_value_at_percentile(p)
+
+
 def test_logs_of_two_runs_merge_into_the_percentiles_of_both(tmp_path: Path) -> None:
     fast = read_run(build_run(tmp_path / "fast", clients=4, messages_per_sender=5, latency_ms=4.0))
     slow = read_run(

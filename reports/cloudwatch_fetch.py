@@ -35,17 +35,21 @@ MAX_PAGES = 1_000
 """A bound on any paginated listing (a stack or a namespace far beyond fanbench's)."""
 
 
-def _clients(region: str | None, profile: str | None, endpoint_url: str | None) -> dict[str, Any]:
+def _clients(
+    region: str | None, profile: str | None, endpoint_url: str | None
+) -> tuple[dict[str, Any], str]:
+    """CloudFormation, CloudWatch and Lambda clients, and the region they talk to."""
     session = boto3.Session(profile_name=profile, region_name=region)
     where = region or session.region_name
     if not where:
         raise cw.MetricsError(
             "no AWS region: pass --region (or set AWS_REGION, or run against an execute-api URL)"
         )
-    return {
+    clients = {
         name: session.client(name, region_name=where, endpoint_url=endpoint_url, config=RETRIES)
         for name in ("cloudformation", "cloudwatch", "lambda")
-    } | {"region": where}
+    }
+    return clients, where
 
 
 def _pages(client: Any, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -93,7 +97,7 @@ def fetch(
     end_ns = int(times.get("end_ns") or times.get("stop_sending_ns") or times["start_ns"])
     window = cw.metric_window(int(times["start_ns"]), end_ns, now)
     try:
-        clients = _clients(region or (target[1] if target else None), profile, endpoint_url)
+        clients, region = _clients(region or (target[1] if target else None), profile, endpoint_url)
         resources = [
             summary
             for page in _pages(clients["cloudformation"], "list_stack_resources", StackName=stack)
@@ -143,7 +147,7 @@ def fetch(
         )
     context = {
         "fetched_at": now.isoformat(),
-        "region": clients["region"],
+        "region": region,
         "stack": stack,
         "window": {
             "start": window.start.isoformat(), "end": window.end.isoformat(),

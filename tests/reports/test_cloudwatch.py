@@ -26,6 +26,7 @@ from reports.cloudwatch_fetch import fetch
 from reports.cost import cost_from_counts
 from reports.prices import Prices
 from reports.render import write_report
+from reports.rundir import read_run, write_run
 from tests.reports.synthetic import START_NS, build_run
 
 T0 = datetime(2026, 11, 30, 3, 0, 0, tzinfo=UTC)
@@ -433,14 +434,25 @@ def metrics(moto_url: str, stack: dict[str, str]) -> None:
 
 @pytest.fixture
 def aws_run(tmp_path: Path) -> Path:
-    """A run (synthetic records) that targeted the API on AWS, timed at RUN_START."""
-    run_dir = build_run(tmp_path / "run", clients=5, messages_per_sender=10)
-    meta = json.loads((run_dir / "run.json").read_text())
+    """A run (synthetic records) that targeted the API on AWS, moved in time to RUN_START."""
+    run = read_run(build_run(tmp_path / "run", clients=5, messages_per_sender=10))
     shift = ns(RUN_START) - START_NS
+
+    def moved(table: dict[str, Any], *columns: str) -> dict[str, Any]:
+        return {k: v + shift if k in columns and k != "disconnected_ns" else v
+                for k, v in table.items()}  # fmt: skip
+
+    meta = {k: v for k, v in run.meta.items() if k != "schema_version"}
     meta["times"] = {key: value + shift for key, value in meta["times"].items()}
     meta["target"] = f"wss://{API_ID}.execute-api.{REGION}.amazonaws.com/{STAGE}"
-    (run_dir / "run.json").write_text(json.dumps(meta))
-    return run_dir
+    write_run(run.path, meta, {
+        "sends": moved(run.sends, "intended_ns", "sent_ns"),
+        "deliveries": moved(run.deliveries, "received_ns"),
+        "membership": moved(run.membership, "connected_ns"),
+        "errors": moved(run.errors, "t_ns"),
+        "health": moved(run.health, "t_ns"),
+    })  # fmt: skip
+    return run.path
 
 
 LATER = RUN_START + timedelta(minutes=20)
@@ -506,6 +518,15 @@ def test_the_report_shows_server_figures_beside_the_clients(
         0.1 * 1.0 * prices.lambda_per_gb_second  # 100 ms at 1024 MB
     )
     assert actual["breakdown_usd"]["api_gateway_messages"] == pytest.approx(110 / 1e6)
+    assert actual["breakdown_usd"]["dynamodb_reads"] == pytest.approx(
+        25 * prices.dynamodb_per_million_read_request_units / 1e6
+    )
+    # Five clients connected for the run's 12 s: one connection-minute, from the records.
+    assert actual["breakdown_usd"]["api_gateway_connection_minutes"] == pytest.approx(
+        prices.api_gateway_per_million_connection_minutes / 1e6
+    )
+    assert actual["run_total_usd"] == pytest.approx(sum(actual["breakdown_usd"].values()))
+    assert pairs["Fan-out p50 / p99 ms (send→receipt / handler FanoutMs)"][0] == "10.0 / 10.0"
     markdown = (index.parent / "report.md").read_text()
     assert f"## Server side (CloudWatch: stack {STACK}, {REGION})" in markdown
     assert "| Chat messages sent / sendmessage invocations | 50 | 50 |" in markdown

@@ -1,4 +1,4 @@
-"""The reporting subcommands of ``fanbench``: report, compare, check.
+"""The reporting subcommands of ``fanbench``: report, compare, check, export, fetch-metrics.
 
 They read run directories only. Errors a user can cause raise ``ValueError``
 subclasses (``RunDirError`` among them), which the CLI prints as one line.
@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+EXPORT_FORMATS = ("csv", "parquet", "hlog")
+"""``reports.export.FORMATS``, named here so that parsing the command line loads no pyarrow."""
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -48,6 +51,31 @@ def _check(args: argparse.Namespace) -> int:
     if not problems:
         print(f"PASS: {args.run_dir} meets every threshold")
     return 1 if problems else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from reports.export import export_run
+    from reports.rundir import read_run
+
+    formats = list(dict.fromkeys(args.format))
+    if args.out is not None and len(formats) > 1:
+        raise ValueError("--out names one file: give one --format with it")
+    run = read_run(args.run_dir)
+    for fmt in formats:
+        print(f"export: {export_run(run, fmt, args.out)}")
+    return 0
+
+
+def _fetch_metrics(args: argparse.Namespace) -> int:
+    from reports.cloudwatch_fetch import fetch
+
+    written = fetch(
+        args.run_dir, args.stack, region=args.region, profile=args.profile,
+        endpoint_url=args.endpoint_url,
+    )  # fmt: skip
+    print(f"cloudwatch: {written}")
+    print(f"fanbench report {args.run_dir} shows them beside the client-side figures")
+    return 0
 
 
 def register(commands: Any) -> None:
@@ -90,6 +118,29 @@ def register(commands: Any) -> None:
         help="check a run whose validity banner lists problems (default: fail it)",
     )  # fmt: skip
     check.set_defaults(func=_check)
+
+    export = commands.add_parser(
+        "export", help="write a run as CSV/Parquet delivery rows or an HdrHistogram log"
+    )
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument("--format", action="append", choices=EXPORT_FORMATS, required=True,
+                        help="csv/parquet: one row per expected delivery; hlog: fan-out latency"
+                        " per second as an HdrHistogram interval log (repeatable)")  # fmt: skip
+    export.add_argument("--out", type=Path, help="output file, for one --format"
+                        " (default: in RUN_DIR/export/)")  # fmt: skip
+    export.set_defaults(func=_export)
+
+    metrics = commands.add_parser(
+        "fetch-metrics",
+        help="after a run against AWS: CloudWatch's figures for its window into RUN_DIR/server/",
+    )
+    metrics.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    metrics.add_argument("--stack", required=True, metavar="NAME",
+                         help="the CloudFormation stack the run targeted")  # fmt: skip
+    metrics.add_argument("--region", help="default: boto3's, else the target URL's")
+    metrics.add_argument("--profile", help="a named profile from the AWS config files")
+    metrics.add_argument("--endpoint-url", help="an AWS-compatible endpoint (LocalStack, moto)")
+    metrics.set_defaults(func=_fetch_metrics)
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ costs are per session and given apart as ``usd_per_connection_session``).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -314,3 +315,74 @@ def assumptions(functions: dict[str, dict[str, Any]]) -> list[str]:
                 f"{function} duration {use['billed_ms_mean']:.0f} ms: {use['duration_from']}."
             )
     return notes
+
+
+def cost_from_counts(
+    prices: Prices,
+    *,
+    api_gateway_messages: float | None,
+    connection_minutes: float,
+    functions: Mapping[str, Mapping[str, float | None]],
+    dynamodb_read_units: float | None,
+    dynamodb_write_units: float | None,
+) -> dict[str, Any]:
+    """What a run cost at ``prices`` from counts AWS measured (CloudWatch), not modelled ones.
+
+    ``functions`` maps a function's logical ID to its ``requests`` (Invocations),
+    ``duration_ms_sum`` (the sum of Duration) and ``memory_mb``. Lines whose counts are
+    unknown (``None``) cost nothing and are listed in ``unknown``. Each line has the
+    same name as in ``estimate``'s breakdown, so the two can stand side by side.
+    """
+    unknown: list[str] = []
+
+    def known(value: float | None, line: str) -> float:
+        if value is None:
+            unknown.append(line)
+            return 0.0
+        return float(value)
+
+    requests = {SENDMESSAGE: 0.0, "other": 0.0}
+    gb_seconds = {SENDMESSAGE: 0.0, "other": 0.0}
+    for function, use in functions.items():
+        side = SENDMESSAGE if function == SENDMESSAGE else "other"
+        line = "sendmessage" if side == SENDMESSAGE else "connection_lambda"
+        requests[side] += known(use.get("requests"), f"{line}_requests")
+        memory_mb = use.get("memory_mb") or DEFAULT_MEMORY_MB.get(function)
+        duration_ms = use.get("duration_ms_sum")
+        if memory_mb is None or duration_ms is None:
+            unknown.append(f"{line}_compute")
+        else:
+            gb_seconds[side] += duration_ms / 1000 * memory_mb / 1024
+    p = prices
+    lines = {
+        "api_gateway_messages": _per_million(
+            known(api_gateway_messages, "api_gateway_messages"), p.api_gateway_per_million_messages
+        ),
+        "api_gateway_connection_minutes": _per_million(
+            connection_minutes, p.api_gateway_per_million_connection_minutes
+        ),
+        "sendmessage_requests": _per_million(requests[SENDMESSAGE], p.lambda_per_million_requests),
+        "sendmessage_compute": gb_seconds[SENDMESSAGE] * p.lambda_per_gb_second,
+        "connection_lambda_requests": _per_million(
+            requests["other"], p.lambda_per_million_requests
+        ),
+        "connection_lambda_compute": gb_seconds["other"] * p.lambda_per_gb_second,
+        "dynamodb_reads": _per_million(
+            known(dynamodb_read_units, "dynamodb_reads"), p.dynamodb_per_million_read_request_units
+        ),
+        "dynamodb_writes": _per_million(
+            known(dynamodb_write_units, "dynamodb_writes"),
+            p.dynamodb_per_million_write_request_units,
+        ),
+    }
+    return {
+        "breakdown_usd": lines,
+        "run_total_usd": sum(lines.values()),
+        "usage": {
+            "lambda_requests": requests[SENDMESSAGE] + requests["other"],
+            "lambda_gb_seconds": gb_seconds[SENDMESSAGE] + gb_seconds["other"],
+            "sendmessage_requests": requests[SENDMESSAGE],
+            "sendmessage_gb_seconds": gb_seconds[SENDMESSAGE],
+        },
+        "unknown": sorted(set(unknown)),
+    }

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from reports import charts, page
+from reports import charts, page, server_report
 from reports.analysis import RunFacts, analyze, gather, per_message, per_second
 from reports.cost import estimate
 from reports.prices import PRICES_TRANSCRIBED, Prices
@@ -47,6 +47,9 @@ def summarize(facts: RunFacts, prices: Prices) -> dict[str, Any]:
     if summary["scenario"].get("token"):
         summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
     summary["cost"] = estimate(facts.run, prices)
+    server = server_report.read_section(facts.run, summary, prices)
+    if server is not None:
+        summary["server"] = server
     return dict(json_ready(summary))
 
 
@@ -206,6 +209,7 @@ per hour at {cost["send_rate_per_s"]:,.2f} sends/s with {cost["mean_connections"
 {page.table(functions, lambda_header)}
 <div class="small">{page.items(cost["assumptions"])}</div>
 <p class="small">Prices transcribed {PRICES_TRANSCRIBED} from {e(sources)}.</p>
+{server_report.to_html(summary.get("server"))}
 <h2>Errors by kind</h2>
 {page.table(errors)}
 <h2>Scenario</h2>
@@ -226,8 +230,8 @@ def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, st
     lines += [f"![{title}]({name}.png) ([SVG]({name}.svg))  \n{caption}\n"
               for name, (_, title, caption) in images.items()]  # fmt: skip
     lines += ["## Cost estimate", "", *table(cost_rows(summary["cost"]), ("item", "usage", "USD"))]
-    lines += ["", *[f"- {a}" for a in summary["cost"]["assumptions"]], "",
-              "All figures: `summary.json`.", ""]  # fmt: skip
+    lines += ["", *[f"- {a}" for a in summary["cost"]["assumptions"]], ""]
+    lines += [*server_report.to_markdown(summary.get("server")), "All figures: `summary.json`.", ""]
     return "\n".join(lines)
 
 

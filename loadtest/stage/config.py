@@ -58,6 +58,8 @@ class StageConfig:
     disabled_routes: tuple[str, ...] = ()
     """Routes to leave out, to exercise API Gateway's behaviour without them."""
     log_dir: Path | None = None
+    event_log: Path | None = None
+    """Append every event the gateway sends to a function to this JSON-lines file."""
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
@@ -102,6 +104,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--throttle-burst", "throttle_burst", float, "@connections throttle burst"),
     ("--auth-token", "auth_token", str, f"require ?token= at $connect (or ${AUTH_TOKEN_ENV})"),
     ("--log-dir", "log_dir", Path, "where handler and emulator logs go"),
+    ("--event-log", "event_log", Path, "append every Lambda event to this JSON-lines file"),
     ("--post-latency-ms", "faults.post_latency_ms", float, "fault: fixed @connections delay"),
     (
         "--post-latency-jitter-ms",

@@ -26,11 +26,13 @@ from loadtest.stage.config import StageConfig
 from loadtest.stage.events import (
     ApiIdentity,
     ConnectionInfo,
+    ForwardedFor,
     connect_event,
     disconnect_event,
     disconnect_status,
     message_event,
     new_id,
+    trace_id,
 )
 from loadtest.stage.faults import lose_disconnect
 from loadtest.stage.lambda_runtime import InvocationResult, LambdaRuntime
@@ -40,6 +42,8 @@ from loadtest.stage.template import FunctionSpec, StageTemplate
 INTERNAL_SERVER_ERROR = "Internal server error"
 ENDPOINT_TIMED_OUT = "Endpoint request timed out"
 FORBIDDEN = "Forbidden"
+FORWARDED_PROTO = "http"
+"""The stage serves ``ws://``; AWS serves only ``wss://`` and says ``https``."""
 
 
 class State(enum.Enum):
@@ -101,6 +105,9 @@ class Gateway:
         The invocation itself keeps running, as a Lambda does after API Gateway times out.
         """
         request_id = event["requestContext"]["requestId"]
+        if self.config.event_log is not None:
+            with self.config.event_log.open("a", encoding="utf-8") as log:
+                log.write(json.dumps(event) + "\n")
         invocation = asyncio.ensure_future(self.runtime.invoke(spec, event, request_id))
         self._keep(invocation)
         try:
@@ -136,9 +143,15 @@ class Gateway:
         if spec is None:
             return None
         query = parse_qs(url.query, keep_blank_values=True)
-        event = connect_event(
-            self.api, info, list(request.headers.raw_items()), query, new_id(), now
+        local = socket.local_address
+        forwarded = ForwardedFor(
+            client_ip=info.source_ip,
+            port=int(local[1]) if local else 0,
+            proto=FORWARDED_PROTO,
+            trace=trace_id(now // 1000),
         )
+        headers = list(request.headers.raw_items())
+        event = connect_event(self.api, info, headers, query, forwarded, new_id(), epoch_ms())
         result = await self._integrate(spec, event)
         status = 504 if result is None else (result.status_code or 200) if result.ok else 502
         if result is not None and result.ok and not isinstance(result.result, dict):

@@ -22,6 +22,9 @@ from aws_limits import (
 from loadtest.stage.faults import Faults
 
 LOOPBACK = "127.0.0.1"
+LAMBDA_CONCURRENCY_LIMIT = 1000
+"""AWS's default concurrent executions per account and Region."""
+LAMBDA_OVERFLOWS = ("throttle", "queue")
 AUTH_TOKEN_ENV = "FANBENCH_AUTH_TOKEN"
 """How a token reaches a stage subprocess: never on a command line, where ps shows it."""
 
@@ -36,7 +39,17 @@ class StageConfig:
     stage: str = "local"
     variant: str = "optimized"
     concurrency: int = 8
-    """Concurrent invocations across all functions (AWS's default is 1,000; this is a laptop)."""
+    """Local slots: invocations running at once across all functions (the laptop's cores,
+    not an AWS quota); admitted invocations past them wait, and the wait is reported."""
+    lambda_concurrency_limit: int = LAMBDA_CONCURRENCY_LIMIT
+    """Lambda's concurrency limit (the account quota, or reserved concurrency): an invocation
+    that finds this many in flight (running or waiting for one of ``concurrency``'s slots)
+    is throttled, as Lambda does; ``lambda_overflow="queue"`` lifts the limit."""
+    lambda_overflow: str = "throttle"
+    """``throttle`` past ``lambda_concurrency_limit``, or ``queue`` without limit."""
+    throttled_connect_status: int = 500
+    """The handshake status when ``$connect`` is throttled: AWS documents 500 for REST APIs
+    whose Lambda is throttled and says nothing for WebSocket APIs; 429 is the other choice."""
     provisioned: int = 1
     """Environments started per function before traffic (AWS: provisioned concurrency)."""
     function_timeout_s: float | None = None
@@ -69,6 +82,19 @@ class StageConfig:
             raise ValueError("concurrency must be at least 1")
         if not 0 <= self.provisioned <= self.concurrency:
             raise ValueError("provisioned must be within 0..concurrency")
+        if self.lambda_overflow not in LAMBDA_OVERFLOWS:
+            raise ValueError(
+                f"lambda_overflow must be throttle or queue, not {self.lambda_overflow!r}"
+            )
+        if self.lambda_concurrency_limit < 1:
+            raise ValueError("lambda_concurrency_limit must be at least 1")
+        if self.throttled_connect_status not in (429, 500):
+            raise ValueError("throttled_connect_status must be 429 or 500")
+
+    @property
+    def effective_concurrency_limit(self) -> int | None:
+        """The limit the runtime throttles at; ``None`` when it queues instead."""
+        return self.lambda_concurrency_limit if self.lambda_overflow == "throttle" else None
 
     def template_parameters(self, callback_url: str) -> dict[str, str]:
         return {
@@ -89,6 +115,19 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--variant", "variant", str, "sendmessage handler: baseline or optimized"),
     ("--concurrency", "concurrency", int, "Lambda execution environments, all functions"),
     ("--provisioned", "provisioned", int, "environments per function started ahead of traffic"),
+    (
+        "--lambda-concurrency-limit",
+        "lambda_concurrency_limit",
+        int,
+        "invocations in flight past which Lambda throttles (AWS account default)",
+    ),
+    ("--lambda-overflow", "lambda_overflow", str, "past the limit: throttle (as AWS) or queue"),
+    (
+        "--throttled-connect-status",
+        "throttled_connect_status",
+        int,
+        "handshake status for a throttled $connect: 500 or 429 (AWS does not document it)",
+    ),
     ("--function-timeout", "function_timeout_s", float, "seconds; overrides the template"),
     ("--integration-timeout", "integration_timeout_s", float, "seconds (AWS: 29)"),
     ("--idle-timeout", "idle_timeout_s", float, "seconds (AWS: 600)"),

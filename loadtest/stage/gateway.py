@@ -111,11 +111,15 @@ class Gateway:
         invocation = asyncio.ensure_future(self.runtime.invoke(spec, event, request_id))
         self._keep(invocation)
         try:
-            return await asyncio.wait_for(
+            result = await asyncio.wait_for(
                 asyncio.shield(invocation), self.config.integration_timeout_s
             )
         except TimeoutError:
+            self.stats["integration_timeouts"] += 1
             return None
+        if result.throttled:
+            self.stats[f"throttled_{event['requestContext']['eventType'].lower()}"] += 1
+        return result
 
     def _keep(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)
@@ -153,14 +157,22 @@ class Gateway:
         headers = list(request.headers.raw_items())
         event = connect_event(self.api, info, headers, query, forwarded, new_id(), epoch_ms())
         result = await self._integrate(spec, event)
-        status = 504 if result is None else (result.status_code or 200) if result.ok else 502
-        if result is not None and result.ok and not isinstance(result.result, dict):
-            status = 502
+        status = self._connect_status(result)
         if not 200 <= status < 300:
             self.stats["connect_rejected"] += 1
             self._forget(record)
             return socket.respond(status, _reason(status) + "\n")
         return None
+
+    def _connect_status(self, result: InvocationResult | None) -> int:
+        """The handshake status ``$connect``'s outcome gives (2xx: the connection opens)."""
+        if result is None:
+            return 504
+        if result.throttled:
+            return self.config.throttled_connect_status
+        if not result.ok or not isinstance(result.result, dict):
+            return 502
+        return result.status_code or 200
 
     def _forget(self, record: Connection) -> None:
         record.state = State.CLOSED
@@ -202,8 +214,10 @@ class Gateway:
         event = message_event(self.api, record.info, route, body, new_id(), request_id, epoch_ms())
         result = await self._integrate(self.routes[route], event)
         if result is None:
-            self.stats["integration_timeouts"] += 1
             await self._error_frame(record, ENDPOINT_TIMED_OUT, request_id)
+        elif result.throttled:
+            # API Gateway answers a throttled Lambda as any failed integration.
+            await self._error_frame(record, INTERNAL_SERVER_ERROR, request_id)
         elif not result.ok:
             self.stats["integration_errors"] += 1
             await self._error_frame(record, INTERNAL_SERVER_ERROR, request_id)

@@ -53,7 +53,11 @@ class ManagementApi:
                 "open_connections": sum(
                     1 for c in gateway.connections.values() if c.state is State.OPEN
                 ),
-                "lambda": gateway.runtime.stats.as_dict(),
+                "lambda": {
+                    **gateway.runtime.stats.as_dict(),
+                    "concurrency_limit": gateway.runtime.concurrency_limit,
+                    "integration_timeouts": gateway.stats["integration_timeouts"],
+                },
                 "functions": {
                     spec.logical_id: {
                         "handler": spec.handler,

@@ -66,7 +66,7 @@ async def _serve(
     }
     runtime = LambdaRuntime(
         HANDLERS_DIR, log_dir, runtime_environment, config.concurrency, config.faults,
-        config.function_timeout_s, config.lambda_environment,
+        config.function_timeout_s, config.lambda_environment, config.effective_concurrency_limit,
     )  # fmt: skip
     api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name="")
     gateway = Gateway(config, template, runtime, api)

@@ -216,6 +216,10 @@ def test_integration_timeout_gives_endpoint_request_timed_out(slow_stage: LocalS
         # The Lambda keeps running after API Gateway gave up: its reply still arrives.
         assert recv_text(ws).startswith(DEFAULT_HINT)
     assert gateway_stat(slow_stage, "integration_timeouts") >= 1
+    lambda_section = slow_stage.stats()["lambda"]
+    assert lambda_section["integration_timeouts"] == gateway_stat(
+        slow_stage, "integration_timeouts"
+    )
 
 
 # -- frames and sizes -------------------------------------------------------------------

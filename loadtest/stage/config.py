@@ -59,6 +59,8 @@ class StageConfig:
     max_connection_s: float = MAX_CONNECTION_DURATION_S
     dynamodb_endpoint: str | None = None
     """Use this DynamoDB instead of starting the embedded emulator."""
+    dynamodb_emulator: str = "dynalite"
+    """The embedded emulator: ``dynalite`` (fast writes) or ``moto``."""
     table_name: str = "fanbench-connections"
     throttle_rps: float | None = None
     """Enable the @connections token bucket at this rate."""
@@ -82,6 +84,10 @@ class StageConfig:
             raise ValueError("concurrency must be at least 1")
         if not 0 <= self.provisioned <= self.concurrency:
             raise ValueError("provisioned must be within 0..concurrency")
+        if self.dynamodb_emulator not in ("dynalite", "moto"):
+            raise ValueError(
+                f"dynamodb_emulator must be dynalite or moto, not {self.dynamodb_emulator!r}"
+            )
         if self.lambda_overflow not in LAMBDA_OVERFLOWS:
             raise ValueError(
                 f"lambda_overflow must be throttle or queue, not {self.lambda_overflow!r}"
@@ -133,6 +139,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--idle-timeout", "idle_timeout_s", float, "seconds (AWS: 600)"),
     ("--max-connection", "max_connection_s", float, "seconds (AWS: 7200)"),
     ("--dynamodb-endpoint", "dynamodb_endpoint", str, "external DynamoDB endpoint URL"),
+    ("--dynamodb-emulator", "dynamodb_emulator", str, "embedded DynamoDB: dynalite or moto"),
     ("--table-name", "table_name", str, "connections table name"),
     (
         "--throttle-rps",

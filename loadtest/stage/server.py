@@ -125,7 +125,8 @@ def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> N
         if config.dynamodb_endpoint:
             endpoint = config.dynamodb_endpoint
         else:
-            endpoint = stack.enter_context(EmbeddedDynamoDB(log_dir / "dynamodb.log")).endpoint
+            emulator = EmbeddedDynamoDB(log_dir / "dynamodb.log", config.dynamodb_emulator)
+            endpoint = stack.enter_context(emulator).endpoint
         table = stage_template(
             load_template(TEMPLATE_PATH), config.template_parameters(""), config.table_name
         ).table

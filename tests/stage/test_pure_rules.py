@@ -17,6 +17,8 @@ import pytest
 
 from aws_limits import MAX_MESSAGE_BYTES
 from loadtest.stage import connections_api as api
+from loadtest.stage.config import StageConfig
+from loadtest.stage.dynamodb import emulator_command
 from loadtest.stage.events import (
     clf_time,
     disconnect_status,
@@ -316,3 +318,18 @@ def test_api_errors_name_their_type_in_header_and_body() -> None:
         assert error.headers()["x-amzn-ErrorType"] == error.error_type
         assert json.loads(error.body())["__type"] == error.error_type
     assert (api.GONE.status, api.THROTTLED.status) == (410, 429)
+
+
+# -- the DynamoDB emulators -----------------------------------------------------
+
+
+def test_emulator_commands_and_a_clear_error_for_an_unknown_one() -> None:
+    assert "moto.server" in emulator_command("moto", 4567)
+    dynalite = emulator_command("dynalite", 4567)
+    assert dynalite[0] == "node"
+    assert dynalite[1].endswith("dynalite/cli.js")
+    assert dynalite[dynalite.index("--createTableMs") + 1] == "0"
+    with pytest.raises(ValueError, match="unknown DynamoDB emulator 'dynamo'"):
+        emulator_command("dynamo", 4567)
+    with pytest.raises(ValueError, match="dynalite or moto"):
+        StageConfig(dynamodb_emulator="localstack")

@@ -24,7 +24,7 @@ import random
 import socket
 import struct
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
@@ -39,6 +39,8 @@ from loadtest.stage.throttle import lambda_admits, nearest_rank
 SHUTDOWN_GRACE_S = 3.0
 TIMEOUT_GRACE_S = 0.05
 THROTTLED_ERROR = "TooManyRequestsException: Rate Exceeded."
+RECENT_WAITS = 10_000
+"""Queue waits kept for ``queue_wait_ms_p99`` (the p99 of the latest ones)."""
 HEADER = struct.Struct("!I")
 """multiprocessing's pipe framing: a 4-byte big-endian length, then the bytes."""
 
@@ -121,8 +123,17 @@ class RuntimeStats:
     throttled: Counter[str] = field(default_factory=Counter)
     queued_now: int = 0
     peak_queued: int = 0
-    queue_wait_ms: list[float] = field(default_factory=list)
-    """How long each admitted invocation waited for a local slot."""
+    queue_wait_ms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_WAITS))
+    """How long the latest admitted invocations waited for a local slot (bounded: the
+    stats endpoint sorts it on every call, on the event loop)."""
+    queue_wait_ms_max: float = 0.0
+    queue_waits: int = 0
+
+    def record_wait(self, wait_ms: float) -> None:
+        self.queue_wait_ms.append(wait_ms)
+        self.queue_wait_ms_max = max(self.queue_wait_ms_max, wait_ms)
+        self.queue_waits += 1
+
     duration_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def as_dict(self) -> dict[str, Any]:
@@ -131,9 +142,9 @@ class RuntimeStats:
             "throttled_by_function": dict(self.throttled),
             "queued_now": self.queued_now,
             "peak_queued": self.peak_queued,
-            "queue_wait_ms_max": max(self.queue_wait_ms, default=0.0),
-            "queue_wait_ms_p99": nearest_rank(self.queue_wait_ms, 0.99),
-            "queue_waits": len(self.queue_wait_ms),
+            "queue_wait_ms_max": self.queue_wait_ms_max,
+            "queue_wait_ms_p99": nearest_rank(list(self.queue_wait_ms), 0.99),
+            "queue_waits": self.queue_waits,
             "invocations": dict(self.invocations),
             "cold_starts": dict(self.cold_starts),
             "provisioned": dict(self.provisioned),
@@ -251,7 +262,7 @@ class LambdaRuntime:
                 if waiting:
                     waiting = False
                     stats.queued_now -= 1
-                stats.queue_wait_ms.append((time.monotonic() - queued_at) * 1000)
+                stats.record_wait((time.monotonic() - queued_at) * 1000)
                 stats.running += 1
                 stats.peak_running = max(stats.peak_running, stats.running)
                 try:

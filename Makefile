@@ -13,7 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-node_modules/.bin/wscat: package.json
+# wscat (an independent client for the end-to-end tests) and dynalite (the local
+# stage's DynamoDB emulator; without it the stage falls back to moto).
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
@@ -23,7 +26,7 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-run: $(STAMP)
+run: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/fanbench run
 
 lint: $(STAMP)
@@ -33,12 +36,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) node_modules/.bin/wscat chromium
+pytest: $(STAMP) $(NODE_STAMP) chromium
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(PY) -m bench
 
 clean:

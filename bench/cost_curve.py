@@ -158,6 +158,7 @@ def run(size: Size, work_dir: Path) -> BenchResult:
     config = StageConfig(
         variant="optimized", provisioned=plan.provisioned,
         faults=Faults(post_latency_ms=plan.post_latency_ms),
+        dynamodb_emulator="moto",  # the page arithmetic here follows moto's size rule
     )  # fmt: skip
     with bench_stage(config, work_dir / "stage") as stage:
         curve, boundary, pads = asyncio.run(_measure(stage, plan))

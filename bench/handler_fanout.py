@@ -240,4 +240,5 @@ def _config(variant: str, plan: Plan) -> StageConfig:
         function_timeout_s=plan.function_timeout_s,
         integration_timeout_s=plan.function_timeout_s,
         faults=Faults(post_latency_ms=plan.post_latency_ms),
+        dynamodb_emulator="moto",  # its scan-page figures follow moto's item-size rule
     )

@@ -1,8 +1,9 @@
 """CPU accounting for the stage's process tree (psutil), by role.
 
 The stage runs as one process (gateway + @connections on one asyncio loop)
-with children: moto's DynamoDB server, a multiprocessing forkserver and, forked
-from it, one worker per Lambda execution environment. A worker is recognised
+with children: the DynamoDB emulator (dynalite or moto's server), a
+multiprocessing forkserver and, forked from it, one worker per Lambda execution
+environment. A worker is recognised
 by the log file it keeps open on stdout (``<Function>-<n>.log`` in the stage's
 log directory), which is exactly how the runtime names it.
 """
@@ -19,6 +20,7 @@ import psutil
 
 STAGE = "stage"
 MOTO = "moto"
+DYNALITE = "dynalite"
 OTHER = "other"
 LAMBDA_PREFIX = "lambda:"
 _WORKER_LOG = re.compile(r"^([A-Za-z0-9]+)-\d+\.log$")
@@ -69,6 +71,8 @@ class StageProcesses:
             cmdline = process.cmdline()
             if "moto.server" in cmdline:
                 return MOTO
+            if any(part.endswith("dynalite/cli.js") for part in cmdline):
+                return DYNALITE
             for opened in process.open_files():
                 path = Path(opened.path)
                 match = _WORKER_LOG.match(path.name)

@@ -8,15 +8,21 @@
   frames delivered per stage-CPU-second likewise, at two payload sizes.
 * Beside it, one optimized sendmessage to the same K receivers: the handler's
   post rate, to compare with the stage's ceiling (headroom factor).
-* $connect: C clients connecting with bounded concurrency; connects/s and the
-  CPU of moto, the ConnectFunction workers and the stage per connect.
+* $connect storms: C clients connecting, 32 at a time, to stages that differ
+  only in their DynamoDB emulator (dynalite, moto) and in how many execution
+  environments run at once (the default 8, and one per core); the stages are up
+  together and take turns, order alternating by rep. Connects/s, and the CPU
+  per connect of the emulator, the ConnectFunction workers, the stage and the
+  client, against AWS's 500 new connections per second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -25,16 +31,44 @@ from typing import Any
 
 from bench.fleet import Fleet
 from bench.posting import SignedPoster
-from bench.procs import MOTO, STAGE, CpuSample
+from bench.procs import DYNALITE, MOTO, STAGE, CpuSample
 from bench.record import BenchResult, Ratio, Scalar, Size, median, now_utc, safe_ratio
 from bench.stagetools import BenchStage, bench_stage, raise_open_files
 from bench.swarm import Swarm
 from fanbench_common.resources import CONNECT_FUNCTION
 from loadtest.stage.config import StageConfig
+from loadtest.stage.launcher import wait_until
 
 NAME = "stage_headroom"
 AWS_CONNECTS_PER_S = 500
 START_DELAY_S = 1.5
+DEFAULT_ENVIRONMENTS = StageConfig().concurrency
+CORES = os.cpu_count() or 2
+EMULATOR_ROLES = {"dynalite": DYNALITE, "moto": MOTO}
+STORM_CLIENTS = 32
+SETTLE_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class StormSetup:
+    emulator: str
+    environments: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.emulator}, {self.environments} environments"
+
+
+STORMS = tuple(
+    dict.fromkeys(
+        StormSetup(emulator, environments)
+        for environments in (DEFAULT_ENVIRONMENTS, CORES)
+        for emulator in ("dynalite", "moto")
+    )
+)
+"""The stage's default (dynalite, 8 environments), the former default (moto), and both
+with one environment per core: on 2 cores, 8 workers contending for them cost about twice
+the CPU per invocation."""
 
 
 @dataclass(frozen=True)
@@ -172,12 +206,93 @@ def _post_row(windows: list[Window], plan: Plan) -> dict[str, Scalar]:
     }
 
 
-async def _connect(stage: BenchStage, count: int) -> tuple[int, float, dict[str, float]]:
-    async with Fleet(stage.ws_url) as fleet:
-        before = stage.processes.sample()
+@dataclass
+class Storm:
+    setup: StormSetup
+    connected: int
+    seconds: float
+    cpu: dict[str, float]
+    client_cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return safe_ratio(self.connected, self.seconds)
+
+    def per_connect_ms(self, role: str) -> float:
+        return safe_ratio(1000 * self.cpu.get(role, 0.0), self.connected)
+
+    @property
+    def all_cpu_ms(self) -> float:
+        """CPU per connect of every process involved: the stage's tree and the client."""
+        return safe_ratio(1000 * (sum(self.cpu.values()) + self.client_cpu_s), self.connected)
+
+
+async def _storm(stage: BenchStage, setup: StormSetup, count: int) -> Storm:
+    async with Fleet(stage.ws_url, connect_concurrency=STORM_CLIENTS) as fleet:
+        before, client_before = stage.processes.sample(), time.process_time()
         report = await fleet.grow(count, 60.0 + count / 20)
         cpu = stage.processes.sample().minus(before)
-    return report.connected, report.seconds, cpu
+        client_cpu = time.process_time() - client_before
+    return Storm(setup, report.connected, report.seconds, cpu, client_cpu)
+
+
+def _settled(stage: BenchStage) -> bool:
+    """Every client gone and every $disconnect run: the next storm starts from quiet."""
+    stats = stage.stats()
+    lambda_stats = stats["lambda"]
+    return bool(
+        stats["open_connections"] == 0
+        and lambda_stats["running"] == 0
+        and lambda_stats.get("queued_now", 0) == 0
+    )
+
+
+def _storms(plan: Plan, work_dir: Path) -> list[Storm]:
+    """Every setup's stage up at once; storms take turns, the order reversed every other rep."""
+    storms: list[Storm] = []
+    with contextlib.ExitStack() as stack:
+        stages = {
+            setup: stack.enter_context(
+                bench_stage(
+                    StageConfig(
+                        variant="optimized", dynamodb_emulator=setup.emulator,
+                        concurrency=setup.environments, provisioned=setup.environments,
+                    ),
+                    work_dir / f"storm-{setup.emulator}-{setup.environments}",
+                )
+            )
+            for setup in STORMS
+        }  # fmt: skip
+        for rep in range(plan.reps):
+            order = STORMS if rep % 2 == 0 else tuple(reversed(STORMS))
+            for setup in order:
+                stage = stages[setup]
+                storms.append(asyncio.run(_storm(stage, setup, plan.connects)))
+                wait_until(lambda stage=stage: _settled(stage), SETTLE_TIMEOUT_S, 0.1)
+    return storms
+
+
+def _storm_row(setup: StormSetup, storms: list[Storm], plan: Plan) -> dict[str, Scalar]:
+    mine = [storm for storm in storms if storm.setup == setup]
+    role = EMULATOR_ROLES[setup.emulator]
+    return {
+        "path": f"$connect storm ({setup.label})",
+        "rate/s": median(storm.rate for storm in mine),
+        "stage CPU % of a core": median(
+            100 * storm.cpu.get(STAGE, 0.0) / storm.seconds for storm in mine
+        ),
+        "stage CPU ms/op": median(storm.per_connect_ms(STAGE) for storm in mine),
+        "emulator CPU ms/op": median(storm.per_connect_ms(role) for storm in mine),
+        "ConnectFunction CPU ms/op": median(
+            storm.per_connect_ms(f"lambda:{CONNECT_FUNCTION}") for storm in mine
+        ),
+        "client CPU ms/op": median(
+            safe_ratio(1000 * storm.client_cpu_s, storm.connected) for storm in mine
+        ),
+        "all CPU ms/op": median(storm.all_cpu_ms for storm in mine),
+        "clients": f"{plan.connects} clients, {STORM_CLIENTS} at a time",
+        "all delivered": all(storm.connected == plan.connects for storm in mine),
+    }
 
 
 def run(size: Size, work_dir: Path) -> BenchResult:
@@ -187,47 +302,57 @@ def run(size: Size, work_dir: Path) -> BenchResult:
     config = StageConfig(variant="optimized", provisioned=2)
     windows: list[Window] = []
     handler: list[float] = []
-    with bench_stage(config, work_dir / "stage") as stage:
-        with Swarm(stage.ws_url, plan.receivers) as swarm:
-            ids = stage.connection_ids()
-            _handler_rate(stage, swarm, "warmup")
-            for rep in range(plan.reps):
-                for payload in plan.payloads:
-                    windows.append(_post_window(stage, swarm, ids, payload, plan))
-                handler.append(_handler_rate(stage, swarm, f"headroom-{rep}"))
-        connected, connect_s, connect_cpu = asyncio.run(_connect(stage, plan.connects))
+    with (
+        bench_stage(config, work_dir / "stage") as stage,
+        Swarm(stage.ws_url, plan.receivers) as swarm,
+    ):
+        ids = stage.connection_ids()
+        _handler_rate(stage, swarm, "warmup")
+        for rep in range(plan.reps):
+            for payload in plan.payloads:
+                windows.append(_post_window(stage, swarm, ids, payload, plan))
+            handler.append(_handler_rate(stage, swarm, f"headroom-{rep}"))
+    storms = _storms(plan, work_dir)
     rows = [_post_row([w for w in windows if w.payload == p], plan) for p in plan.payloads]
-    connect_fn = connect_cpu.get(f"lambda:{CONNECT_FUNCTION}", 0.0)
-    rows.append(
-        {
-            "path": "$connect (Lambda put_item to moto)",
-            "rate/s": safe_ratio(connected, connect_s),
-            "stage CPU % of a core": 100 * connect_cpu.get(STAGE, 0.0) / connect_s,
-            "stage CPU ms/op": safe_ratio(1000 * connect_cpu.get(STAGE, 0.0), connected),
-            "moto CPU % of a core": 100 * connect_cpu.get(MOTO, 0.0) / connect_s,
-            "moto CPU ms/op": safe_ratio(1000 * connect_cpu.get(MOTO, 0.0), connected),
-            "ConnectFunction CPU ms/op": safe_ratio(1000 * connect_fn, connected),
-            "clients": "32 concurrent connects",
-            "all delivered": connected == plan.connects,
-        }
-    )
+    rows += [_storm_row(setup, storms, plan) for setup in STORMS]
+    rates = {
+        setup: float(_storm_row(setup, storms, plan)["rate/s"] or math.nan) for setup in STORMS
+    }
+    all_cpu_ms = {
+        setup: float(_storm_row(setup, storms, plan)["all CPU ms/op"] or math.nan)
+        for setup in STORMS
+    }
     ceiling = float(rows[0]["per stage-CPU-second"] or math.nan)
     handler_rate = median(handler)
-    connect_rate = float(rows[-1]["rate/s"] or math.nan)
+    default_setup = StormSetup("dynalite", DEFAULT_ENVIRONMENTS)
+    former_setup = StormSetup("moto", DEFAULT_ENVIRONMENTS)
+    best_setup = max(STORMS, key=lambda setup: rates[setup] if math.isfinite(rates[setup]) else 0)
     figures: dict[str, Scalar] = {
         "stage @connections ceiling, posts per stage-CPU-second (64 B)": ceiling,
         "optimized handler post rate, posts/s (same receivers)": handler_rate,
-        "stage $connect rate, connects/s": connect_rate,
-        "moto put_item ceiling, connects per moto-CPU-second": safe_ratio(
-            connected, connect_cpu.get(MOTO, 0.0)
-        ),
+        **{f"$connect rate, connects/s ({setup.label})": rates[setup] for setup in STORMS},
+        **{
+            f"$connect capacity of {CORES} idle cores, connects/s ({setup.label})": safe_ratio(
+                CORES * 1000.0, all_cpu_ms[setup]
+            )
+            for setup in STORMS
+        },
     }
     ratios = [
         Ratio("stage POST ceiling / optimized handler post rate", safe_ratio(ceiling, handler_rate),
               None, "> 1: one handler invocation cannot saturate the stage's core"),
-        Ratio("stage $connect rate / AWS 500 new connections/s",
-              safe_ratio(connect_rate, AWS_CONNECTS_PER_S), None,
-              "< 1: connect storms are limited by the local stage (moto), not by AWS's quota"),
+        *(
+            Ratio(f"dynalite / moto $connect rate, {environments} environments",
+                  safe_ratio(rates[StormSetup("dynalite", environments)],
+                             rates[StormSetup("moto", environments)]),
+                  None, "same stage otherwise, storms alternating")
+            for environments in dict.fromkeys((DEFAULT_ENVIRONMENTS, CORES))
+        ),
+        Ratio(f"$connect rate ({default_setup.label}: the default) / former default (moto)",
+              safe_ratio(rates[default_setup], rates[former_setup]), None, ""),
+        Ratio(f"$connect rate ({best_setup.label}) / AWS 500 new connections/s",
+              safe_ratio(rates[best_setup], AWS_CONNECTS_PER_S), 1.0,
+              "≥ 1: the local stage takes a connect storm at AWS's account rate"),
     ]  # fmt: skip
     notes = [
         "The stage (gateway + @connections, one asyncio loop) runs on one core; 'per "
@@ -235,6 +360,11 @@ def run(size: Size, work_dir: Path) -> BenchResult:
         "could drive it to 100 % (posters, receivers and moto share the cores).",
         "Posters replay one SigV4 header (the stage checks presence, not the signature), so the "
         "client side costs as little as an HTTP/1.1 keep-alive POST.",
+        f"Connect storms: {CORES} cores here. Each storm's stages were started together "
+        "(provisioned = environments, so no cold start is timed); between storms every "
+        "$disconnect is let finish. 'capacity of idle cores' is the cores divided by the "
+        "CPU per connect of every process involved (all CPU ms/op): what the storm would "
+        "reach with the host to itself; the measured rate depends on the host's load.",
     ]
     parameters: dict[str, Any] = {**asdict(plan), "variant": "optimized"}
     return BenchResult(

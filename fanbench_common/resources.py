@@ -27,6 +27,12 @@ class DeployableApp:
     handlers: Path
 
 
+def checkout_root() -> Path | None:
+    """The repository root when fanbench runs from a checkout (not from a wheel)."""
+    root = _PACKAGE_DIR.parent
+    return root if (root / "template.yaml").is_file() and (root / "handlers").is_dir() else None
+
+
 def _candidates() -> tuple[Path, ...]:
     return (_PACKAGE_DIR / "deploy", _PACKAGE_DIR.parent)
 

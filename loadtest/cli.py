@@ -35,7 +35,10 @@ def _stage(args: argparse.Namespace) -> int:
         )
         print(f"  WebSocket URL:    {info['ws_url']}")
         print(f"  @connections URL: {info['connections_url']}")
-        print(f"  DynamoDB:         {info['dynamodb_endpoint']} (table {info['table_name']})")
+        print(
+            f"  DynamoDB:         {info['dynamodb_endpoint']} ({info['dynamodb_emulator']}, "
+            f"table {info['table_name']})"
+        )
         print(f"  logs:             {info['log_dir']}")
         print("Ctrl-C stops it.", flush=True)
 

@@ -17,11 +17,13 @@ from fanbench_common.limits import (
     ACCOUNT_THROTTLE_RPS,
     IDLE_TIMEOUT_S,
     INTEGRATION_TIMEOUT_S,
+    LAMBDA_DEFAULT_CONCURRENCY,
     MAX_CONNECTION_DURATION_S,
 )
 from loadtest.stage.faults import Faults
 
 LOOPBACK = "127.0.0.1"
+LAMBDA_OVERFLOWS = ("throttle", "queue")
 AUTH_TOKEN_ENV = "FANBENCH_AUTH_TOKEN"
 """How a token reaches a stage subprocess: never on a command line, where ps shows it."""
 
@@ -36,7 +38,17 @@ class StageConfig:
     stage: str = "local"
     variant: str = "optimized"
     concurrency: int = 8
-    """Concurrent invocations across all functions (AWS's default is 1,000; this is a laptop)."""
+    """Local slots: invocations running at once across all functions (the laptop's cores,
+    not an AWS quota); admitted invocations past them wait, and the wait is reported."""
+    lambda_concurrency_limit: int = LAMBDA_DEFAULT_CONCURRENCY
+    """Lambda's concurrency limit (the account quota, or reserved concurrency): an invocation
+    that finds this many in flight (running or waiting for one of ``concurrency``'s slots)
+    is throttled, as Lambda does; ``lambda_overflow="queue"`` lifts the limit."""
+    lambda_overflow: str = "throttle"
+    """``throttle`` past ``lambda_concurrency_limit``, or ``queue`` without limit."""
+    throttled_connect_status: int = 500
+    """The handshake status when ``$connect`` is throttled: AWS documents 500 for REST APIs
+    whose Lambda is throttled and says nothing for WebSocket APIs; 429 is the other choice."""
     provisioned: int = 1
     """Environments started per function before traffic (AWS: provisioned concurrency)."""
     function_timeout_s: float | None = None
@@ -46,6 +58,8 @@ class StageConfig:
     max_connection_s: float = MAX_CONNECTION_DURATION_S
     dynamodb_endpoint: str | None = None
     """Use this DynamoDB instead of starting the embedded emulator."""
+    dynamodb_emulator: str = "auto"
+    """The embedded emulator: ``dynalite`` (fast writes) or ``moto``."""
     table_name: str = "fanbench-connections"
     throttle_rps: float | None = None
     """Enable the @connections token bucket at this rate."""
@@ -58,6 +72,8 @@ class StageConfig:
     disabled_routes: tuple[str, ...] = ()
     """Routes to leave out, to exercise API Gateway's behaviour without them."""
     log_dir: Path | None = None
+    event_log: Path | None = None
+    """Append every event the gateway sends to a function to this JSON-lines file."""
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
@@ -67,6 +83,23 @@ class StageConfig:
             raise ValueError("concurrency must be at least 1")
         if not 0 <= self.provisioned <= self.concurrency:
             raise ValueError("provisioned must be within 0..concurrency")
+        if self.dynamodb_emulator not in ("auto", "dynalite", "moto"):
+            raise ValueError(
+                f"dynamodb_emulator must be auto, dynalite or moto, not {self.dynamodb_emulator!r}"
+            )
+        if self.lambda_overflow not in LAMBDA_OVERFLOWS:
+            raise ValueError(
+                f"lambda_overflow must be throttle or queue, not {self.lambda_overflow!r}"
+            )
+        if self.lambda_concurrency_limit < 1:
+            raise ValueError("lambda_concurrency_limit must be at least 1")
+        if self.throttled_connect_status not in (429, 500):
+            raise ValueError("throttled_connect_status must be 429 or 500")
+
+    @property
+    def effective_concurrency_limit(self) -> int | None:
+        """The limit the runtime throttles at; ``None`` when it queues instead."""
+        return self.lambda_concurrency_limit if self.lambda_overflow == "throttle" else None
 
     def template_parameters(self, callback_url: str) -> dict[str, str]:
         return {
@@ -87,11 +120,30 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--variant", "variant", str, "sendmessage handler: baseline or optimized"),
     ("--concurrency", "concurrency", int, "Lambda execution environments, all functions"),
     ("--provisioned", "provisioned", int, "environments per function started ahead of traffic"),
+    (
+        "--lambda-concurrency-limit",
+        "lambda_concurrency_limit",
+        int,
+        "invocations in flight past which Lambda throttles (AWS account default)",
+    ),
+    ("--lambda-overflow", "lambda_overflow", str, "past the limit: throttle (as AWS) or queue"),
+    (
+        "--throttled-connect-status",
+        "throttled_connect_status",
+        int,
+        "handshake status for a throttled $connect: 500 or 429 (AWS does not document it)",
+    ),
     ("--function-timeout", "function_timeout_s", float, "seconds; overrides the template"),
     ("--integration-timeout", "integration_timeout_s", float, "seconds (AWS: 29)"),
     ("--idle-timeout", "idle_timeout_s", float, "seconds (AWS: 600)"),
     ("--max-connection", "max_connection_s", float, "seconds (AWS: 7200)"),
     ("--dynamodb-endpoint", "dynamodb_endpoint", str, "external DynamoDB endpoint URL"),
+    (
+        "--dynamodb-emulator",
+        "dynamodb_emulator",
+        str,
+        "auto (dynalite if installed, else moto), dynalite, moto",
+    ),
     ("--table-name", "table_name", str, "connections table name"),
     (
         "--throttle-rps",
@@ -102,6 +154,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--throttle-burst", "throttle_burst", float, "@connections throttle burst"),
     ("--auth-token", "auth_token", str, f"require ?token= at $connect (or ${AUTH_TOKEN_ENV})"),
     ("--log-dir", "log_dir", Path, "where handler and emulator logs go"),
+    ("--event-log", "event_log", Path, "append every Lambda event to this JSON-lines file"),
     ("--post-latency-ms", "faults.post_latency_ms", float, "fault: fixed @connections delay"),
     (
         "--post-latency-jitter-ms",

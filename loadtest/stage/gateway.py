@@ -26,11 +26,13 @@ from loadtest.stage.config import StageConfig
 from loadtest.stage.events import (
     ApiIdentity,
     ConnectionInfo,
+    ForwardedFor,
     connect_event,
     disconnect_event,
     disconnect_status,
     message_event,
     new_id,
+    trace_id,
 )
 from loadtest.stage.faults import lose_disconnect
 from loadtest.stage.lambda_runtime import InvocationResult, LambdaRuntime
@@ -40,6 +42,8 @@ from loadtest.stage.template import FunctionSpec, StageTemplate
 INTERNAL_SERVER_ERROR = "Internal server error"
 ENDPOINT_TIMED_OUT = "Endpoint request timed out"
 FORBIDDEN = "Forbidden"
+FORWARDED_PROTO = "http"
+"""The stage serves ``ws://``; AWS serves only ``wss://`` and says ``https``."""
 
 
 class State(enum.Enum):
@@ -101,14 +105,21 @@ class Gateway:
         The invocation itself keeps running, as a Lambda does after API Gateway times out.
         """
         request_id = event["requestContext"]["requestId"]
+        if self.config.event_log is not None:
+            with self.config.event_log.open("a", encoding="utf-8") as log:
+                log.write(json.dumps(event) + "\n")
         invocation = asyncio.ensure_future(self.runtime.invoke(spec, event, request_id))
         self._keep(invocation)
         try:
-            return await asyncio.wait_for(
+            result = await asyncio.wait_for(
                 asyncio.shield(invocation), self.config.integration_timeout_s
             )
         except TimeoutError:
+            self.stats["integration_timeouts"] += 1
             return None
+        if result.throttled:
+            self.stats[f"throttled_{event['requestContext']['eventType'].lower()}"] += 1
+        return result
 
     def _keep(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)
@@ -136,18 +147,32 @@ class Gateway:
         if spec is None:
             return None
         query = parse_qs(url.query, keep_blank_values=True)
-        event = connect_event(
-            self.api, info, list(request.headers.raw_items()), query, new_id(), now
+        local = socket.local_address
+        forwarded = ForwardedFor(
+            client_ip=info.source_ip,
+            port=int(local[1]) if local else 0,
+            proto=FORWARDED_PROTO,
+            trace=trace_id(now // 1000),
         )
+        headers = list(request.headers.raw_items())
+        event = connect_event(self.api, info, headers, query, forwarded, new_id(), epoch_ms())
         result = await self._integrate(spec, event)
-        status = 504 if result is None else (result.status_code or 200) if result.ok else 502
-        if result is not None and result.ok and not isinstance(result.result, dict):
-            status = 502
+        status = self._connect_status(result)
         if not 200 <= status < 300:
             self.stats["connect_rejected"] += 1
             self._forget(record)
             return socket.respond(status, _reason(status) + "\n")
         return None
+
+    def _connect_status(self, result: InvocationResult | None) -> int:
+        """The handshake status ``$connect``'s outcome gives (2xx: the connection opens)."""
+        if result is None:
+            return 504
+        if result.throttled:
+            return self.config.throttled_connect_status
+        if not result.ok or not isinstance(result.result, dict):
+            return 502
+        return result.status_code or 200
 
     def _forget(self, record: Connection) -> None:
         record.state = State.CLOSED
@@ -189,8 +214,10 @@ class Gateway:
         event = message_event(self.api, record.info, route, body, new_id(), request_id, epoch_ms())
         result = await self._integrate(self.routes[route], event)
         if result is None:
-            self.stats["integration_timeouts"] += 1
             await self._error_frame(record, ENDPOINT_TIMED_OUT, request_id)
+        elif result.throttled:
+            # API Gateway answers a throttled Lambda as any failed integration.
+            await self._error_frame(record, INTERNAL_SERVER_ERROR, request_id)
         elif not result.ok:
             self.stats["integration_errors"] += 1
             await self._error_frame(record, INTERNAL_SERVER_ERROR, request_id)

@@ -2,10 +2,15 @@
 
 Each environment imports its handler once and keeps module globals between
 warm invocations; it runs one invocation at a time; an invocation that outlives
-the function timeout kills the environment, and the next one starts cold; a
-semaphore caps concurrent invocations (the account concurrency limit). Where
-AWS would throttle past the cap, this runtime queues: its cap stands for the
-laptop's cores, not an account quota.
+the function timeout kills the environment, and the next one starts cold.
+
+Two limits apply. Lambda's concurrency limit (the account's quota, or reserved
+concurrency) throttles: an invocation that finds that many already in flight
+fails at once with ``TooManyRequestsException``, as Lambda answers a synchronous
+invoke. Below it, a semaphore of local slots (the laptop's cores, not an AWS
+quota) makes the rest wait; the wait is reported as queue depth and queue wait.
+With no concurrency limit (``None``) nothing is throttled and invocations queue
+without bound, the stage's behaviour before throttling was modelled.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import random
 import socket
 import struct
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
@@ -29,9 +34,13 @@ from typing import Any
 from loadtest.stage import lambda_worker
 from loadtest.stage.faults import Faults, fail_invocation
 from loadtest.stage.template import FunctionSpec
+from loadtest.stage.throttle import lambda_admits, nearest_rank
 
 SHUTDOWN_GRACE_S = 3.0
 TIMEOUT_GRACE_S = 0.05
+THROTTLED_ERROR = "TooManyRequestsException: Rate Exceeded."
+RECENT_WAITS = 10_000
+"""Queue waits kept for ``queue_wait_ms_p99`` (the p99 of the latest ones)."""
 HEADER = struct.Struct("!I")
 """multiprocessing's pipe framing: a 4-byte big-endian length, then the bytes."""
 
@@ -48,6 +57,8 @@ class InvocationResult:
     result: Any = None
     error: str = ""
     timed_out: bool = False
+    throttled: bool = False
+    """Lambda refused the invocation (429): the concurrency limit was reached."""
     cold: bool = False
     duration_ms: float = 0.0
 
@@ -109,10 +120,31 @@ class RuntimeStats:
     injected_errors: int = 0
     running: int = 0
     peak_running: int = 0
+    throttled: Counter[str] = field(default_factory=Counter)
+    queued_now: int = 0
+    peak_queued: int = 0
+    queue_wait_ms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_WAITS))
+    """How long the latest admitted invocations waited for a local slot (bounded: the
+    stats endpoint sorts it on every call, on the event loop)."""
+    queue_wait_ms_max: float = 0.0
+    queue_waits: int = 0
+
+    def record_wait(self, wait_ms: float) -> None:
+        self.queue_wait_ms.append(wait_ms)
+        self.queue_wait_ms_max = max(self.queue_wait_ms_max, wait_ms)
+        self.queue_waits += 1
+
     duration_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "throttled": sum(self.throttled.values()),
+            "throttled_by_function": dict(self.throttled),
+            "queued_now": self.queued_now,
+            "peak_queued": self.peak_queued,
+            "queue_wait_ms_max": self.queue_wait_ms_max,
+            "queue_wait_ms_p99": nearest_rank(list(self.queue_wait_ms), 0.99),
+            "queue_waits": self.queue_waits,
             "invocations": dict(self.invocations),
             "cold_starts": dict(self.cold_starts),
             "provisioned": dict(self.provisioned),
@@ -136,6 +168,7 @@ class LambdaRuntime:
         faults: Faults,
         timeout_override_s: float | None = None,
         environment_overrides: dict[str, str] | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         self.handlers_dir = handlers_dir
         self.log_dir = log_dir
@@ -144,8 +177,11 @@ class LambdaRuntime:
         """Applied after the template's variables, as an edited function configuration would be."""
         self.faults = faults
         self.timeout_override_s = timeout_override_s
+        self.concurrency_limit = concurrency_limit
+        """Lambda's concurrency limit: in flight past it is throttled; ``None``: queue."""
         self.stats = RuntimeStats()
         self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight = 0
         self._idle: dict[str, list[_Environment]] = defaultdict(list)
         self._live: set[_Environment] = set()
         self._serial = itertools.count(1)
@@ -211,14 +247,33 @@ class LambdaRuntime:
         self, spec: FunctionSpec, event: dict[str, Any], request_id: str
     ) -> InvocationResult:
         name = spec.logical_id
-        async with self._slots:
-            self.stats.running += 1
-            self.stats.peak_running = max(self.stats.peak_running, self.stats.running)
-            try:
-                return await self._invoke_in_slot(spec, event, request_id)
-            finally:
-                self.stats.running -= 1
-                self.stats.invocations[name] += 1
+        stats = self.stats
+        if not lambda_admits(self._in_flight, self.concurrency_limit):
+            stats.throttled[name] += 1
+            return InvocationResult(ok=False, error=THROTTLED_ERROR, throttled=True)
+        self._in_flight += 1
+        waiting = self._slots.locked()  # every local slot is busy: this one queues
+        if waiting:
+            stats.queued_now += 1
+            stats.peak_queued = max(stats.peak_queued, stats.queued_now)
+        queued_at = time.monotonic()
+        try:
+            async with self._slots:
+                if waiting:
+                    waiting = False
+                    stats.queued_now -= 1
+                stats.record_wait((time.monotonic() - queued_at) * 1000)
+                stats.running += 1
+                stats.peak_running = max(stats.peak_running, stats.running)
+                try:
+                    return await self._invoke_in_slot(spec, event, request_id)
+                finally:
+                    stats.running -= 1
+                    stats.invocations[name] += 1
+        finally:
+            if waiting:  # cancelled before a slot came free
+                stats.queued_now -= 1
+            self._in_flight -= 1
 
     async def _invoke_in_slot(
         self, spec: FunctionSpec, event: dict[str, Any], request_id: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,7 +53,11 @@ class ManagementApi:
                 "open_connections": sum(
                     1 for c in gateway.connections.values() if c.state is State.OPEN
                 ),
-                "lambda": gateway.runtime.stats.as_dict(),
+                "lambda": {
+                    **gateway.runtime.stats.as_dict(),
+                    "concurrency_limit": gateway.runtime.concurrency_limit,
+                    "integration_timeouts": gateway.stats["integration_timeouts"],
+                },
                 "functions": {
                     spec.logical_id: {
                         "handler": spec.handler,
@@ -80,12 +85,14 @@ class ManagementApi:
         if error is None and self._bucket is not None and not self._bucket.take(time.monotonic()):
             error = rules.THROTTLED
         if error is not None:
-            stats[f"api_{request.method.lower()}_{error.status}"] += 1
-            return _error(error)
-        assert target is not None
-        handler = {"POST": self._post, "GET": self._get, "DELETE": self._delete}[request.method]
-        response = await handler(target.connection_id, body)
+            response = _error(error)
+        else:
+            assert target is not None
+            handler = {"POST": self._post, "GET": self._get, "DELETE": self._delete}
+            response = await handler[request.method](target.connection_id, body)
         stats[f"api_{request.method.lower()}_{response.status}"] += 1
+        # boto3 reads this into ResponseMetadata.RequestId, as from AWS.
+        response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
         return response
 
     def _open(self, connection_id: str) -> Any:

@@ -45,6 +45,7 @@ def _api_id() -> str:
 async def _serve(
     config: StageConfig,
     dynamodb_endpoint: str,
+    dynamodb_kind: str,
     log_dir: Path,
     ready: Callable[[dict[str, Any]], None],
 ) -> None:
@@ -67,7 +68,7 @@ async def _serve(
     }
     runtime = LambdaRuntime(
         app.handlers, log_dir, runtime_environment, config.concurrency, config.faults,
-        config.function_timeout_s, config.lambda_environment,
+        config.function_timeout_s, config.lambda_environment, config.effective_concurrency_limit,
     )  # fmt: skip
     api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name="")
     gateway = Gateway(config, template, runtime, api)
@@ -104,6 +105,7 @@ async def _serve(
                 "callback_url": callback_url,
                 "management_url": f"http://{config.host}:{management_port}",
                 "dynamodb_endpoint": dynamodb_endpoint,
+                "dynamodb_emulator": dynamodb_kind,
                 "table_name": config.table_name,
                 "variant": config.variant,
                 "log_dir": str(log_dir),
@@ -124,9 +126,10 @@ def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> N
     log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         if config.dynamodb_endpoint:
-            endpoint = config.dynamodb_endpoint
+            endpoint, kind = config.dynamodb_endpoint, "external"
         else:
-            endpoint = stack.enter_context(EmbeddedDynamoDB(log_dir / "dynamodb.log")).endpoint
+            emulator = EmbeddedDynamoDB(log_dir / "dynamodb.log", config.dynamodb_emulator)
+            endpoint, kind = stack.enter_context(emulator).endpoint, emulator.emulator
         table = stage_template(
             load_template(bundled_app().template), config.template_parameters(""), config.table_name
         ).table
@@ -134,7 +137,7 @@ def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> N
             create_table(endpoint, table, config.table_name)
         except (BotoCoreError, ClientError) as error:
             raise ConnectionError(f"cannot use DynamoDB at {endpoint}: {error}") from None
-        asyncio.run(_serve(config, endpoint, log_dir, ready))
+        asyncio.run(_serve(config, endpoint, kind, log_dir, ready))
 
 
 def print_ready_line(info: dict[str, Any]) -> None:

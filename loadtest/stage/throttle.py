@@ -1,6 +1,15 @@
-"""Token bucket for API Gateway's account-level throttle (pure; the caller supplies time)."""
+"""Throttling rules (pure; the caller supplies time and counts).
+
+API Gateway's account-level throttle is a token bucket. Lambda throttles a
+synchronous invocation (429 ``TooManyRequestsException``) when the invocations
+already in flight reach the concurrency limit (the account's quota, or a
+function's reserved concurrency).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 
 class TokenBucket:
@@ -23,3 +32,22 @@ class TokenBucket:
             self._tokens -= 1
             return True
         return False
+
+
+def lambda_admits(in_flight: int, limit: int | None) -> bool:
+    """Whether Lambda runs one more invocation with ``in_flight`` already running.
+
+    ``limit`` ``None`` admits everything (the stage's queueing mode: past its
+    local slots, invocations wait instead).
+    """
+    return limit is None or in_flight < limit
+
+
+def nearest_rank(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (``fraction`` 0.99 → p99); 0.0 for no values."""
+    if not 0 < fraction <= 1:
+        raise ValueError("a percentile's fraction is in (0, 1]")
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]

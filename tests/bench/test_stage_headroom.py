@@ -16,7 +16,12 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> BenchResult:
 
 def test_result_is_well_formed(result: BenchResult) -> None:
     well_formed(result, stage_headroom.NAME)
-    assert len(result.rows) == len(stage_headroom.PLANS["smoke"].payloads) + 1
+    assert len(result.rows) == len(stage_headroom.PLANS["smoke"].payloads) + len(
+        stage_headroom.STORMS
+    )
+    storms = [row["path"] for row in result.rows if str(row["path"]).startswith("$connect")]
+    assert any("dynalite" in str(path) for path in storms)
+    assert any("moto" in str(path) for path in storms)
 
 
 def test_every_operation_completed(result: BenchResult) -> None:
@@ -26,9 +31,12 @@ def test_every_operation_completed(result: BenchResult) -> None:
 
 
 def test_stage_ceiling_and_connect_costs_are_sane(result: BenchResult) -> None:
-    post, connect = result.rows[0], result.rows[-1]
+    post = result.rows[0]
     assert finite_positive(post["per stage-CPU-second"])
     assert finite_positive(post["stage CPU % of a core"])
-    assert finite_positive(connect["moto CPU ms/op"])
+    for connect in result.rows[len(stage_headroom.PLANS["smoke"].payloads) :]:
+        # each emulator's CPU is seen: the process was recognised by its role
+        assert finite_positive(connect["emulator CPU ms/op"]), connect
+        assert finite_positive(connect["ConnectFunction CPU ms/op"]), connect
     for name, value in result.figures.items():
         assert finite_positive(value), name

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
@@ -216,6 +218,10 @@ def test_integration_timeout_gives_endpoint_request_timed_out(slow_stage: LocalS
         # The Lambda keeps running after API Gateway gave up: its reply still arrives.
         assert recv_text(ws).startswith(DEFAULT_HINT)
     assert gateway_stat(slow_stage, "integration_timeouts") >= 1
+    lambda_section = slow_stage.stats()["lambda"]
+    assert lambda_section["integration_timeouts"] == gateway_stat(
+        slow_stage, "integration_timeouts"
+    )
 
 
 # -- frames and sizes -------------------------------------------------------------------
@@ -341,3 +347,36 @@ def test_lost_disconnect_leaves_a_stale_id_that_answers_gone(
     client = management(stage)
     with pytest.raises(client.exceptions.GoneException):
         client.post_to_connection(ConnectionId=connection_id, Data=b"anyone there?")
+
+
+# -- the DynamoDB emulators ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
+    yield from stage_in(StageConfig(dynamodb_emulator="moto"), tmp_path_factory, "moto")
+
+
+def test_moto_remains_available_as_the_emulator(moto_stage: LocalStage) -> None:
+    with open_ws(moto_stage.ws_url) as sender, open_ws(moto_stage.ws_url) as receiver:
+        connection_id = own_id(receiver)
+        assert connection_id in table_ids(moto_stage)
+        sender.send(_chat("through moto"))
+        assert recv_text(receiver) == "through moto"
+    wait_for(lambda: connection_id not in table_ids(moto_stage), 5, "$disconnect on moto")
+    log = (moto_stage.endpoints.log_dir / "dynamodb.log").read_text(errors="replace")
+    assert "dynalite" not in log.lower()
+
+
+def test_the_default_emulator_refuses_a_26_item_batch_as_dynamodb(
+    default_stage: LocalStage,
+) -> None:
+    table = default_stage.endpoints.table_name
+    requests: list[Any] = [
+        {"DeleteRequest": {"Key": {"connectionId": {"S": f"x{n:015d}"}}}} for n in range(26)
+    ]
+    with pytest.raises(ClientError) as refused:
+        dynamodb(default_stage).batch_write_item(RequestItems={table: requests})
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    log = (default_stage.endpoints.log_dir / "dynamodb.log").read_text(errors="replace")
+    assert "Dynalite listening" in log

@@ -38,7 +38,7 @@ def test_stop_leaves_no_process_of_the_stage(tmp_path_factory: pytest.TempPathFa
             children = root.children(recursive=True)
             # the test means something only if there were workers and an emulator to leave behind
             commands = [" ".join(child.cmdline()) for child in children]
-            assert any("moto.server" in command for command in commands), commands
+            assert any("dynalite/cli.js" in command for command in commands), commands
             assert len(children) >= 3, commands  # the emulator and at least two environments
             recorded = [(child.pid, child.create_time()) for child in children]
             described = dict(zip([c.pid for c in children], commands, strict=True))

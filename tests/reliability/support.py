@@ -55,7 +55,7 @@ SHORT_SWARM = (
 )  # fmt: skip
 POST_FAULTS = ("--post-failure-rate", "0.02", "--throttle-rate", "0.02", "--fault-seed", "7")
 INJECTED_POST_FAULT_SHARE = 0.02 + 0.02
-# Sequential baseline posts: 9 recipients x 200 ms outlast a 1 s function timeout.
+# The sequential variant's posts: 9 recipients x 200 ms outlast a 1 s function timeout.
 TIMEOUT_FAULT = ("--function-timeout", "1", "--post-latency-ms", "200")
 TIMEOUT_SWARM = (
     "--users", "10", "--spawn-rate", "10", "--duration", "10", "--send-interval", "3",
@@ -78,7 +78,7 @@ SWARMS: dict[str, tuple[str, ...]] = {
         *SHORT_SWARM, "--lambda-error-rate", str(LAMBDA_ERROR_RATE),
         "--fault-seed", str(LAMBDA_ERROR_SEED),
     ),
-    "baseline-timeout": (*TIMEOUT_SWARM, *TIMEOUT_FAULT, "--variant", "baseline"),
+    "sequential-timeout": (*TIMEOUT_SWARM, *TIMEOUT_FAULT, "--variant", "sequential"),
     "optimized-timeout": (*TIMEOUT_SWARM, *TIMEOUT_FAULT, "--variant", "optimized"),
     "token": (
         "--users", "3", "--spawn-rate", "10", "--duration", "4", "--send-interval", "0.5",

@@ -20,6 +20,7 @@ from bench.record import RESULTS_DIR, SIZES, BenchResult, Size, render_results, 
 
 BENCHMARKS = (
     "handler_fanout",
+    "variant_faults",
     "post_ceiling",
     "cost_curve",
     "generator_capacity",

@@ -84,17 +84,25 @@ async def _send(stage: BenchStage, fleet: Fleet, label: str, token: str) -> Send
     )  # fmt: skip
 
 
+STALE_AGE_MS = 3_600_000
+
+
 def pad_items(stage: BenchStage, count: int, pad_bytes: int = PAD_ITEM_BYTES) -> list[str]:
-    """Put ``count`` dummy connection items of ~``pad_bytes`` each; their ids are never open."""
+    """Put ``count`` dummy connection items of ~``pad_bytes`` each; their ids are never open.
+
+    They stand for connections that left an hour ago without ``$disconnect``: old
+    enough that the optimized handler takes their 410 as stale, not as a handshake.
+    """
     client = stage.dynamodb()
     ids = [new_id() for _ in range(count)]
     now_ms = int(time.time() * 1000)
+    left_ms = now_ms - STALE_AGE_MS
     for connection_id in ids:
         client.put_item(
             TableName=stage.stage.endpoints.table_name,
             Item={
                 "connectionId": {"S": connection_id},
-                "connectedAt": {"N": str(now_ms)},
+                "connectedAt": {"N": str(left_ms)},
                 "expiresAt": {"N": str(now_ms // 1000 + 8 * 3600)},
                 "pad": {"S": "x" * pad_bytes},
             },

@@ -176,6 +176,15 @@ class Fleet:
             await asyncio.sleep(WAIT_POLL_S)
         return watch
 
+    async def vanish(self, count: int) -> None:
+        """Close the last ``count`` clients and forget them: later broadcasts expect fewer."""
+        leaving = self.clients[-count:] if count > 0 else []
+        tasks = self._tasks[-count:] if count > 0 else []
+        await asyncio.gather(*(client.close() for client in leaving), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        del self.clients[len(self.clients) - len(leaving) :]
+        del self._tasks[len(self._tasks) - len(tasks) :]
+
     async def settle(self, watch: Watch, seconds: float) -> None:
         """Keep receiving a little longer, so late duplicates are counted."""
         await asyncio.sleep(seconds)

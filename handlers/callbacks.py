@@ -6,11 +6,14 @@ import enum
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from deadline import CALL_BUDGETS_S, call_budget_s, timeouts_s
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -56,28 +59,36 @@ def backoff_s(attempt: int, rng: random.Random, base_s: float = 0.02, cap_s: flo
     return rng.uniform(0.0, min(cap_s, base_s * 2**attempt))
 
 
-_clients: dict[str, ApiGatewayManagementApiClient] = {}
+_clients: dict[tuple[str, float], ApiGatewayManagementApiClient] = {}
 _clients_lock = threading.Lock()
 
 
-def management_client(endpoint: str, pool_size: int) -> ApiGatewayManagementApiClient:
-    """One client per endpoint per execution environment, reused while warm.
+def management_client(
+    endpoint: str, pool_size: int, budget_s: float = CALL_BUDGETS_S[0]
+) -> ApiGatewayManagementApiClient:
+    """One client per endpoint and call budget per execution environment, reused while warm.
 
     Retries are ours (``post_with_retry``), so botocore makes a single attempt;
-    timeouts are bounded so one slow post cannot eat the whole invocation.
+    its connect and read timeouts add up to ``budget_s`` (see ``deadline``).
     """
+    key = (endpoint, budget_s)
     with _clients_lock:
-        client = _clients.get(endpoint)
+        client = _clients.get(key)
         if client is None:
+            connect_s, read_s = timeouts_s(budget_s)
             config = Config(
                 max_pool_connections=max(10, pool_size),
-                connect_timeout=2,
-                read_timeout=5,
+                connect_timeout=connect_s,
+                read_timeout=read_s,
                 retries={"mode": "standard", "total_max_attempts": 1},
             )
             client = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=config)
-            _clients[endpoint] = client
+            _clients[key] = client
         return client
+
+
+ClientForBudget = Callable[[float], "ApiGatewayManagementApiClient"]
+"""Given a call budget in seconds, a client whose timeouts fit it."""
 
 
 class PostResult(enum.Enum):
@@ -89,7 +100,7 @@ class PostResult(enum.Enum):
 
 
 def post_with_retry(
-    client: ApiGatewayManagementApiClient,
+    client_for: ClientForBudget,
     connection_id: str,
     data: bytes,
     deadline: float,
@@ -98,17 +109,21 @@ def post_with_retry(
 ) -> PostResult:
     """Post once, retrying 429/5xx/transport errors with jittered backoff until ``deadline``.
 
-    A post still queued when ``deadline`` has passed is not attempted (``FAILED``):
-    otherwise every recipient waiting for a pool worker would make one more call
-    after the deadline, and a large throttled audience would run the invocation
-    into Lambda's timeout, losing the stale-id cleanup and the metrics line.
+    Every attempt, the first included, starts only if a call budget still fits
+    before ``deadline`` and runs on a client whose timeouts fit that budget, so
+    no attempt outlives the deadline by more than scheduling noise. Otherwise
+    every recipient waiting for a pool worker would make one more call after the
+    deadline, and a large throttled audience would run the invocation into
+    Lambda's timeout, losing the stale-id cleanup and the metrics line. A post
+    never attempted is ``FAILED``.
     """
-    if time.monotonic() >= deadline:
-        return PostResult.FAILED
     throttled = False
     for attempt in range(max_attempts):
+        budget_s = call_budget_s(deadline - time.monotonic())
+        if budget_s is None:
+            break
         try:
-            client.post_to_connection(ConnectionId=connection_id, Data=data)
+            client_for(budget_s).post_to_connection(ConnectionId=connection_id, Data=data)
             return PostResult.DELIVERED
         except ClientError as error:
             outcome = classify_error(error)

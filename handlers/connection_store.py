@@ -7,10 +7,14 @@ sends is ever spliced into an expression string.
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from aws_limits import (
     BATCH_WRITE_MAX_ITEMS,
@@ -21,9 +25,28 @@ from aws_limits import (
     TTL_ATTRIBUTE,
     TTL_MARGIN_S,
 )
+from deadline import CALL_BUDGETS_S, call_budget_s, timeouts_s
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+
+CONNECTED_AT = "connectedAt"
+"""API Gateway's ``requestContext.connectedAt`` (epoch ms), as ``$connect`` stored it."""
+
+
+class Member(NamedTuple):
+    """One connection of an audience, with when its handshake began."""
+
+    connection_id: str
+    connected_at_ms: int
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The sender's item: it exists; ``room`` is None when it joined no room."""
+
+    room: str | None
 
 
 def expires_at(connected_at_ms: int) -> int:
@@ -36,7 +59,7 @@ def put_connection(
 ) -> None:
     item: dict[str, Any] = {
         CONNECTION_KEY: {"S": connection_id},
-        "connectedAt": {"N": str(connected_at_ms)},
+        CONNECTED_AT: {"N": str(connected_at_ms)},
         TTL_ATTRIBUTE: {"N": str(expires_at(connected_at_ms))},
     }
     if room is not None:
@@ -49,52 +72,66 @@ def delete_connection(client: DynamoDBClient, table: str, connection_id: str) ->
     client.delete_item(TableName=table, Key={CONNECTION_KEY: {"S": connection_id}})
 
 
-def room_of(client: DynamoDBClient, table: str, connection_id: str) -> str | None:
+def find_sender(client: DynamoDBClient, table: str, connection_id: str) -> Sender | None:
+    """The sender's item, read consistently: None when the table has no item for it.
+
+    An eventually consistent read can miss an item written moments ago, and a
+    sender with no visible item must not be mistaken for one without a room.
+    """
     response = client.get_item(
         TableName=table,
         Key={CONNECTION_KEY: {"S": connection_id}},
-        ProjectionExpression="#room",
-        ExpressionAttributeNames={"#room": ROOM_ATTRIBUTE},
+        ProjectionExpression="#id, #room",
+        ExpressionAttributeNames={"#id": CONNECTION_KEY, "#room": ROOM_ATTRIBUTE},
+        ConsistentRead=True,
     )
-    room = response.get("Item", {}).get(ROOM_ATTRIBUTE, {}).get("S")
-    return room
+    item = response.get("Item")
+    if item is None:
+        return None
+    room = item.get(ROOM_ATTRIBUTE, {}).get("S")
+    return Sender(room=room)
 
 
-def _ids(items: Sequence[dict[str, Any]]) -> Iterator[str]:
+def _members(items: Sequence[dict[str, Any]]) -> Iterator[Member]:
     for item in items:
-        yield item[CONNECTION_KEY]["S"]
+        connected_at = item.get(CONNECTED_AT, {}).get("N", "0")
+        yield Member(item[CONNECTION_KEY]["S"], int(connected_at))
+
+
+_AUDIENCE_PROJECTION = {
+    "ProjectionExpression": "#id, #at",
+    "ExpressionAttributeNames": {"#id": CONNECTION_KEY, "#at": CONNECTED_AT},
+}
 
 
 def _scan_segment(
     client: DynamoDBClient, table: str, segment: int, total_segments: int
-) -> tuple[list[str], int, int]:
-    """All ids in one scan segment, following ``LastEvaluatedKey`` to the end.
+) -> tuple[list[Member], int, int]:
+    """All members in one scan segment, following ``LastEvaluatedKey`` to the end.
 
-    Returns (ids, pages, items scanned). Pages may be empty (DynamoDB can return
-    a key and then an empty page), so only a missing key ends the loop.
+    Returns (members, pages, items scanned). Pages may be empty (DynamoDB can
+    return a key and then an empty page), so only a missing key ends the loop.
     """
-    ids: list[str] = []
+    ids: list[Member] = []
     pages = scanned = 0
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "ProjectionExpression": "#id",
-        "ExpressionAttributeNames": {"#id": CONNECTION_KEY},
-    }
+    kwargs: dict[str, Any] = {"TableName": table, **_AUDIENCE_PROJECTION}
     if total_segments > 1:
         kwargs.update(Segment=segment, TotalSegments=total_segments)
     while True:
         page = client.scan(**kwargs)
         pages += 1
         scanned += page.get("ScannedCount", 0)
-        ids.extend(_ids(page.get("Items", [])))
+        ids.extend(_members(page.get("Items", [])))
         last_key = page.get("LastEvaluatedKey")
         if not last_key:
             return ids, pages, scanned
         kwargs["ExclusiveStartKey"] = last_key
 
 
-def scan_all(client: DynamoDBClient, table: str, segments: int = 1) -> tuple[list[str], int, int]:
-    """Every connection id in the table: (ids, pages read, items scanned)."""
+def scan_all(
+    client: DynamoDBClient, table: str, segments: int = 1
+) -> tuple[list[Member], int, int]:
+    """Every connection in the table: (members, pages read, items scanned)."""
     if segments == 1:
         return _scan_segment(client, table, 0, 1)
     with ThreadPoolExecutor(max_workers=segments) as pool:
@@ -103,63 +140,108 @@ def scan_all(client: DynamoDBClient, table: str, segments: int = 1) -> tuple[lis
     return ids, sum(part[1] for part in parts), sum(part[2] for part in parts)
 
 
-def query_room(client: DynamoDBClient, table: str, room: str) -> tuple[list[str], int, int]:
-    """Every connection id in ``room`` via the room GSI: (ids, pages, items read)."""
-    ids: list[str] = []
+def query_room(client: DynamoDBClient, table: str, room: str) -> tuple[list[Member], int, int]:
+    """Every connection in ``room`` via the room GSI: (members, pages, items read).
+
+    The index projects ``connectedAt`` beside the keys (template.yaml), so the
+    query needs no read of the table itself.
+    """
+    ids: list[Member] = []
     pages = scanned = 0
     kwargs: dict[str, Any] = {
         "TableName": table,
         "IndexName": ROOM_INDEX,
         "KeyConditionExpression": "#room = :room",
-        "ProjectionExpression": "#id",
-        "ExpressionAttributeNames": {"#room": ROOM_ATTRIBUTE, "#id": CONNECTION_KEY},
+        "ProjectionExpression": "#id, #at",
+        "ExpressionAttributeNames": {
+            "#room": ROOM_ATTRIBUTE,
+            "#id": CONNECTION_KEY,
+            "#at": CONNECTED_AT,
+        },
         "ExpressionAttributeValues": {":room": {"S": room}},
     }
     while True:
         page = client.query(**kwargs)
         pages += 1
         scanned += page.get("ScannedCount", 0)
-        ids.extend(_ids(page.get("Items", [])))
+        ids.extend(_members(page.get("Items", [])))
         last_key = page.get("LastEvaluatedKey")
         if not last_key:
             return ids, pages, scanned
         kwargs["ExclusiveStartKey"] = last_key
 
 
+def past_handshake(members: Sequence[Member], now_ms: int, grace_ms: int) -> list[str]:
+    """The ids among ``members`` whose handshake began more than ``grace_ms`` ago.
+
+    ``$connect`` stores the item before API Gateway opens the connection, and a
+    post in between is answered 410 as if the id were stale. Once the
+    integration timeout has passed since ``connectedAt`` the handshake has either
+    completed or failed, so a 410 then means gone for good; before, the id may
+    belong to a client that is about to receive everything.
+    """
+    return [m.connection_id for m in members if now_ms - m.connected_at_ms > grace_ms]
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What ``delete_many`` did: ``removed`` is only what DynamoDB confirmed."""
+
+    removed: int
+    left: int
+    """Not confirmed removed (unprocessed, not attempted, or in a call that failed)."""
+    error: str | None = None
+
+
+DynamoDBForBudget = Callable[[float], "DynamoDBClient"]
+"""Given a call budget in seconds, a DynamoDB client whose timeouts fit it."""
+
+
 def delete_many(
-    client: DynamoDBClient,
+    client_for: DynamoDBForBudget,
     table: str,
     connection_ids: Sequence[str],
     deadline: float,
     max_attempts: int = 6,
     rng: random.Random | None = None,
-) -> int:
+) -> Deleted:
     """Delete ids with BatchWriteItem, 25 per call, retrying unprocessed items.
 
-    Returns how many deletes were left unprocessed when attempts or the deadline
-    (a ``time.monotonic()`` value) ran out; TTL reclaims those later.
+    Before every call the deadline (a ``time.monotonic()`` value) is checked and
+    the call gets a client whose timeouts end by it; what is not confirmed
+    deleted when attempts or time run out, or when a call fails, is ``left`` for
+    a later broadcast (or TTL) to reclaim.
     """
     rng = rng or random.Random()
-    left = 0
+    removed = 0
     for start in range(0, len(connection_ids), BATCH_WRITE_MAX_ITEMS):
         chunk = connection_ids[start : start + BATCH_WRITE_MAX_ITEMS]
         requests: list[Any] = [
             {"DeleteRequest": {"Key": {CONNECTION_KEY: {"S": cid}}}} for cid in chunk
         ]
         for attempt in range(max_attempts):
-            response = client.batch_write_item(RequestItems={table: requests})
-            requests = list(response.get("UnprocessedItems", {}).get(table, []))
+            budget_s = call_budget_s(deadline - time.monotonic())
+            if budget_s is None:
+                return Deleted(removed, len(connection_ids) - removed)
+            try:
+                response = client_for(budget_s).batch_write_item(RequestItems={table: requests})
+            except (ClientError, BotoCoreError) as error:
+                return Deleted(removed, len(connection_ids) - removed, str(error))
+            unprocessed = list(response.get("UnprocessedItems", {}).get(table, []))
+            removed += len(requests) - len(unprocessed)
+            requests = unprocessed
             if not requests:
                 break
             pause = rng.uniform(0, min(1.0, 0.05 * 2**attempt))
             if time.monotonic() + pause >= deadline:
-                break
+                return Deleted(removed, len(connection_ids) - removed)
             time.sleep(pause)
-        left += len(requests)
-    return left
+    return Deleted(removed, len(connection_ids) - removed)
 
 
 _client: DynamoDBClient | None = None
+_budget_clients: dict[float, DynamoDBClient] = {}
+_budget_clients_lock = threading.Lock()
 
 
 def dynamodb_client() -> DynamoDBClient:
@@ -177,3 +259,27 @@ def dynamodb_client() -> DynamoDBClient:
         )
         _client = boto3.client("dynamodb", config=config)
     return _client
+
+
+def dynamodb_client_within(budget_s: float = CALL_BUDGETS_S[0]) -> DynamoDBClient:
+    """A warm DynamoDB client making one attempt whose timeouts add up to ``budget_s``.
+
+    For calls against a deadline (the stale-id cleanup): botocore's own retries
+    would multiply the time one call may take, so ``delete_many`` retries instead.
+    """
+    with _budget_clients_lock:
+        client = _budget_clients.get(budget_s)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            connect_s, read_s = timeouts_s(budget_s)
+            config = Config(
+                max_pool_connections=8,
+                connect_timeout=connect_s,
+                read_timeout=read_s,
+                retries={"mode": "standard", "total_max_attempts": 1},
+            )
+            client = boto3.client("dynamodb", config=config)
+            _budget_clients[budget_s] = client
+        return client

@@ -4,10 +4,17 @@ What it does differently from ``sendmessage_baseline`` and why:
 
 * clients live at module scope, so a warm environment reuses TCP/TLS connections;
 * the body is validated; a bad one gets an error frame back and a 400, never a broadcast;
+* the sender's item is read consistently; a sender with no item gets an error
+  frame and a 400 (its room is unknown, so a broadcast could cross rooms);
 * the audience comes from a paginated scan (or the room GSI), so no page is missed;
-* posts run with bounded concurrency, retrying 429/5xx with jittered backoff
-  inside the Lambda deadline;
-* a 410 (typed or not) marks an id stale; stale ids are batch-deleted at once;
+* posts run with bounded concurrency, retrying 429/5xx and transport errors with
+  jittered backoff; every attempt's timeouts fit the time left before the
+  deadline (``deadline``), so a late post cannot run into Lambda's timeout;
+* a 410 (typed or not) marks an id stale once its handshake is over
+  (``connectedAt`` older than the integration timeout): ``$connect`` stores the
+  item before the connection opens, and a 410 in that window is a client about
+  to join, not a stale id. Stale ids are batch-deleted at once, the deadline
+  checked before every batch, and only confirmed deletions are counted;
 * one EMF line per invocation carries the counts and durations.
 """
 
@@ -19,15 +26,21 @@ import random
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 import connection_store
 from callbacks import PostResult, management_client, post_with_retry
+from deadline import monotonic_deadline
 from emf import emf_line
 from settings import Settings, callback_endpoint
 from validation import BadRequest, connection_id_of, parse_sendmessage_body
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
+
+UNKNOWN_SENDER = "this connection is not in the connections table; reconnect"
 
 logger = logging.getLogger()
 logger.setLevel(logging.INFO)
@@ -35,15 +48,6 @@ logger.setLevel(logging.INFO)
 _SETTINGS = Settings.from_environ()
 _POOL = ThreadPoolExecutor(max_workers=_SETTINGS.post_concurrency, thread_name_prefix="post")
 _RNG = random.Random()
-
-
-def _deadline(context: Any, reserve_ms: int) -> float:
-    """A ``time.monotonic()`` deadline for posting, leaving ``reserve_ms`` for cleanup."""
-    remaining_ms = 3000
-    get_remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if callable(get_remaining):
-        remaining_ms = int(get_remaining())
-    return time.monotonic() + max(0, remaining_ms - reserve_ms) / 1000
 
 
 def _error_frame(client: Any, connection_id: str, reason: str) -> None:
@@ -75,9 +79,11 @@ def _broadcast(
     """Validate, read the audience, post, clean up; fills ``counts`` and ``durations_ms``."""
     settings = _SETTINGS
     started = time.monotonic()
+    invocation_ends = monotonic_deadline(context, 0)
     try:
         sender = connection_id_of(event)
-        client = management_client(callback_endpoint(event, settings), settings.post_concurrency)
+        endpoint = callback_endpoint(event, settings)
+        client = management_client(endpoint, settings.post_concurrency)
     except (BadRequest, ValueError, KeyError) as error:
         return {"statusCode": 400, "body": str(error)}
     try:
@@ -88,11 +94,18 @@ def _broadcast(
 
     dynamodb = connection_store.dynamodb_client()
     try:
-        room = connection_store.room_of(dynamodb, settings.table_name, sender)
-        if room is not None:
-            ids, pages, scanned = connection_store.query_room(dynamodb, settings.table_name, room)
+        found = connection_store.find_sender(dynamodb, settings.table_name, sender)
+        if found is None:
+            # Its room is unknown: broadcasting to everyone would leak across rooms.
+            counts["UnknownSender"] = 1
+            _error_frame(client, sender, UNKNOWN_SENDER)
+            return {"statusCode": 400, "body": UNKNOWN_SENDER}
+        if found.room is not None:
+            audience, pages, scanned = connection_store.query_room(
+                dynamodb, settings.table_name, found.room
+            )
         else:
-            ids, pages, scanned = connection_store.scan_all(
+            audience, pages, scanned = connection_store.scan_all(
                 dynamodb, settings.table_name, settings.scan_segments
             )
     except (ClientError, BotoCoreError):
@@ -101,41 +114,54 @@ def _broadcast(
     scanned_at = time.monotonic()
     durations_ms["ScanMs"] = (scanned_at - started) * 1000
 
-    recipients = [cid for cid in ids if cid != sender]
+    recipients = [m for m in audience if m.connection_id != sender]
     data = chat.message.encode()
-    deadline = _deadline(context, settings.deadline_reserve_ms)
+    deadline = invocation_ends - settings.deadline_reserve_ms / 1000
     rng = random.Random(_RNG.random())
+
+    def client_for(budget_s: float) -> ApiGatewayManagementApiClient:
+        return management_client(endpoint, settings.post_concurrency, budget_s)
+
     results = list(
         _POOL.map(
-            lambda cid: post_with_retry(
-                client, cid, data, deadline, settings.post_max_attempts, rng
+            lambda m: post_with_retry(
+                client_for, m.connection_id, data, deadline, settings.post_max_attempts, rng
             ),
             recipients,
         )
     )
     durations_ms["FanoutMs"] = (time.monotonic() - scanned_at) * 1000
     outcomes = Counter(results)
-    stale = [
-        cid for cid, result in zip(recipients, results, strict=True) if result is PostResult.GONE
-    ]
-    cleanup_left = 0
+    gone = [m for m, result in zip(recipients, results, strict=True) if result is PostResult.GONE]
+    stale = connection_store.past_handshake(
+        gone, int(time.time() * 1000), settings.handshake_grace_ms
+    )
+    removed = 0
     if stale:
-        try:
-            cleanup_left = connection_store.delete_many(
-                dynamodb, settings.table_name, stale, deadline + settings.deadline_reserve_ms / 2000
+        cleanup = connection_store.delete_many(
+            connection_store.dynamodb_client_within,
+            settings.table_name,
+            stale,
+            invocation_ends - settings.deadline_reserve_ms / 2000,
+        )
+        removed = cleanup.removed
+        if cleanup.left:
+            logger.warning(
+                "%d of %d stale connections not removed: %s",
+                cleanup.left,
+                len(stale),
+                cleanup.error or "out of time or attempts",
             )
-        except (ClientError, BotoCoreError):
-            logger.exception("could not delete %d stale connections", len(stale))
-            cleanup_left = len(stale)
 
     counts.update(
         {
             "Recipients": len(recipients),
             "Delivered": outcomes[PostResult.DELIVERED],
             "Gone": outcomes[PostResult.GONE],
+            "GoneInHandshake": len(gone) - len(stale),
             "Throttled": outcomes[PostResult.THROTTLED],
             "Failed": outcomes[PostResult.FAILED],
-            "StaleRemoved": len(stale) - cleanup_left,
+            "StaleRemoved": removed,
             "ScanPages": pages,
             "ItemsScanned": scanned,
         }

@@ -9,6 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from aws_limits import INTEGRATION_TIMEOUT_S
+
+CLOCK_SKEW_MS = 1000
+"""Allowance between API Gateway's clock (``connectedAt``) and the function's."""
+
 
 def _int(name: str, default: int, low: int, high: int) -> int:
     raw = os.environ.get(name, "")
@@ -30,6 +35,8 @@ class Settings:
     post_max_attempts: int
     deadline_reserve_ms: int
     """Time kept back from the Lambda deadline for cleanup and the metrics line."""
+    handshake_grace_ms: int
+    """A 410 for an id younger than this may be a handshake still in progress: not stale."""
 
     @classmethod
     def from_environ(cls) -> Settings:
@@ -41,6 +48,12 @@ class Settings:
             scan_segments=_int("SCAN_SEGMENTS", 1, 1, 64),
             post_max_attempts=_int("POST_MAX_ATTEMPTS", 5, 1, 20),
             deadline_reserve_ms=_int("DEADLINE_RESERVE_MS", 400, 0, 60_000),
+            handshake_grace_ms=_int(
+                "HANDSHAKE_GRACE_MS",
+                int(INTEGRATION_TIMEOUT_S * 1000) + CLOCK_SKEW_MS,
+                0,
+                3_600_000,
+            ),
         )
 
 

@@ -19,9 +19,9 @@ Counted, per AWS service:
   else template.yaml's ``MemorySize`` (``DEFAULT_MEMORY_MB``; a test checks they
   agree). Cold-start INIT time is not counted.
 * **DynamoDB**: each send reads the audience — the optimized handler a
-  ``GetItem`` of the sender (its room) plus a paginated ``Scan`` of the whole
-  table (or a ``Query`` of the room index), the baseline one un-paginated
-  ``Scan``. A Scan or Query is billed on the total size of the items it
+  strongly consistent ``GetItem`` of the sender (its room; 1 read unit) plus a
+  paginated ``Scan`` of the whole table (or a ``Query`` of the room index), the
+  baseline and sequential variants one un-paginated ``Scan``. A Scan or Query is billed on the total size of the items it
   evaluates, rounded up to 4 KB per request (1 MB page), at 0.5 read units per
   4 KB (eventually consistent). Items are assumed ``ITEM_BYTES`` each. Writes:
   one put per connect and one delete per disconnect (1 write unit each, items
@@ -73,6 +73,9 @@ ITEM_BYTES = 100
 READ_UNIT_BYTES = 4 * KIB
 WRITE_UNIT_BYTES = 1 * KIB
 EVENTUALLY_CONSISTENT_UNITS = 0.5
+STRONGLY_CONSISTENT_UNITS = 1.0
+UNPAGINATED_VARIANTS = frozenset({"baseline", "sequential"})
+"""The tutorial's ports: one Scan, first page only, and no lookup of the sender."""
 MESSAGE_DRIVEN = (
     "api_gateway_messages",
     "sendmessage_requests",
@@ -160,10 +163,10 @@ def items_at_sends(run: Run) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int6
 
 def dynamodb_units(run: Run) -> dict[str, float]:
     table_items, room_items = items_at_sends(run)
-    if run.meta.get("variant") == "baseline":
+    if run.meta.get("variant") in UNPAGINATED_VARIANTS:
         reads = scan_read_units(table_items, paginated=False)  # one Scan, first page only
     else:
-        sender_lookup = EVENTUALLY_CONSISTENT_UNITS  # GetItem of the sender's room
+        sender_lookup = STRONGLY_CONSISTENT_UNITS  # consistent GetItem of the sender's room
         audience = np.where(room_items > 0, room_items, table_items)
         reads = scan_read_units(audience) + sender_lookup
     in_rooms = int(np.sum(run.membership["audience"] != GLOBAL_AUDIENCE))
@@ -303,8 +306,8 @@ def estimate(run: Run, prices: Prices) -> dict[str, Any]:
 def assumptions(functions: dict[str, dict[str, Any]]) -> list[str]:
     """The estimate's assumptions, in words, for the report."""
     notes = [
-        f"DynamoDB items of {ITEM_BYTES} B; eventually consistent reads: 0.5 unit per 4 KB "
-        "per request.",
+        f"DynamoDB items of {ITEM_BYTES} B; scans and queries read eventually consistent "
+        "(0.5 unit per 4 KB per request); the sender lookup reads consistently (1 unit).",
         "Lambda memory from template.yaml unless run.json records it; arm64 duration price.",
         "Cold-start INIT time, stale-id deletes, data transfer and CloudWatch are not counted.",
         "usd_per_hour: the run's send rate and the connections open while sending, for one hour.",

@@ -27,12 +27,18 @@ from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.translator.transform import transform
 
 import aws_limits
+from loadtest.stage.config import VARIANTS as STAGE_VARIANTS
 from loadtest.stage.template import load_template, stage_template
 from tests.repo import HANDLERS_DIR, TEMPLATE_PATH
 
 Template = dict[str, Any]
 
-VARIANTS = ("baseline", "optimized")
+VARIANTS = ("baseline", "sequential", "optimized")
+VARIANT_HANDLERS = {
+    "baseline": "sendmessage_baseline.handler",
+    "sequential": "sendmessage_sequential.handler",
+    "optimized": "sendmessage.handler",
+}
 LINT_REGIONS = ["us-east-1"]
 RUNTIME = "python3.12"
 ROUTE_KEYS = {"$connect", "$disconnect", "$default", "sendmessage"}
@@ -304,17 +310,19 @@ def route_functions(template: Template) -> dict[str, str]:
 
 
 def handler_names(template: Template) -> list[tuple[str, str]]:
-    """(function logical id, ``module.function``), with both branches of any ``Fn::If``."""
+    """(function logical id, ``module.function``), with every branch of any (nested) ``Fn::If``."""
     default = template.get("Globals", {}).get("Function", {}).get("Handler")
     names: list[tuple[str, str]] = []
+
+    def branches_of(node: Any) -> list[Any]:
+        if isinstance(node, dict) and set(node) == {"Fn::If"}:
+            _condition, if_true, if_false = node["Fn::If"]
+            return branches_of(if_true) + branches_of(if_false)
+        return [node]
+
     for logical_id, function in resources_of(template, "AWS::Serverless::Function").items():
         handler = function.get("Properties", {}).get("Handler", default)
-        if isinstance(handler, dict) and set(handler) == {"Fn::If"}:
-            _condition, if_true, if_false = handler["Fn::If"]
-            branches = [if_true, if_false]
-        else:
-            branches = [handler]
-        for branch in branches:
+        for branch in branches_of(handler):
             assert isinstance(branch, str), f"{logical_id}: Handler {branch!r}"
             names.append((logical_id, branch))
     return names
@@ -407,23 +415,22 @@ def test_handler_resolves_to_a_callable_in_handlers(
     inspect.signature(function).bind({}, None)  # Lambda calls handler(event, context)
 
 
-def test_both_sendmessage_variants_are_handlers() -> None:
+def test_every_sendmessage_variant_is_a_handler() -> None:
     assert {
         h for f, h in handler_names(_SOURCE) if f == route_functions(_SOURCE)["sendmessage"]
-    } == {
-        "sendmessage_baseline.handler",
-        "sendmessage.handler",
-    }
+    } == set(VARIANT_HANDLERS.values())
+
+
+def test_variant_parameter_allows_exactly_the_variants_the_stage_accepts() -> None:
+    assert _SOURCE["Parameters"]["Variant"]["AllowedValues"] == list(VARIANTS)
+    assert STAGE_VARIANTS == VARIANTS
 
 
 # ---------------------------------------------------------------------------
 # 5. The local stage resolves the same template
 
 
-@pytest.mark.parametrize(
-    ("variant", "handler"),
-    [("baseline", "sendmessage_baseline.handler"), ("optimized", "sendmessage.handler")],
-)
+@pytest.mark.parametrize(("variant", "handler"), VARIANT_HANDLERS.items())
 def test_stage_template_picks_the_variants_handler(variant: str, handler: str) -> None:
     stage = stage_template(load_template(TEMPLATE_PATH), {"Variant": variant}, "t")
     assert stage.routes["sendmessage"].handler == handler

@@ -24,6 +24,8 @@ from loadtest.stage.faults import Faults
 
 LOOPBACK = "127.0.0.1"
 LAMBDA_OVERFLOWS = ("throttle", "queue")
+VARIANTS = ("baseline", "sequential", "optimized")
+"""sendmessage handlers, as template.yaml's ``Variant`` parameter allows them."""
 AUTH_TOKEN_ENV = "FANBENCH_AUTH_TOKEN"
 """How a token reaches a stage subprocess: never on a command line, where ps shows it."""
 
@@ -77,8 +79,9 @@ class StageConfig:
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
-        if self.variant not in ("baseline", "optimized"):
-            raise ValueError(f"variant must be baseline or optimized, not {self.variant!r}")
+        if self.variant not in VARIANTS:
+            choices = f"{', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}"
+            raise ValueError(f"variant must be {choices}, not {self.variant!r}")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not 0 <= self.provisioned <= self.concurrency:
@@ -117,7 +120,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--port", "port", int, "WebSocket port (0 = any free port)"),
     ("--management-port", "management_port", int, "@connections port (0 = any free port)"),
     ("--stage", "stage", str, "stage name, the URL path"),
-    ("--variant", "variant", str, "sendmessage handler: baseline or optimized"),
+    ("--variant", "variant", str, f"sendmessage handler: {', '.join(VARIANTS)}"),
     ("--concurrency", "concurrency", int, "Lambda execution environments, all functions"),
     ("--provisioned", "provisioned", int, "environments per function started ahead of traffic"),
     (

@@ -18,7 +18,7 @@ def test_result_is_well_formed(result: BenchResult) -> None:
     well_formed(result, handler_fanout.NAME)
     plan = handler_fanout.PLANS["smoke"]
     assert len(result.rows) == 2 * len(plan.audiences)
-    assert len(result.ratios) == len(plan.audiences)
+    assert len(result.ratios) == 3 * len(plan.audiences)  # time, CPU per post, Lambda $
 
 
 def test_every_recipient_got_the_message_once(result: BenchResult) -> None:
@@ -31,7 +31,7 @@ def test_every_recipient_got_the_message_once(result: BenchResult) -> None:
 
 def test_timings_and_costs_are_sane(result: BenchResult) -> None:
     for row in result.rows:
-        for column in ("to last delivery s", "posts/s", "Lambda ms"):
+        for column in ("to last delivery s", "posts/s", "Lambda ms", "Lambda $/M msgs"):
             assert finite_positive(row[column]), (column, row)
         for column in ("Lambda CPU ms/post", "stage CPU ms/post"):
             assert finite_non_negative(row[column]), (column, row)

@@ -52,6 +52,7 @@ _CLEARED_ENV = (
     "SCAN_SEGMENTS",
     "POST_MAX_ATTEMPTS",
     "DEADLINE_RESERVE_MS",
+    "HANDSHAKE_GRACE_MS",
 )
 
 
@@ -83,6 +84,8 @@ def stub(connections_server: ConnectionsStub) -> ConnectionsStub:
 
 def _reset_client_caches() -> None:
     connection_store._client = None
+    with connection_store._budget_clients_lock:
+        connection_store._budget_clients.clear()
     with callbacks._clients_lock:
         callbacks._clients.clear()
 
@@ -141,10 +144,32 @@ def sendmessage_handler(load_sendmessage: SendMessageLoader) -> Handler:
     return load_sendmessage()
 
 
+TUTORIAL_VARIANTS = {"baseline": "sendmessage_baseline", "sequential": "sendmessage_sequential"}
+"""The tutorial's handler as ported (every post at once) and as AWS's Python example posts."""
+
+
+def _reload_tutorial(variant: str) -> Handler:
+    """(Re)import a tutorial variant; it builds its DynamoDB client at import."""
+    module = importlib.import_module(TUTORIAL_VARIANTS[variant])
+    agent = getattr(module, "_agent", None)
+    module = importlib.reload(module)
+    if agent is not None:
+        agent.shutdown(wait=True)  # the reloaded module has its own pool
+    handler: Handler = module.handler
+    return handler
+
+
 @pytest.fixture
 def baseline_handler(table: Table) -> Handler:
-    """(Re)import the baseline; it builds its DynamoDB client at import."""
-    import sendmessage_baseline
+    return _reload_tutorial("baseline")
 
-    importlib.reload(sendmessage_baseline)
-    return sendmessage_baseline.handler
+
+@pytest.fixture
+def sequential_handler(table: Table) -> Handler:
+    return _reload_tutorial("sequential")
+
+
+@pytest.fixture(params=sorted(TUTORIAL_VARIANTS))
+def tutorial_handler(request: pytest.FixtureRequest, table: Table) -> Handler:
+    """Each of the tutorial's variants in turn: the flaws they share."""
+    return _reload_tutorial(request.param)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from aws_limits import CONNECTION_KEY, ROOM_ATTRIBUTE, TTL_ATTRIBUTE
-from connection_store import expires_at
+from connection_store import CONNECTED_AT, expires_at
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -207,12 +207,12 @@ class _StubHandler(BaseHTTPRequestHandler):
             self._send(404, "NotFoundException", {"message": f"no route for {path}"})
             return
         connection_id = unquote(path[len(prefix) :])
-        reply = stub.record_and_script(Request(self.command, connection_id, body))
+        reply, epoch = stub.record_and_script(Request(self.command, connection_id, body))
         try:
             if reply.delay_s:
                 time.sleep(reply.delay_s)
         finally:
-            stub.done()  # before answering, so a caller's next request never overlaps
+            stub.done(epoch)  # before answering, so a caller's next request never overlaps
         self._answer(reply)
 
     def _answer(self, reply: Reply) -> None:
@@ -259,6 +259,8 @@ class ConnectionsStub:
         self._scripts: dict[str, list[Reply]] = {}
         self._requests: list[Request] = []
         self._in_flight = 0
+        self._epoch = 0
+        """Bumped by every reset: a request still being answered from before it is not counted."""
         self.max_in_flight = 0
         """The most requests this stub was answering at once since the last reset."""
         self._server = _StubServer(("127.0.0.1", 0), _StubHandler)
@@ -284,7 +286,12 @@ class ConnectionsStub:
         with self._lock:
             self._scripts.clear()
             self._requests.clear()
-            self.max_in_flight = 0
+            self._forget_in_flight()
+
+    def _forget_in_flight(self) -> None:
+        self._epoch += 1
+        self._in_flight = 0
+        self.max_in_flight = 0
 
     def script(self, connection_id: str, *replies: Reply) -> None:
         if not replies:
@@ -292,19 +299,21 @@ class ConnectionsStub:
         with self._lock:
             self._scripts[connection_id] = list(replies)
 
-    def record_and_script(self, request: Request) -> Reply:
+    def record_and_script(self, request: Request) -> tuple[Reply, int]:
+        """The reply for ``request``, and the epoch to hand back to ``done``."""
         with self._lock:
             self._requests.append(request)
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             script = self._scripts.get(request.connection_id)
             if not script:
-                return OK
-            return script.pop(0) if len(script) > 1 else script[0]
+                return OK, self._epoch
+            return (script.pop(0) if len(script) > 1 else script[0]), self._epoch
 
-    def done(self) -> None:
+    def done(self, epoch: int) -> None:
         with self._lock:
-            self._in_flight -= 1
+            if epoch == self._epoch:
+                self._in_flight -= 1
 
     def requests(self, method: str | None = None) -> list[Request]:
         with self._lock:
@@ -322,7 +331,7 @@ class ConnectionsStub:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
-            self.max_in_flight = 0
+            self._forget_in_flight()
 
 
 # --- the connections table -----------------------------------------------------------
@@ -337,13 +346,19 @@ class Table:
 
     @staticmethod
     def item_for(
-        connection_id: str, room: str | None = None, padding_bytes: int = 0
+        connection_id: str,
+        room: str | None = None,
+        padding_bytes: int = 0,
+        connected_at_ms: int = CONNECTED_AT_MS,
     ) -> dict[str, Any]:
-        """An item as ``connection_store.put_connection`` writes it (plus optional padding)."""
+        """An item as ``connection_store.put_connection`` writes it (plus optional padding).
+
+        ``connected_at_ms`` defaults to 2023: long past any handshake.
+        """
         item: dict[str, Any] = {
             CONNECTION_KEY: {"S": connection_id},
-            "connectedAt": {"N": str(CONNECTED_AT_MS)},
-            TTL_ATTRIBUTE: {"N": str(expires_at(CONNECTED_AT_MS))},
+            CONNECTED_AT: {"N": str(connected_at_ms)},
+            TTL_ATTRIBUTE: {"N": str(expires_at(connected_at_ms))},
         }
         if room is not None:
             item[ROOM_ATTRIBUTE] = {"S": room}
@@ -352,10 +367,14 @@ class Table:
         return item
 
     def add(
-        self, connection_ids: Iterable[str], room: str | None = None, padding_bytes: int = 0
+        self,
+        connection_ids: Iterable[str],
+        room: str | None = None,
+        padding_bytes: int = 0,
+        connected_at_ms: int = CONNECTED_AT_MS,
     ) -> None:
         """Insert connections with BatchWriteItem (25 per call), as if each had connected."""
-        items = [self.item_for(cid, room, padding_bytes) for cid in connection_ids]
+        items = [self.item_for(cid, room, padding_bytes, connected_at_ms) for cid in connection_ids]
         for start in range(0, len(items), 25):
             requests: Sequence[Any] = [
                 {"PutRequest": {"Item": item}} for item in items[start : start + 25]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from botocore.exceptions import ClientError
 
 import callbacks
 import connection_store
+import deadline
 import emf
 import settings
 import validation
@@ -24,6 +26,7 @@ from aws_limits import (
     TTL_MARGIN_S,
 )
 from callbacks import Outcome
+from connection_store import CONNECTED_AT
 from loadtest.stage.template import load_template, stage_template
 from tests.repo import TEMPLATE_PATH
 
@@ -266,6 +269,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "SCAN_SEGMENTS",
         "POST_MAX_ATTEMPTS",
         "DEADLINE_RESERVE_MS",
+        "HANDSHAKE_GRACE_MS",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CALLBACK_URL", "https://example.test/prod/")
@@ -273,6 +277,8 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert loaded.callback_url == "https://example.test/prod"
     assert (loaded.post_concurrency, loaded.scan_segments) == (32, 1)
     assert (loaded.post_max_attempts, loaded.deadline_reserve_ms) == (5, 400)
+    # Past API Gateway's 29 s integration timeout (plus clock skew) a handshake is over.
+    assert loaded.handshake_grace_ms == 30_000
 
 
 @pytest.mark.parametrize(
@@ -283,6 +289,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SCAN_SEGMENTS", "65"),
         ("POST_MAX_ATTEMPTS", "0"),
         ("DEADLINE_RESERVE_MS", "-1"),
+        ("HANDSHAKE_GRACE_MS", "-1"),
         ("POST_CONCURRENCY", "many"),
     ],
 )
@@ -317,5 +324,40 @@ def test_template_table_matches_the_handlers_constants() -> None:
     (index,) = spec.global_secondary_indexes
     assert index["IndexName"] == ROOM_INDEX
     assert index["KeySchema"] == [{"AttributeName": ROOM_ATTRIBUTE, "KeyType": "HASH"}]
-    # KEYS_ONLY projects the table key, which is all query_room reads.
-    assert index["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    # The keys and connectedAt: all query_room reads (the handshake-safe cleanup needs the age).
+    assert index["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": [CONNECTED_AT]}
+
+
+# --- deadline --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds_left", "budget"),
+    [(60.0, 7.0), (7.0, 7.0), (6.99, 3.0), (1.5, 1.0), (0.5, 0.3), (0.1, 0.1), (0.099, None)],
+)
+def test_call_budget_is_the_largest_that_ends_in_time(
+    seconds_left: float, budget: float | None
+) -> None:
+    assert deadline.call_budget_s(seconds_left) == budget
+
+
+@pytest.mark.parametrize("budget", deadline.CALL_BUDGETS_S)
+def test_timeouts_add_up_to_the_budget_split_as_the_defaults(budget: float) -> None:
+    connect, read = deadline.timeouts_s(budget)
+    assert connect + read == pytest.approx(budget)
+    assert connect / budget == pytest.approx(2 / 7, abs=0.01)
+
+
+def test_the_largest_budget_is_the_default_timeouts() -> None:
+    assert deadline.timeouts_s(deadline.CALL_BUDGETS_S[0]) == (2.0, 5.0)
+
+
+def test_monotonic_deadline_keeps_the_reserve_back() -> None:
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 2000
+
+    before = time.monotonic()
+    end = deadline.monotonic_deadline(Context(), 500)
+    assert before + 1.5 <= end <= time.monotonic() + 1.5
+    assert deadline.remaining_ms(object()) == deadline.UNKNOWN_REMAINING_MS

@@ -29,6 +29,10 @@ from tests.handlers.support import (
 )
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def ids(count: int) -> list[str]:
     return [new_connection_id() for _ in range(count)]
 
@@ -88,6 +92,24 @@ def test_sender_without_a_room_reaches_everyone(
     summary_of(send(sendmessage_handler, sender))
 
     assert sorted(stub.posted_ids()) == sorted([lobby, blue, green])
+
+
+def test_a_sender_with_no_item_is_refused_and_nothing_is_broadcast(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    """Its room is unknown: a broadcast to everyone would cross rooms."""
+    sender, blue, green, lobby = ids(4)
+    table.add([blue], room="blue")
+    table.add([green], room="green")
+    table.add([lobby])
+
+    response = send(sendmessage_handler, sender)
+
+    assert response["statusCode"] == 400
+    assert stub.posted_ids() == [sender]
+    frame = json.loads(stub.posts_to(sender)[0].body)
+    assert frame["error"] == "BadRequest"
+    assert "not in the connections table" in frame["message"]
 
 
 def test_alone_in_a_room_posts_nothing(
@@ -253,6 +275,40 @@ def test_more_stale_ids_than_one_batch_write_are_all_removed(
     assert table.ids() == {sender}
 
 
+def test_a_410_during_the_handshake_keeps_the_connection(
+    table: Table, stub: ConnectionsStub, sendmessage_handler: Handler
+) -> None:
+    """``$connect`` stores the item before the connection opens; a post in between gets 410."""
+    sender, stale, connecting = ids(3)
+    table.add([sender, stale])
+    table.add([connecting], connected_at_ms=now_ms())
+    stub.script(stale, GONE)
+    stub.script(connecting, GONE, OK)  # the handshake completes after the first post
+
+    first = summary_of(send(sendmessage_handler, sender, "one"))
+    second = summary_of(send(sendmessage_handler, sender, "two"))
+
+    assert (first["Gone"], first["GoneInHandshake"], first["StaleRemoved"]) == (2, 1, 1)
+    assert table.ids() == {sender, connecting}
+    assert [r.body for r in stub.posts_to(connecting)] == [b"one", b"two"]
+    assert second["Delivered"] == 1
+
+
+def test_a_410_past_the_grace_removes_the_id(
+    table: Table, stub: ConnectionsStub, load_sendmessage: SendMessageLoader
+) -> None:
+    handler = load_sendmessage(HANDSHAKE_GRACE_MS="1000")
+    sender, gone = ids(2)
+    table.add([sender])
+    table.add([gone], connected_at_ms=now_ms() - 1500)
+    stub.script(gone, GONE)
+
+    summary = summary_of(send(handler, sender))
+
+    assert (summary["GoneInHandshake"], summary["StaleRemoved"]) == (0, 1)
+    assert table.ids() == {sender}
+
+
 # --- retries -------------------------------------------------------------------------
 
 
@@ -323,23 +379,26 @@ def test_non_retryable_failure_is_tried_once(
 
 
 def _mixed_audience(table: Table, stub: ConnectionsStub) -> str:
-    sender, ok_1, ok_2, gone, throttled, too_large = ids(6)
+    sender, ok_1, ok_2, gone, throttled, too_large, connecting = ids(7)
     table.add([sender, ok_1, ok_2, gone, throttled, too_large])
+    table.add([connecting], connected_at_ms=now_ms())
     stub.script(gone, GONE)
     stub.script(throttled, THROTTLED)
     stub.script(too_large, TOO_LARGE)
+    stub.script(connecting, GONE)
     return sender
 
 
 EXPECTED_COUNTS = {
-    "Recipients": 5,
+    "Recipients": 6,
     "Delivered": 2,
-    "Gone": 1,
+    "Gone": 2,
+    "GoneInHandshake": 1,
     "Throttled": 1,
     "Failed": 1,
     "StaleRemoved": 1,
     "ScanPages": 1,
-    "ItemsScanned": 6,
+    "ItemsScanned": 7,
 }
 
 
@@ -365,13 +424,16 @@ def test_prints_exactly_one_emf_line_per_invocation(
     capsys.readouterr()
 
     for invocation in range(2):
+        before_ms = now_ms()
         response = send(handler, sender)
+        after_ms = now_ms()
         lines = capsys.readouterr().out.splitlines()
 
         assert len(lines) == 1, lines
         record = json.loads(lines[0])
         directive = record["_aws"]["CloudWatchMetrics"]
         assert isinstance(record["_aws"]["Timestamp"], int)
+        assert before_ms <= record["_aws"]["Timestamp"] <= after_ms  # epoch milliseconds
         assert directive[0]["Namespace"] == "fanbench"
         assert directive[0]["Dimensions"] == [["Variant"]]
         assert record["Variant"] == "optimized"
@@ -385,8 +447,8 @@ def test_prints_exactly_one_emf_line_per_invocation(
         }
         summary = summary_of(response)
         assert {name: record[name] for name in EXPECTED_COUNTS} == summary
-        if invocation == 1:  # the gone id was removed by the first invocation
-            assert summary["Recipients"] == 4
+        if invocation == 1:  # the stale id was removed by the first invocation
+            assert summary["Recipients"] == 5
         assert record["ScanMs"] >= 0
         assert record["FanoutMs"] >= 0
 
@@ -430,6 +492,29 @@ def test_persistent_throttling_returns_within_the_lambda_deadline(
     assert summary["Throttled"] + summary["Failed"] == recipients
     # It did retry while time allowed, and stopped well short of 20 attempts each.
     assert 2 <= max(len(stub.posts_to(cid)) for cid in others) < 20
+
+
+def test_a_post_hanging_past_the_deadline_does_not_overrun_the_invocation(
+    table: Table,
+    stub: ConnectionsStub,
+    load_sendmessage: SendMessageLoader,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An attempt started near the deadline gets the time left, not 2 s + 5 s."""
+    handler = load_sendmessage(DEADLINE_RESERVE_MS="400")
+    sender, hanging, fine = ids(3)
+    table.add([sender, hanging, fine])
+    stub.script(hanging, Reply(200, delay_s=4.0))
+    remaining_ms = 1_500
+    capsys.readouterr()
+
+    started = time.monotonic()
+    summary = summary_of(send(handler, sender, remaining_ms=remaining_ms))
+    elapsed_s = time.monotonic() - started
+
+    assert elapsed_s < remaining_ms / 1000, f"ran {elapsed_s:.2f}s of a {remaining_ms} ms budget"
+    assert (summary["Delivered"], summary["Failed"]) == (1, 1)
+    assert len(capsys.readouterr().out.splitlines()) == 1  # the metrics line made it
 
 
 def test_rejected_body_still_prints_one_emf_line(

@@ -66,11 +66,11 @@ SWARMS: dict[str, tuple[str, ...]] = {
         "--lambda-env", "AWS_MAX_ATTEMPTS=1", *RUN_QUIETLY,
     ),
     "lambda-errors": ("--scenario", "faults-lambda-errors", *RUN_QUIETLY),
-    "baseline-timeout": (
-        "--scenario", "faults-lambda-timeout", "--variant", "baseline", *RUN_QUIETLY,
-    ),
     "optimized-timeout": (
         "--scenario", "faults-lambda-timeout", "--variant", "optimized", *RUN_QUIETLY,
+    ),
+    "sequential-timeout": (
+        "--scenario", "faults-lambda-timeout", "--variant", "sequential", *RUN_QUIETLY,
     ),
     "token": (
         "--users", "3", "--spawn-rate", "10", "--duration", "4", "--send-interval", "0.5",

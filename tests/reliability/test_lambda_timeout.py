@@ -1,6 +1,6 @@
 """A Lambda timeout in the middle of a fan-out.
 
-The baseline posts one recipient after another; with a 1 s function timeout and
+The sequential variant posts one recipient after another; with a 1 s function timeout and
 200 ms per post, nine recipients (1.8 s) cannot all be reached. The stage kills
 the environment at the timeout, as Lambda does: the recipients already posted to
 have the message, the rest never get it, the sender gets ``Internal server error``,
@@ -44,7 +44,7 @@ MOST_POSTS_IN_TIME = int(FUNCTION_TIMEOUT_S * 1000 // POST_LATENCY_MS) + 1
 @pytest.fixture(scope="module")
 def timeout_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
     config = StageConfig(
-        variant="baseline",
+        variant="sequential",
         function_timeout_s=FUNCTION_TIMEOUT_S,
         faults=Faults(post_latency_ms=POST_LATENCY_MS),
     )
@@ -91,10 +91,10 @@ def test_timeout_mid_fanout_delivers_part_answers_the_sender_and_replaces_the_en
         assert lambda_stat(stage, "errors", SEND) == 0, "a timeout, not a handler error"
 
 
-@pytest.mark.swarms("baseline-timeout")
+@pytest.mark.swarms("sequential-timeout")
 @pytest.mark.timeout(600)
 def test_swarm_counts_each_cut_short_fanout_as_loss(swarms: SwarmQueue) -> None:
-    result = swarms.result("baseline-timeout")
+    result = swarms.result("sequential-timeout")
     run, counts = result.run, result.counts
     print(result.figures())
     timeouts = result.lambda_stat("timeouts", SEND)

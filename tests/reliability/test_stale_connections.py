@@ -9,10 +9,15 @@ Then a third client broadcasts twice.
 * baseline: the ids stay, and every broadcast posts to them again (two 410s each).
 
 Neither variant loses a delivery to the seven clients still connected.
+
+The optimized handler treats a 410 as stale only once the id's handshake is
+over (older than the integration timeout): the stage runs with a 3 s
+integration timeout and a 4 s grace, and the broadcasts wait that long.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -33,10 +38,17 @@ from tests.stage.support import gateway_stat, lambda_stat, recv_text, table_ids
 CLIENTS = 10
 STALE = 2  # 20 %
 BROADCASTS = 2
+INTEGRATION_TIMEOUT_S = 3.0
+HANDSHAKE_GRACE_S = 4.0
 
 
 def _stage(variant: str, factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    config = StageConfig(variant=variant, faults=Faults(lost_disconnect_rate=1.0))
+    config = StageConfig(
+        variant=variant,
+        integration_timeout_s=INTEGRATION_TIMEOUT_S,
+        lambda_environment={"HANDSHAKE_GRACE_MS": str(int(HANDSHAKE_GRACE_S * 1000))},
+        faults=Faults(lost_disconnect_rate=1.0),
+    )
     with LocalStage(config, log_dir=factory.mktemp(f"stale-{variant}")) as stage:
         yield stage
 
@@ -66,6 +78,7 @@ def _invocations_reach(stage: LocalStage, count: int) -> Callable[[], bool]:
 
 
 def _broadcast_past_stale_ids(stage: LocalStage) -> Observed:
+    connecting = time.monotonic()
     with clients(stage.ws_url, CLIENTS) as connections:
         sender, live, leaving = connections[0], connections[1:-STALE], connections[-STALE:]
         stale_ids = {own_id(ws) for ws in leaving}
@@ -76,6 +89,7 @@ def _broadcast_past_stale_ids(stage: LocalStage) -> Observed:
         )
         assert stale_ids <= table_ids(stage), "the leavers' ids should be stale in the table"
         assert gateway_stat(stage, "api_post_410") == 0
+        time.sleep(max(0.0, connecting + HANDSHAKE_GRACE_S + 0.2 - time.monotonic()))
         gone_after: list[int] = []
         in_table_after: list[set[str]] = []
         delivered = 0

@@ -66,8 +66,8 @@ def test_ten_sends_to_four_recipients_hand_computed(tmp_path: Path) -> None:
     assert (connect["requests"], connect["billed_ms_mean"], connect["memory_mb"]) == (5, 20.0, 256)
     assert usage["lambda_requests"] == 20  # 5 connects + 5 disconnects + 10 sends
     assert usage["lambda_gb_seconds"] == pytest.approx(0.1 + 2 * 5 * 0.020 * 0.25)
-    # Per send: GetItem 0.5 + Scan of 5 items (500 B -> one 4 KB block) 0.5 = 1 unit.
-    assert usage["dynamodb_read_units"] == 10.0
+    # Per send: consistent GetItem 1 + Scan of 5 items (500 B -> one 4 KB block) 0.5.
+    assert usage["dynamodb_read_units"] == 10 * 1.5
     assert usage["dynamodb_write_units"] == 10.0  # 5 puts + 5 deletes
 
     lines = cost["breakdown_usd"]
@@ -77,7 +77,7 @@ def test_ten_sends_to_four_recipients_hand_computed(tmp_path: Path) -> None:
     assert lines["sendmessage_compute"] == pytest.approx(0.1 * ARM64)
     assert lines["connection_lambda_requests"] == pytest.approx(10 * 0.2e-6)
     assert lines["connection_lambda_compute"] == pytest.approx(0.05 * ARM64)
-    assert lines["dynamodb_reads"] == pytest.approx(10 * 0.125e-6)
+    assert lines["dynamodb_reads"] == pytest.approx(15 * 0.125e-6)
     assert lines["dynamodb_writes"] == pytest.approx(10 * 0.625e-6)
     assert cost["run_total_usd"] == pytest.approx(sum(lines.values()))
 
@@ -122,7 +122,7 @@ def test_rooms_query_the_room_and_write_the_index_too(tmp_path: Path) -> None:
         run, membership={**run.membership, "audience": np.array(["r0", "r0", "r1", "r1"])}
     )
     usage = estimate(run, Prices())["usage"]
-    assert usage["dynamodb_read_units"] == 4 * (0.5 + 0.5)  # GetItem + Query of 2 items
+    assert usage["dynamodb_read_units"] == 4 * (1.0 + 0.5)  # GetItem + Query of 2 items
     assert usage["dynamodb_write_units"] == 2 * (4 + 4)  # table + room index, put and delete
 
 
@@ -139,7 +139,7 @@ def test_items_counted_are_those_connected_at_each_send(tmp_path: Path) -> None:
     cost = estimate(run, Prices())
     # Connection time: 2 clients for 3 s (start to end_ns) + one for 0.5 s.
     assert cost["usage"]["connection_minutes"] == pytest.approx((2 * 3 + 0.5) / 60)
-    assert cost["usage"]["dynamodb_read_units"] == 3 * 1.0  # still one 4 KB block each
+    assert cost["usage"]["dynamodb_read_units"] == 3 * 1.5  # still one 4 KB block each
 
 
 def test_stage_statistics_win_over_records(tmp_path: Path) -> None:

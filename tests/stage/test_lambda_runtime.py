@@ -37,9 +37,9 @@ def capped_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStag
 
 @pytest.fixture(scope="module")
 def timeout_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
-    """The baseline posts one after another: 3 recipients x 400 ms outlive a 1 s timeout."""
+    """The sequential variant posts one after another: 3 recipients x 400 ms outlive 1 s."""
     config = StageConfig(
-        variant="baseline", function_timeout_s=1.0, faults=Faults(post_latency_ms=400)
+        variant="sequential", function_timeout_s=1.0, faults=Faults(post_latency_ms=400)
     )
     yield from stage_in(config, tmp_path_factory, "timeout")
 

@@ -81,7 +81,7 @@ def test_ten_sends_to_four_recipients_hand_computed(tmp_path: Path) -> None:
     assert lines["dynamodb_writes"] == pytest.approx(10 * 0.625e-6)
     assert cost["run_total_usd"] == pytest.approx(sum(lines.values()))
 
-    per_message = (50e-6 + 10 * 0.2e-6 + 0.1 * ARM64 + 10 * 0.125e-6) / 10
+    per_message = (50e-6 + 10 * 0.2e-6 + 0.1 * ARM64 + 15 * 0.125e-6) / 10
     assert cost["usd_per_million_messages"] == pytest.approx(per_message * 1e6)
     # 10 sends in the 3 s sending window; 5 connections open throughout.
     assert cost["send_rate_per_s"] == pytest.approx(10 / 3)

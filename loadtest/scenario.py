@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from aws_limits import INTEGRATION_TIMEOUT_S
+
 GLOBAL_AUDIENCE = "*"
 TOKEN_ENV = "FANBENCH_TOKEN"
 """The $connect token reaches Locust through the environment, never its command line."""
@@ -21,7 +23,10 @@ class Scenario:
     warmup_s: float = 5.0
     """Excluded from the latency statistics."""
     drain_s: float = 3.0
-    """After sending stops, how long receivers keep listening."""
+    """After sending stops, receipts within this window are on time; later ones are late."""
+    drain_limit_s: float = INTEGRATION_TIMEOUT_S
+    """Receivers keep listening past the drain window until the fan-outs go quiet, at most
+    this long after sending stops (``fanbench run`` adds the stage's function timeouts)."""
     settle_s: float = 1.0
     """A recipient must stay connected this long after a send to be expected."""
     run_dir: str = ""
@@ -61,6 +66,10 @@ def add_arguments(parser: Any) -> None:
                         help="seconds excluded from latency statistics")  # fmt: skip
     parser.add_argument("--drain", type=float, default=defaults.drain_s, include_in_web_ui=True,
                         help="seconds to keep receiving after sending stops")  # fmt: skip
+    parser.add_argument("--drain-limit", type=float, default=defaults.drain_limit_s,
+                        include_in_web_ui=True,
+                        help="at most this many seconds after sending stops, wait for"
+                        " fan-outs to finish")  # fmt: skip
     parser.add_argument("--settle", type=float, default=defaults.settle_s, include_in_web_ui=True,
                         help="settle window of the loss accounting (seconds)")  # fmt: skip
     parser.add_argument("--run-dir", type=str, default=defaults.run_dir, include_in_web_ui=True,
@@ -79,6 +88,7 @@ def from_options(options: Any) -> Scenario:
         send_interval_s=options.send_interval,
         warmup_s=options.warmup,
         drain_s=options.drain,
+        drain_limit_s=max(options.drain, options.drain_limit),
         settle_s=options.settle,
         run_dir=options.run_dir,
         variant=options.variant,

@@ -135,10 +135,20 @@ def validity(run: Run) -> list[str]:
         if float(np.max(health["loop_lag_ms"])) > MAX_LOOP_LAG_MS:
             problems.append(f"receive-loop lag reached {np.max(health['loop_lag_ms']):.0f} ms")
     for process, clock in (run.meta.get("clock_offsets") or {}).items():
+        if not clock.get("measured", True):
+            problems.append(f"clock of process {process} was never measured (offset unknown)")
+            continue
         uncertainty_ms = clock.get("uncertainty_ns", 0) / NS_PER_MS
         if uncertainty_ms > MAX_CLOCK_UNCERTAINTY_MS:
             problems.append(f"clock of process {process} uncertain by ±{uncertainty_ms:.1f} ms")
-    if not run.meta.get("collection", {}).get("complete", True):
+    collection = run.meta.get("collection", {})
+    missing = collection.get("missing_processes") or {}
+    for process, took in missing.items():
+        problems.append(
+            f"worker {process} went missing: its {took['sends']} sends, {took['receipts']}"
+            f" receipts and {took['clients']} clients are counted only until it was last heard"
+        )
+    if not collection.get("complete", True) and not missing:
         problems.append("not every worker's records were collected")
     return problems
 

@@ -64,9 +64,12 @@ class ClockFit:
         return self.offset_ns + drift
 
     def to_master(self, worker_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """Worker stamps onto the master's clock (the first-order estimate of the stamp's
-        master time is close enough: drift times an offset is far below a nanosecond)."""
-        return worker_ns - self.offset_at(worker_ns - self.offset_ns)
+        """Worker stamps onto the master's clock. The offset depends on the master time being
+        solved for, so iterate: each step shrinks the error by the drift (1e-6 per ppm)."""
+        master = worker_ns - self.offset_ns
+        for _ in range(2):
+            master = worker_ns - self.offset_at(master)
+        return master
 
     def as_meta(self) -> dict[str, int | float | bool]:
         return {

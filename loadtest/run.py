@@ -26,6 +26,7 @@ from loadtest.paths import PROJECT_ROOT
 from loadtest.scenario import TOKEN_ENV, Scenario, connect_url
 from loadtest.stage.config import add_stage_arguments, config_from_args
 from loadtest.stage.launcher import LocalStage, StageError
+from reports import saturation
 from reports.analysis import analyze
 from reports.rundir import Run, RunDirError, default_run_dir, read_run
 
@@ -280,6 +281,7 @@ def summary_lines(summary: dict[str, Any], run: Run) -> list[str]:
         f" {counts.get('dropped', 0)}, {_connect_failures(run)},"
         f" unexpected receipts {counts['unexpected']}",
     ]
+    lines.append(saturation.describe(summary["saturation"]))
     lines += [f"WARNING: {problem}" for problem in summary["validity"]]
     return lines
 

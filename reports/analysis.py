@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from reports.loss import account, ledger
+from reports import saturation
+from reports.loss import LossAccount, account, ledger
 from reports.rundir import Run
 from reports.stats import percentiles, wilson_interval
 
@@ -119,8 +120,8 @@ def per_second(run: Run, lat: Latencies) -> dict[str, npt.NDArray[Any]]:
     }
 
 
-def validity(run: Run) -> list[str]:
-    """Reasons the latency figures may describe the generator rather than the system."""
+def generator_problems(run: Run) -> list[str]:
+    """The load generator's own saturation, from its health samples."""
     problems: list[str] = []
     # Only the measured window counts: start-up (imports, connects) is not the test.
     window = (run.health["t_ns"] >= measured_window_start(run)) & (
@@ -134,6 +135,12 @@ def validity(run: Run) -> list[str]:
             problems.append(f"send lag p99 reached {np.max(health['send_lag_ms']):.0f} ms")
         if float(np.max(health["loop_lag_ms"])) > MAX_LOOP_LAG_MS:
             problems.append(f"receive-loop lag reached {np.max(health['loop_lag_ms']):.0f} ms")
+    return problems
+
+
+def validity(run: Run) -> list[str]:
+    """Reasons the latency figures may describe the generator rather than the system."""
+    problems = generator_problems(run)
     for process, clock in (run.meta.get("clock_offsets") or {}).items():
         if not clock.get("measured", True):
             problems.append(f"clock of process {process} was never measured (offset unknown)")
@@ -198,4 +205,16 @@ def analyze(run: Run) -> dict[str, Any]:
             for kind, n in zip(*np.unique(run.errors["kind"], return_counts=True), strict=True)
         },
         "validity": validity(run),
+        "saturation": _saturation(run, loss, lat),
     }
+
+
+def _saturation(run: Run, loss: LossAccount, lat: Latencies) -> dict[str, Any]:
+    sent_s = run.sends["sent_ns"][lat.message] / 1e9
+    seen = saturation.client_reasons(
+        loss.as_dict(),
+        int(np.sum(run.errors["kind"] == "connect_failed")),
+        saturation.p50_trend(sent_s, lat.from_sent_ms),
+    )
+    stage = saturation.stage_reasons(run.meta.get("stage") or {}, corroborated=bool(seen))
+    return saturation.verdict(stage + seen, generator_problems(run))

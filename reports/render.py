@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from reports import charts
+from reports import charts, saturation
 from reports.analysis import analyze, latencies, per_message, per_second
 from reports.cost import estimate
 from reports.prices import PRICES_TRANSCRIBED, Prices
@@ -251,6 +251,7 @@ def to_html(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, s
 <h1>fanbench report — {variant}</h1>
 <p class="sub">{html.escape(charts.describe(summary))} · target {target}</p>
 {_banner(summary["validity"])}
+<p><strong>{html.escape(saturation.describe(summary["saturation"]))}</strong></p>
 <h2>Headline</h2>
 {_table(headline(summary))}
 <h2>Charts</h2>
@@ -285,6 +286,7 @@ def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, st
     if summary["validity"]:
         lines += ["**Measurement validity:** these latencies may describe the load generator:", ""]
         lines += [f"- {problem}" for problem in summary["validity"]] + [""]
+    lines += [f"**{saturation.describe(summary['saturation'])}**", ""]
     lines += [*table(headline(summary), ("figure", "value")), "", "## Charts", ""]
     lines += [f"![{title}]({name}.png) ([SVG]({name}.svg))  \n{caption}\n"
               for name, (_, title, caption) in images.items()]  # fmt: skip

@@ -55,3 +55,16 @@ def test_the_wait_ended_because_receipts_stopped_not_at_its_limit(slow: SwarmRes
     assert times["end_ns"] - last_receipt >= drain["quiet_s"] * 1e9 * 0.9
     assert (last_receipt - times["stop_sending_ns"]) / 1e9 < drain["limit_s"]
     assert f"late {slow.counts['late']} (after the drain window)" in slow.stdout
+
+
+def test_the_summary_says_the_stage_limited_the_run(slow: SwarmResult) -> None:
+    """Issue 11, item 2: the stage queues, and the summary names it. (On a shared 2-core
+    machine the generator may lag too, which the verdict then reports as both sides.)"""
+    assessed = slow.summary["saturation"]
+    assert f"{slow.counts['late']:,} receipts after the drain window" in assessed["system"]
+    if assessed["generator"]:
+        assert assessed["limited_by"] == "both"
+        assert "saturation: both sides limited the run (system under test: " in slow.stdout
+    else:
+        assert assessed["limited_by"] == "system under test"
+        assert "saturation: the system under test limited the run" in slow.stdout

@@ -157,6 +157,13 @@ def validity(run: Run) -> list[str]:
         )
     if not collection.get("complete", True) and not missing:
         problems.append("not every worker's records were collected")
+    drain = run.meta.get("drain") or {}
+    if drain and not drain.get("settled", True):
+        problems.append(
+            f"receipts were still arriving when collection stopped at the drain limit"
+            f" ({drain.get('limit_s', 0):.0f} s after sending stopped): some of the lost may"
+            " have been in flight (raise --drain-limit)"
+        )
     return problems
 
 

@@ -58,7 +58,10 @@ def stage_reasons(stage: Mapping[str, Any], corroborated: bool = False) -> list[
             f" {int(stats.get('peak_queued', 0)):,} waiting, p99 wait {wait_p99:,.0f} ms,"
             f" longest {float(stats.get('queue_wait_ms_max') or 0.0) / 1000:,.1f} s"
         )
-    integration = _total(stats.get("integration_timeouts", 0))
+    gateway = (stage.get("stats") or {}).get("gateway") or {}
+    integration = max(
+        _total(stats.get("integration_timeouts", 0)), _total(gateway.get("integration_timeouts", 0))
+    )
     if integration:
         reasons.append(f"{integration:,} integration timeouts (29 s limit)")
     timeouts = _total(stats.get("timeouts", {}))

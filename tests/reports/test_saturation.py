@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reports import saturation
-from reports.analysis import analyze
+from reports.analysis import analyze, validity
 from reports.rundir import read_run
 from tests.reports.synthetic import build_run
 
@@ -118,3 +118,24 @@ def test_analyze_blames_the_stage_not_a_healthy_generator(tmp_path: Path) -> Non
         "limited_by": "load generator", "system": [],
         "generator": ["load generator CPU reached 97 %"],
     }  # fmt: skip
+
+
+def test_integration_timeouts_the_gateway_counted_are_read_too() -> None:
+    stage = {"kind": "local", "config": {"concurrency": 8},
+             "stats": {"gateway": {"integration_timeouts": 404},
+                       "lambda": {"timeouts": {}, "peak_running": 8}}}  # fmt: skip
+    assert saturation.stage_reasons(stage) == [
+        "404 integration timeouts (29 s limit)",
+        "all 8 Lambda execution environments busy at once",
+    ]
+
+
+def test_collection_cut_off_at_the_drain_limit_is_a_validity_problem(tmp_path: Path) -> None:
+    run = read_run(build_run(tmp_path / "run"))
+    run.meta["drain"] = {"settled": False, "limit_s": 58.0, "quiet_s": 2.0}
+    assert (
+        "receipts were still arriving when collection stopped at the drain limit (58 s after"
+        " sending stopped): some of the lost may have been in flight (raise --drain-limit)"
+    ) in validity(run)
+    run.meta["drain"]["settled"] = True
+    assert not any("drain limit" in problem for problem in validity(run))

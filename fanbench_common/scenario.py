@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fanbench_common.errors import ScenarioError
+from fanbench_common.limits import INTEGRATION_TIMEOUT_S
 from fanbench_common.redaction import redact_mapping
 
 GLOBAL_AUDIENCE = "*"
@@ -72,7 +73,13 @@ KNOBS: tuple[Knob, ...] = (
     Knob("message_bytes", int, 64, "chat message size in bytes"),
     Knob("send_interval", float, 2.0, "seconds between one user's messages", positive=True),
     Knob("warmup", float, 5.0, "seconds excluded from latency statistics"),
-    Knob("drain", float, 3.0, "seconds to keep receiving after sending stops"),
+    Knob("drain", float, 3.0, "seconds after sending stops within which receipts are on time"),
+    Knob(
+        "drain_limit",
+        float,
+        INTEGRATION_TIMEOUT_S,
+        "at most this many seconds after sending stops, wait for fan-outs to finish",
+    ),
     Knob("settle", float, 1.0, "a recipient must stay connected this long after a send"),
     Knob("variant", str, "", "label of the handler variant under test", minimum=None),
 )
@@ -90,6 +97,10 @@ class Scenario:
     """Each user sends one message per interval (open loop)."""
     warmup_s: float = 5.0
     drain_s: float = 3.0
+    """After sending stops, receipts within this window are on time; later ones are late."""
+    drain_limit_s: float = INTEGRATION_TIMEOUT_S
+    """Receivers keep listening past the drain window until the fan-outs go quiet, at most
+    this long after sending stops (``fanbench run`` adds the stage's function timeouts)."""
     settle_s: float = 1.0
     run_dir: str = ""
     variant: str = ""
@@ -114,6 +125,7 @@ class Scenario:
             send_interval_s=options.send_interval,
             warmup_s=options.warmup,
             drain_s=options.drain,
+            drain_limit_s=max(options.drain, options.drain_limit),
             settle_s=options.settle,
             run_dir=options.run_dir,
             variant=options.variant,

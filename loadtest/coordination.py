@@ -4,11 +4,15 @@ Locust's master waits only 0.5 s for workers' final reports at quit (locust
 issue #1426), so records never ride on those reports. Instead, when a test
 stops the master (or the single local process):
 
-1. tells every process to stop sending;
-2. waits the drain window while receivers keep stamping;
+1. tells every process to stop sending, and measures the workers' clocks again;
+2. waits the drain window while receivers keep stamping (receipts after it are
+   *late*), then keeps waiting until no receipt has arrived for a quiet window:
+   a saturated stage finishes its queued fan-outs long after the last send, and
+   a slow fan-out is not a lost one (bounded by ``drain_limit_s``);
 3. asks each worker to flush and waits for its acknowledgement, which comes
-   after its last record batch (messages on one connection stay in order);
-4. writes the run directory.
+   after its last record batch (messages on one connection stay in order); a
+   worker that Locust reports missing is not waited for, and is named;
+4. writes the run directory, moving every record onto the master's clock.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from typing import Any
 
 import gevent
 from locust import events
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
 from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
 from loadtest import health, process_context
+from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
 from reports.loss import account
@@ -39,6 +44,9 @@ FLUSH_TIMEOUT_S = 30.0
 PING_ROUNDS = 20
 PROGRESS_INTERVAL_S = 1.0
 PROGRESS_LOSS_ROW_LIMIT = 2_000_000
+QUIET_S = 2.0
+"""No new receipt for this long after the drain window: the fan-outs have finished."""
+POLL_S = 0.1
 
 RECORDS, FLUSH, FLUSHED, CONTROL, PING, PONG = (
     "fanbench_records", "fanbench_flush", "fanbench_flushed", "fanbench_control",
@@ -75,17 +83,21 @@ class MasterState:
         self.collector = Collector()
         self.flushed: set[int] = set()
         self.workers_seen: set[int] = set()
-        self.clock: dict[int, dict[str, int]] = {}
-        self._pings: dict[int, list[tuple[int, int]]] = {}
+        self.last_heard_ns: dict[int, int] = {}
+        self._pings: dict[int, dict[str, list[ClockSample]]] = {}
         self.started_ns = 0
         self.stop_sending_ns = 0
+        self.drain: dict[str, Any] = {}
+        self.missing: dict[int, dict[str, int]] = {}
         self.run_dir = Path(scenario.run_dir) if scenario.run_dir else default_run_dir()
         self._written = False
 
     # -- messages from workers ---------------------------------------------------
 
     def on_records(self, environment: Any, msg: Any, **_: Any) -> None:
-        self.workers_seen.add(int(msg.data["process"]))
+        process = int(msg.data["process"])
+        self.workers_seen.add(process)
+        self.last_heard_ns[process] = time.time_ns()
         self.collector.add(msg.data)
 
     def on_flushed(self, environment: Any, msg: Any, **_: Any) -> None:
@@ -94,23 +106,34 @@ class MasterState:
     def on_pong(self, environment: Any, msg: Any, **_: Any) -> None:
         received_ns = time.time_ns()
         process, sent_ns, worker_ns = (int(msg.data[k]) for k in ("process", "t0", "worker_ns"))
-        self._pings.setdefault(process, []).append(
-            (received_ns - sent_ns, worker_ns - (sent_ns + received_ns) // 2)
+        phases = self._pings.setdefault(process, {"start": [], "stop": []})
+        phases[str(msg.data.get("phase", "start"))].append(
+            ClockSample(sent_ns, received_ns, worker_ns)
         )
-        rtt, offset = min(self._pings[process])
-        self.clock[process] = {
-            "offset_ns": offset,
-            "uncertainty_ns": rtt // 2,
-            "samples": len(self._pings[process]),
-        }
-        self.collector.offsets_ns[process] = offset
 
-    def measure_clocks(self) -> None:
-        """NTP-style ping exchange; the lowest round trip gives the tightest offset."""
+    def measure_clocks(self, phase: str = "start") -> None:
+        """NTP-style ping exchanges; ``fit`` keeps each phase's lowest round trip."""
         runner = self.environment.runner
         for _ in range(PING_ROUNDS):
-            runner.send_message(PING, {"t0": time.time_ns()})
+            runner.send_message(PING, {"t0": time.time_ns(), "phase": phase})
             gevent.sleep(0.1)
+
+    def clock_fits(self) -> dict[int, ClockFit | None]:
+        """Every process with records or samples; ``None``: never measured (its offset is
+        unknown, and run.json says so). The single local process is the master's clock."""
+        if self.local is not None:
+            return {}
+        processes = set(self._pings) | set(self.collector.rows_by_process)
+        return {
+            p: fit(self._pings.get(p, {}).get("start", []), self._pings.get(p, {}).get("stop", []))
+            for p in processes
+        }
+
+    def clock_meta(self, fits: dict[int, ClockFit | None]) -> dict[str, Any]:
+        if self.local is not None:
+            return {str(self.local.process): {"measured": True, "same_clock": True, "samples": 0,
+                                              "offset_ns": 0, "uncertainty_ns": 0}}  # fmt: skip
+        return {str(p): (UNMEASURED if f is None else f.as_meta()) for p, f in fits.items()}
 
     # -- end of test -----------------------------------------------------------------
 
@@ -120,6 +143,42 @@ class MasterState:
             self.local.sending = False
         else:
             self.environment.runner.send_message(CONTROL, {"sending": False})
+
+    def receipts_so_far(self) -> int:
+        """Receipts recorded (local) or reported by the workers' latest batches."""
+        if self.local is not None:
+            return self.local.recorder.received
+        return sum(c.get("receipts", 0) for c in self.collector.counters.values())
+
+    def wait_for_quiet(self) -> dict[str, Any]:
+        """After the drain window: wait until no receipt arrives for ``QUIET_S`` (plus one
+        shipping interval when workers report), or until ``drain_limit_s`` after the stop."""
+        quiet_ns = int((QUIET_S + (0 if self.local is not None else SHIP_INTERVAL_S)) * 1e9)
+        limit_ns = self.stop_sending_ns + int(self.scenario.drain_limit_s * 1e9)
+        seen, changed_ns = self.receipts_so_far(), time.time_ns()
+        while True:
+            now = time.time_ns()
+            if now - changed_ns >= quiet_ns or now >= limit_ns:
+                break
+            gevent.sleep(POLL_S)
+            count = self.receipts_so_far()
+            if count != seen:
+                seen, changed_ns = count, time.time_ns()
+        return {
+            "quiet_s": quiet_ns / 1e9,
+            "limit_s": self.scenario.drain_limit_s,
+            "last_receipt_seen_ns": changed_ns,
+            "settled": time.time_ns() - changed_ns >= quiet_ns,
+        }
+
+    def _unresponsive(self) -> set[int]:
+        """Workers Locust has marked missing (no heartbeat): not worth waiting for."""
+        runner = self.environment.runner
+        return {
+            runner.get_worker_index(worker.id)
+            for worker in runner.clients.all
+            if worker.state == STATE_MISSING
+        }
 
     def collect(self) -> bool:
         """Pull every remaining record; ``True`` when every worker acknowledged."""
@@ -134,8 +193,17 @@ class MasterState:
         expected |= self.workers_seen
         runner.send_message(FLUSH, {})
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
-        while time.monotonic() < deadline and not expected <= self.flushed:
+        while time.monotonic() < deadline and not expected <= self.flushed | self._unresponsive():
             gevent.sleep(0.05)
+        for process in sorted(expected - self.flushed):
+            rows = self.collector.rows_by_process.get(process, {})
+            counters = self.collector.counters.get(process, {})
+            self.missing[process] = {
+                "sends": rows.get("sends", 0),
+                "receipts": rows.get("deliveries", 0),
+                "clients": counters.get("clients", 0),
+                "last_heard_ns": self.last_heard_ns.get(process, 0),
+            }
         return expected <= self.flushed
 
     def finish(self) -> None:
@@ -143,12 +211,20 @@ class MasterState:
             return
         self._written = True
         self.stop_sending()
+        clocks = None
+        if self.local is None:
+            clocks = gevent.spawn(self.measure_clocks, "stop")
         gevent.sleep(self.scenario.drain_s)
         drain_deadline_ns = time.time_ns()
+        self.drain = self.wait_for_quiet()
+        if clocks is not None:
+            clocks.join(timeout=PING_ROUNDS * 0.1 + 5)
         complete = self.collect()
         self.write(drain_deadline_ns, complete)
 
-    def meta(self, drain_deadline_ns: int, complete: bool) -> dict[str, Any]:
+    def meta(
+        self, drain_deadline_ns: int, complete: bool, fits: dict[int, ClockFit | None]
+    ) -> dict[str, Any]:
         options = self.environment.parsed_options
         return {
             "scenario": {
@@ -168,16 +244,23 @@ class MasterState:
                 "drain_deadline_ns": drain_deadline_ns,
                 "end_ns": time.time_ns(),
             },
-            "clock_offsets": {str(p): c for p, c in self.clock.items()},
+            "drain": self.drain,
+            "clock_offsets": self.clock_meta(fits),
             "collection": {
                 "complete": complete,
                 "rows": self.collector.rows,
                 "rows_by_process": {str(p): r for p, r in self.collector.rows_by_process.items()},
+                "missing_processes": {str(p): m for p, m in self.missing.items()},
             },
         }
 
     def write(self, drain_deadline_ns: int, complete: bool) -> None:
-        path = self.collector.write(self.run_dir, self.meta(drain_deadline_ns, complete))
+        fits = self.clock_fits()
+        # A missing worker's clients left with it: their memberships end when it was last heard.
+        ended = {p: m["last_heard_ns"] for p, m in self.missing.items() if m["last_heard_ns"]}
+        path = self.collector.write(
+            self.run_dir, self.meta(drain_deadline_ns, complete, fits), fits, ended
+        )
         print(f"fanbench: run directory {path}", file=sys.stderr, flush=True)
 
     # -- live progress -----------------------------------------------------------------
@@ -195,7 +278,7 @@ class MasterState:
         sent, received = rows["sends"], rows["deliveries"]
         lost: int | None = None
         if sum(rows.values()) < PROGRESS_LOSS_ROW_LIMIT:
-            tables = self.collector.tables()
+            tables = self.collector.tables(self.clock_fits())
             settle_ns = int(self.scenario.settle_s * 1e9)
             horizon = time.time_ns() - settle_ns - int(2 * SHIP_INTERVAL_S * 1e9)
             sends = as_table("sends", tables["sends"])
@@ -253,7 +336,12 @@ class WorkerState:
     def on_ping(self, environment: Any, msg: Any, **_: Any) -> None:
         environment.runner.send_message(
             PONG,
-            {"process": self.context.process, "t0": msg.data["t0"], "worker_ns": time.time_ns()},
+            {
+                "process": self.context.process,
+                "t0": msg.data["t0"],
+                "phase": msg.data.get("phase", "start"),
+                "worker_ns": self.context.recorder.now_ns(),
+            },
         )
 
 

@@ -31,4 +31,6 @@ def sample_forever(context: ProcessContext) -> None:
         lags = list(context.send_lags_ms)
         context.send_lags_ms.clear()
         send_lag_p99 = float(np.percentile(lags, 99)) if lags else 0.0
-        context.recorder.health(time.time_ns(), process.cpu_percent(), send_lag_p99, worst_lag_ms)
+        context.recorder.health(
+            context.recorder.now_ns(), process.cpu_percent(), send_lag_p99, worst_lag_ms
+        )

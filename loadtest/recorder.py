@@ -8,14 +8,16 @@ carries as-is, and become numpy columns only at the collector.
 from __future__ import annotations
 
 import threading
+import time
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from loadtest.clock import NO_SKEW, ClockFit, Skew, skew_for
 from reports.rundir import COLUMNS, STILL_CONNECTED, write_run
 
 TIME_COLUMNS = {
@@ -41,13 +43,19 @@ def _new_columns(table: str) -> dict[str, Any]:
 class Recorder:
     """One process's buffers. Append from any greenlet; ``take_batch`` ships and clears."""
 
-    def __init__(self, process: int) -> None:
+    def __init__(self, process: int, skew: Skew | None = None) -> None:
         self.process = process
         self._lock = threading.Lock()
         self._tables = {name: _new_columns(name) for name in COLUMNS}
         self._open: dict[int, tuple[str, int]] = {}
         self.sent = 0
         self.received = 0
+        self.clients = 0
+        self.dropped = 0
+        skew = skew_for(process) if skew is None else skew
+        self.now_ns: Callable[[], int] = time.time_ns if skew is NO_SKEW else skew.now_ns
+        """This process's clock: every stamp it records, and its answer to the master's pings
+        (``time.time_ns`` itself unless a test skews it: it runs once per receipt)."""
 
     def send(self, client: int, seq: int, intended_ns: int, sent_ns: int, size: int) -> None:
         t = self._tables["sends"]
@@ -67,13 +75,22 @@ class Recorder:
         self.received += 1
 
     def connected(self, client: int, audience: str, connected_ns: int) -> None:
-        """Connect complete; the membership row is written at disconnect or collection."""
+        """Connect complete: the membership ships now, still open, so that a process that
+        dies later leaves its clients' memberships behind; its end ships as a second row."""
         self._open[client] = (audience, connected_ns)
+        self._membership(client, audience, connected_ns, STILL_CONNECTED)
+        self.clients += 1
 
     def disconnecting(self, client: int, disconnected_ns: int) -> None:
         opened = self._open.pop(client, None)
         if opened is not None:
             self._membership(client, opened[0], opened[1], disconnected_ns)
+
+    def dropped_by_server(self, client: int, t_ns: int, detail: str) -> None:
+        """The server closed the connection: membership ends here, and the drop is counted."""
+        self.disconnecting(client, t_ns)
+        self.error(client, t_ns, "dropped", detail)
+        self.dropped += 1
 
     def _membership(
         self, client: int, audience: str, connected_ns: int, disconnected_ns: int
@@ -100,16 +117,12 @@ class Recorder:
         t["loop_lag_ms"].append(loop_lag_ms)
 
     def take_batch(self, final: bool = False, max_rows: int = MAX_BATCH_ROWS) -> Batch:
-        """Up to ``max_rows`` rows per table, removed from the buffers.
+        """Up to ``max_rows`` rows per table, removed from the buffers, and the counters.
 
-        With ``final``, connections still open are written as still connected.
-        Call until ``has_more`` is false to empty the buffers.
+        Call until ``has_more`` is false to empty the buffers. ``final`` is accepted for
+        callers that mark the last flush; open connections already shipped at connect.
         """
         with self._lock:
-            if final:
-                for client, (audience, connected_ns) in self._open.items():
-                    self._membership(client, audience, connected_ns, STILL_CONNECTED)
-                self._open.clear()
             tables: dict[str, dict[str, Any]] = {}
             for name, columns in self._tables.items():
                 out: dict[str, Any] = {}
@@ -118,7 +131,20 @@ class Recorder:
                     del values[:max_rows]
                     out[column] = list(head) if isinstance(head, list) else head.tobytes()
                 tables[name] = out
-            return {"process": self.process, "tables": tables, "has_more": self.has_more()}
+            return {
+                "process": self.process,
+                "tables": tables,
+                "has_more": self.has_more(),
+                "counters": self.counters(),
+            }
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "sends": self.sent,
+            "receipts": self.received,
+            "clients": self.clients,
+            "dropped": self.dropped,
+        }
 
     def has_more(self) -> bool:
         return any(
@@ -128,7 +154,7 @@ class Recorder:
 
 
 def batch_columns(batch: Batch, offset_ns: int = 0) -> dict[str, dict[str, npt.NDArray[Any]]]:
-    """A shipped batch as numpy columns, shifted onto the master's clock by ``-offset_ns``."""
+    """A shipped batch as numpy columns, shifted by ``-offset_ns`` (0: as stamped)."""
     tables: dict[str, dict[str, npt.NDArray[Any]]] = {}
     for name, columns in batch["tables"].items():
         out: dict[str, npt.NDArray[Any]] = {}
@@ -142,38 +168,103 @@ def batch_columns(batch: Batch, offset_ns: int = 0) -> dict[str, dict[str, npt.N
     return tables
 
 
+def _on_master_clock(table: str, columns: dict[str, npt.NDArray[Any]], fit: ClockFit) -> None:
+    for column in TIME_COLUMNS[table]:
+        values = columns[column]
+        columns[column] = np.where(values == STILL_CONNECTED, values, fit.to_master(values))
+
+
+def merge_membership(
+    membership: dict[str, npt.NDArray[Any]],
+    process: npt.NDArray[np.int64],
+    ended: Mapping[int, int] | None = None,
+) -> dict[str, npt.NDArray[Any]]:
+    """One row per client: the open row shipped at connect and the closing row shipped at
+    disconnect become one. ``process`` gives each row's process; ``ended`` closes, at the
+    given time, the still-open connections of a process that went missing (its clients
+    left with it)."""
+    clients = membership["client"]
+    if not len(clients):
+        return membership
+    order = np.lexsort((membership["disconnected_ns"], clients, process))
+    last_of_client = np.ones(len(order), dtype=bool)
+    last_of_client[:-1] = (clients[order][1:] != clients[order][:-1]) | (
+        process[order][1:] != process[order][:-1]
+    )
+    keep = order[last_of_client]  # STILL_CONNECTED (-1) sorts first, so a real end wins
+    merged = {column: values[keep] for column, values in membership.items()}
+    for missing, at_ns in (ended or {}).items():
+        cut = (process[keep] == missing) & (merged["disconnected_ns"] == STILL_CONNECTED)
+        merged["disconnected_ns"] = np.where(cut, at_ns, merged["disconnected_ns"])
+    return merged
+
+
 class Collector:
-    """The master's merge of every process's batches; writes the run directory."""
+    """The master's merge of every process's batches; writes the run directory.
+
+    Batches stay on the stamping process's clock until ``tables`` moves them onto the
+    master's with the fits known then (at write: both clock measurements).
+    """
 
     def __init__(self) -> None:
-        self._parts: dict[str, list[dict[str, npt.NDArray[Any]]]] = {name: [] for name in COLUMNS}
-        self.offsets_ns: dict[int, int] = {}
+        self._parts: dict[str, list[tuple[int, dict[str, npt.NDArray[Any]]]]] = {
+            name: [] for name in COLUMNS
+        }
         self.rows: dict[str, int] = dict.fromkeys(COLUMNS, 0)
         self.rows_by_process: dict[int, dict[str, int]] = {}
+        self.counters: dict[int, dict[str, int]] = {}
 
     def add(self, batch: Batch) -> None:
         process = int(batch["process"])
         per_process = self.rows_by_process.setdefault(process, dict.fromkeys(COLUMNS, 0))
-        for name, columns in batch_columns(batch, self.offsets_ns.get(process, 0)).items():
+        if "counters" in batch:
+            self.counters[process] = dict(batch["counters"])
+        for name, columns in batch_columns(batch).items():
             count = len(columns["client"] if "client" in columns else columns["t_ns"])
             if count:
-                self._parts[name].append(columns)
+                self._parts[name].append((process, columns))
                 self.rows[name] += count
                 per_process[name] += count
 
-    def tables(self) -> dict[str, dict[str, npt.NDArray[Any]]]:
+    def tables(
+        self,
+        fits: Mapping[int, ClockFit | None] | None = None,
+        ended: Mapping[int, int] | None = None,
+    ) -> dict[str, dict[str, npt.NDArray[Any]]]:
+        """Every table, on the master's clock where a process has a fit, one membership row
+        per client (``merge_membership``)."""
+        fits = fits or {}
         merged: dict[str, dict[str, npt.NDArray[Any]]] = {}
         for name, parts in self._parts.items():
             if parts:
+                shifted = []
+                for process, columns in parts:
+                    fit = fits.get(process)
+                    if fit is not None:
+                        columns = dict(columns)
+                        _on_master_clock(name, columns, fit)
+                    shifted.append(columns)
                 merged[name] = {
-                    col: np.concatenate([p[col] for p in parts]) for col in COLUMNS[name]
+                    col: np.concatenate([p[col] for p in shifted]) for col in COLUMNS[name]
                 }
             else:
                 merged[name] = {
                     col: np.array([], dtype=kind if kind != "U" else "U1")
                     for col, kind in COLUMNS[name].items()
                 }
+        owners = [
+            np.full(len(columns["client"]), process, dtype=np.int64)
+            for process, columns in self._parts["membership"]
+        ]
+        owner = np.concatenate(owners) if owners else np.array([], dtype=np.int64)
+        merged["membership"] = merge_membership(merged["membership"], owner, ended)
         return merged
 
-    def write(self, path: Path, meta: Mapping[str, Any]) -> Path:
-        return write_run(path, meta, self.tables())
+    def write(
+        self,
+        path: Path,
+        meta: Mapping[str, Any],
+        fits: Mapping[int, ClockFit | None] | None = None,
+        ended: Mapping[int, int] | None = None,
+    ) -> Path:
+        return write_run(path, meta, self.tables(fits, ended))

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from fanbench_common.errors import FanbenchError, RunDirError, ScenarioError
 from fanbench_common.redaction import SECRET_KEYS, redact_mapping
 from fanbench_common.scenario import (
@@ -33,12 +35,19 @@ from fanbench_common.scenario import (
 )
 from loadtest.stage.config import LOOPBACK, StageConfig, add_stage_arguments, config_from_args
 from loadtest.stage.launcher import LocalStage, StageError
+from reports import saturation
 from reports.analysis import analyze
-from reports.rundir import default_run_dir, read_run
+from reports.rundir import Run, default_run_dir, read_run
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 EXTRA_LOCUST_TIME_S = 60
 PREFLIGHT_TIMEOUT_S = 10.0
+EXIT_INCOMPLETE = 1
+"""``fanbench run``'s exit status when records are missing (a worker died): the figures are
+not the whole run."""
+LOCUST_LOG = Path("locust") / "output.log"
+""""Locust's own output (its shutdown tracebacks can run to megabytes) goes here, not to the
+terminal."""
 
 
 class RunError(FanbenchError):
@@ -53,8 +62,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target", help="a real stage's wss:// URL (default: start the local stage)"
     )
-    # The stage's own flags include --variant, the one knob that both sides share.
-    add_knob_arguments(parser, locust=False, exclude=frozenset({"variant"}))
+    # The stage's own flags include --variant, the one knob that both sides share; the
+    # drain limit's default here depends on the stage's timeouts (see drain_limit_s).
+    add_knob_arguments(parser, locust=False, exclude=frozenset({"variant", "drain_limit"}))
+    parser.add_argument("--drain-limit", type=float,
+                        help="wait for fan-outs to finish at most this many seconds after"
+                        " sending stops (default: the integration timeout plus the longest"
+                        " function timeout)")  # fmt: skip
     parser.add_argument(
         "--token", default=os.environ.get(TOKEN_ENV, ""),
         help=f"?token= for $connect, also the local stage's (default: ${TOKEN_ENV}, which "
@@ -127,7 +141,19 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"refusing to bind {args.host}: pass --allow-remote to expose the stage")
 
 
-def locust_command(args: argparse.Namespace, host: str, run_dir: Path, variant: str) -> list[str]:
+def drain_limit_s(args: argparse.Namespace, function_timeouts_s: list[float]) -> float:
+    """How long after the last send a fan-out can still be running: an invocation may wait
+    up to the integration timeout to start, then run up to its function timeout."""
+    if args.drain_limit is not None:
+        return float(args.drain_limit)
+    integration_s = float(args.integration_timeout_s)
+    longest_s = max(function_timeouts_s, default=integration_s)
+    return max(float(args.drain), integration_s + longest_s)
+
+
+def locust_command(
+    args: argparse.Namespace, host: str, run_dir: Path, variant: str, drain_limit: float
+) -> list[str]:
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--host", host, "-u", str(args.users), "-r", str(args.spawn_rate),
@@ -136,8 +162,9 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: Path, variant: 
         "--run-dir", str(run_dir), "--variant", variant,
     ]  # fmt: skip
     for knob in KNOBS:
-        if knob.locust and knob.name != "variant":
+        if knob.locust and knob.name not in ("variant", "drain_limit"):
             command += [knob.flag, str(getattr(args, knob.name))]
+    command += ["--drain-limit", str(drain_limit)]
     if args.workers:
         command += ["--processes", str(args.workers)]
     return command
@@ -214,7 +241,6 @@ def execute(args: argparse.Namespace) -> Path:
     if args.target:
         preflight(args.target, args.token)
     run_dir.mkdir(parents=True, exist_ok=True)
-    limit_s = args.duration + args.drain + EXTRA_LOCUST_TIME_S + args.users / args.spawn_rate
     with contextlib.ExitStack() as stack:
         stage: LocalStage | None = None
         if args.target:
@@ -226,16 +252,33 @@ def execute(args: argparse.Namespace) -> Path:
             except StageError as error:
                 raise RunError(str(error)) from None
             host, variant = stage.ws_url, stage_config.variant
-        print(f"fanbench: {args.users} users → {host} ({variant or 'unlabelled'})", flush=True)
-        process = subprocess.Popen(
-            locust_command(args, host, run_dir, variant),
-            env={**os.environ, TOKEN_ENV: args.token},
+        timeouts = (
+            [float(f["timeout_s"]) for f in stage.stats()["functions"].values()]
+            if stage is not None
+            else []
         )
-        _watch(process, run_dir, args.quiet, limit_s)
-        if not (run_dir / "run.json").is_file():
-            raise RunError(
-                f"Locust ended without writing {run_dir / 'run.json'}; see its output above"
+        drain_limit = drain_limit_s(args, timeouts)
+        limit_s = args.duration + drain_limit + EXTRA_LOCUST_TIME_S + args.users / args.spawn_rate
+        print(f"fanbench: {args.users} users → {host} ({variant or 'unlabelled'})", flush=True)
+        log_path = run_dir / LOCUST_LOG
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                locust_command(args, host, run_dir, variant, drain_limit),
+                env={**os.environ, TOKEN_ENV: args.token},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
+            _watch(process, run_dir, args.quiet, limit_s)
+        if not (run_dir / "run.json").is_file():
+            print(_log_tail(log_path), file=sys.stderr)
+            raise RunError(
+                f"Locust ended without writing {run_dir / 'run.json'}; its output is in {log_path}"
+            )
+        tracebacks = log_path.read_bytes().count(b"Traceback (most recent call last)")
+        if tracebacks:
+            print(f"fanbench: Locust logged {tracebacks} tracebacks; see {log_path}", flush=True)
         extra: dict[str, Any] = {"locust_returncode": process.returncode}
         scenario_file: ScenarioFile | None = getattr(args, "scenario_file", None)
         if scenario_file is not None:
@@ -257,6 +300,11 @@ def execute(args: argparse.Namespace) -> Path:
     return run_dir
 
 
+def _log_tail(path: Path, lines: int = 20) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    return "\n".join(text[-lines:])
+
+
 def _stage_meta(config: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -265,7 +313,15 @@ def _stage_meta(config: Any) -> dict[str, Any]:
     return meta
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
+def _connect_failures(run: Run) -> str:
+    failed = run.errors["kind"] == "connect_failed"
+    count = int(np.sum(failed))
+    if not count:
+        return "connect failures 0"
+    return f"connect failures {count} (first: {run.errors['detail'][failed][0]})"
+
+
+def summary_lines(summary: dict[str, Any], run: Run) -> list[str]:
     counts, latency = summary["counts"], summary["latency_ms"]["from_sent"]
     loss = summary["rates"]["loss"]
 
@@ -274,13 +330,17 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 
     lines = [
         f"messages sent {counts['messages']}, deliveries {counts['delivered']} of "
-        f"{counts['expected']} expected",
+        f"{counts['expected']} expected, late {counts['late']} (after the drain window)",
         f"fan-out latency p50 {ms(latency['p50'])}, p99 {ms(latency['p99'])}, "
         f"max {ms(latency['max'])}",
         f"lost {counts['lost']} ({100 * loss['rate']:.3f} %, 95 % CI {100 * loss['ci95'][0]:.3f}–"
         f"{100 * loss['ci95'][1]:.3f} %), duplicates {counts['duplicates']}, "
         f"out of order {counts['out_of_order']}, error frames {counts['error_frames']}",
+        f"connections {len(run.membership['client'])}, dropped by the server"
+        f" {counts.get('dropped', 0)}, {_connect_failures(run)},"
+        f" unexpected receipts {counts['unexpected']}",
     ]
+    lines.append(saturation.describe(summary["saturation"]))
     lines += [f"WARNING: {problem}" for problem in summary["validity"]]
     return lines
 
@@ -294,10 +354,11 @@ def run_command(args: argparse.Namespace) -> int:
     require_locust()
     run_dir = execute(args)
     try:
-        summary = analyze(read_run(run_dir))
+        run = read_run(run_dir)
+        summary = analyze(run)
     except RunDirError as error:
         raise RunError(str(error)) from None
-    for line in summary_lines(summary):
+    for line in summary_lines(summary, run):
         print(line)
     if not args.no_report:
         from reports.prices import Prices
@@ -305,4 +366,10 @@ def run_command(args: argparse.Namespace) -> int:
 
         print(f"report: {write_report(run_dir, Prices())}")
     print(f"run directory: {run_dir}")
+    if not run.meta.get("collection", {}).get("complete", True):
+        print(
+            "fanbench: the run is incomplete (records are missing; see the warnings above)",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     return 0

@@ -72,10 +72,11 @@ def trials_command(args: argparse.Namespace) -> int:
         print(f"trial {trial} of {args.trials}, {SIDES[side]}: {variant}", flush=True)
         execute(argparse.Namespace(**{**vars(args), "variant": variant, "run_dir": run_dir}))
         try:
-            summary = analyze(read_run(run_dir))
+            run = read_run(run_dir)
+            summary = analyze(run)
         except RunDirError as error:
             raise RunError(str(error)) from None
-        for line in summary_lines(summary):
+        for line in summary_lines(summary, run):
             print(f"  {line}")
         if not args.no_report:
             from reports.prices import Prices

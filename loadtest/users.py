@@ -40,6 +40,7 @@ class ChatUser(User):
         self.socket: ClientConnection | None = None
         self._receiver: gevent.Greenlet | None = None
         self._seq = 0
+        self._stopping = False
 
     def _fire(self, name: str, response_time_ms: float, exception: Exception | None = None) -> None:
         self.environment.events.request.fire(
@@ -48,25 +49,32 @@ class ChatUser(User):
         )  # fmt: skip
 
     def on_start(self) -> None:
+        self._connect()
+
+    def _connect(self) -> bool:
+        """Open the connection and start its receiver; a refusal is recorded, not raised."""
         scenario = self.shared.scenario
+        recorder = self.shared.recorder
         room = None if self.audience == "*" else self.audience
         url = connect_url(self.host or "", room, scenario.token)
         began = time.perf_counter()
         try:
-            self.socket = connect(
+            socket = connect(
                 url, open_timeout=OPEN_TIMEOUT_S, close_timeout=2, compression=None,
                 max_size=None, ping_interval=None, legacy=True,
             )  # fmt: skip
         except (OSError, TimeoutError, WebSocketException) as error:
             detail = redact_text(f"{type(error).__name__}: {error}", scenario.token)
-            self.shared.recorder.error(self.client_id, time.time_ns(), "connect_failed", detail)
+            recorder.error(self.client_id, recorder.now_ns(), "connect_failed", detail)
             self._fire("connect", (time.perf_counter() - began) * 1000, RuntimeError(detail))
             # The user stops from its task: Locust logs a traceback for a StopUser raised
             # in on_start, and a refused connect is a recorded failure, not a crash.
-            return
+            return False
         self._fire("connect", (time.perf_counter() - began) * 1000)
-        self.shared.recorder.connected(self.client_id, self.audience, time.time_ns())
-        self._receiver = gevent.spawn(self._receive, self.socket)
+        self.socket = socket
+        recorder.connected(self.client_id, self.audience, recorder.now_ns())
+        self._receiver = gevent.spawn(self._receive, socket)
+        return True
 
     def _receive(self, socket: ClientConnection) -> None:
         recorder = self.shared.recorder
@@ -75,10 +83,11 @@ class ChatUser(User):
             try:
                 frame = socket.recv()
             except ConnectionClosed as closed:
-                if self.socket is not None:  # not closed by on_stop
-                    recorder.error(me, time.time_ns(), "closed", f"{closed.rcvd}")
+                if self.socket is socket:  # the server closed it, not on_stop
+                    self.socket = None
+                    recorder.dropped_by_server(me, recorder.now_ns(), f"{closed.rcvd}")
                 return
-            now = time.time_ns()
+            now = recorder.now_ns()
             if isinstance(frame, bytes):
                 recorder.error(me, now, "binary_frame", f"{len(frame)} bytes")
                 continue
@@ -92,24 +101,37 @@ class ChatUser(User):
             else:
                 recorder.error(me, now, "unrecognized_frame", frame[:120])
 
+    def _reconnect(self) -> bool:
+        """After the server dropped the connection: rejoin the same audience as a new client
+        (a new id keeps the old membership's end and the new one's start apart)."""
+        self.client_id, _ = self.shared.next_user()
+        self._seq = 0
+        return self._connect()
+
     @task
     def send_open_loop(self) -> None:
         """Send on a fixed schedule whatever the receipts do (open loop)."""
         if self.socket is None:
             raise StopUser()
+        clock = self.shared.recorder.now_ns
         interval_ns = int(self.shared.scenario.send_interval_s * 1e9)
-        intended = time.time_ns() + int(random.uniform(0, interval_ns))
-        while self.socket is not None:
-            wait_s = (intended - time.time_ns()) / 1e9
+        intended = clock() + int(random.uniform(0, interval_ns))
+        while not self._stopping:
+            wait_s = (intended - clock()) / 1e9
             if wait_s > 0:
                 gevent.sleep(wait_s)
-            if self.shared.sending:
+            if self.socket is None and not (self.shared.sending and self._reconnect()):
+                if not self.shared.sending:
+                    return
+                raise StopUser()
+            if self.shared.sending and self.socket is not None:
                 self._send(intended)
             intended += interval_ns
 
     def _send(self, intended_ns: int) -> None:
         assert self.socket is not None
-        sent_ns = time.time_ns()
+        recorder = self.shared.recorder
+        sent_ns = recorder.now_ns()
         seq = self._seq
         self._seq += 1
         text = envelope.encode(
@@ -119,17 +141,18 @@ class ChatUser(User):
         try:
             self.socket.send(envelope.sendmessage_frame(text))
         except (ConnectionClosed, OSError) as error:
-            self.shared.recorder.error(self.client_id, sent_ns, "send_failed", repr(error))
+            recorder.error(self.client_id, sent_ns, "send_failed", repr(error))
             self._fire("send", 0.0, error)
             return
-        self.shared.recorder.send(self.client_id, seq, intended_ns, sent_ns, len(text))
+        recorder.send(self.client_id, seq, intended_ns, sent_ns, len(text))
         self.shared.send_lags_ms.append((sent_ns - intended_ns) / 1e6)
 
     def on_stop(self) -> None:
+        self._stopping = True
         socket, self.socket = self.socket, None
         if socket is None:
             return
-        self.shared.recorder.disconnecting(self.client_id, time.time_ns())
+        self.shared.recorder.disconnecting(self.client_id, self.shared.recorder.now_ns())
         socket.close()
         if self._receiver is not None:
             self._receiver.join(timeout=2)

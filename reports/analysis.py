@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from reports.loss import Ledger, account, ledger
+from reports import saturation
+from reports.loss import Ledger, LossAccount, account, ledger
 from reports.rundir import Run
 from reports.stats import clustered_rate_interval, percentiles, wilson_interval
 
@@ -136,8 +137,8 @@ def per_second(facts: RunFacts) -> dict[str, npt.NDArray[Any]]:
     }
 
 
-def validity(run: Run) -> list[str]:
-    """Reasons the latency figures may describe the generator rather than the system."""
+def generator_problems(run: Run) -> list[str]:
+    """The load generator's own saturation, from its health samples."""
     problems: list[str] = []
     # Only the measured window counts: start-up (imports, connects) is not the test.
     window = (run.health["t_ns"] >= measured_window_start(run)) & (
@@ -151,12 +152,35 @@ def validity(run: Run) -> list[str]:
             problems.append(f"send lag p99 reached {np.max(health['send_lag_ms']):.0f} ms")
         if float(np.max(health["loop_lag_ms"])) > MAX_LOOP_LAG_MS:
             problems.append(f"receive-loop lag reached {np.max(health['loop_lag_ms']):.0f} ms")
+    return problems
+
+
+def validity(run: Run) -> list[str]:
+    """Reasons the latency figures may describe the generator rather than the system."""
+    problems = generator_problems(run)
     for process, clock in (run.meta.get("clock_offsets") or {}).items():
+        if not clock.get("measured", True):
+            problems.append(f"clock of process {process} was never measured (offset unknown)")
+            continue
         uncertainty_ms = clock.get("uncertainty_ns", 0) / NS_PER_MS
         if uncertainty_ms > MAX_CLOCK_UNCERTAINTY_MS:
             problems.append(f"clock of process {process} uncertain by ±{uncertainty_ms:.1f} ms")
-    if not run.meta.get("collection", {}).get("complete", True):
+    collection = run.meta.get("collection", {})
+    missing = collection.get("missing_processes") or {}
+    for process, took in missing.items():
+        problems.append(
+            f"worker {process} went missing: its {took['sends']} sends, {took['receipts']}"
+            f" receipts and {took['clients']} clients are counted only until it was last heard"
+        )
+    if not collection.get("complete", True) and not missing:
         problems.append("not every worker's records were collected")
+    drain = run.meta.get("drain") or {}
+    if drain and not drain.get("settled", True):
+        problems.append(
+            f"receipts were still arriving when collection stopped at the drain limit"
+            f" ({drain.get('limit_s', 0):.0f} s after sending stopped): some of the lost may"
+            " have been in flight (raise --drain-limit)"
+        )
     return problems
 
 
@@ -228,4 +252,16 @@ def analyze(run_or_facts: Run | RunFacts) -> dict[str, Any]:
             for kind, n in zip(*np.unique(run.errors["kind"], return_counts=True), strict=True)
         },
         "validity": validity(run),
+        "saturation": _saturation(run, loss, lat),
     }
+
+
+def _saturation(run: Run, loss: LossAccount, lat: Latencies) -> dict[str, Any]:
+    sent_s = run.sends["sent_ns"][lat.message] / 1e9
+    seen = saturation.client_reasons(
+        loss.as_dict(),
+        int(np.sum(run.errors["kind"] == "connect_failed")),
+        saturation.p50_trend(sent_s, lat.from_sent_ms),
+    )
+    stage = saturation.stage_reasons(run.meta.get("stage") or {}, corroborated=bool(seen))
+    return saturation.verdict(stage + seen, generator_problems(run))

@@ -21,12 +21,13 @@ Counted, per AWS service:
 * **DynamoDB**: each send reads the audience — the optimized handler a
   strongly consistent ``GetItem`` of the sender (its room; 1 read unit) plus a
   paginated ``Scan`` of the whole table (or a ``Query`` of the room index), the
-  baseline and sequential variants one un-paginated ``Scan``. A Scan or Query is billed on the total size of the items it
-  evaluates, rounded up to 4 KB per request (1 MB page), at 0.5 read units per
-  4 KB (eventually consistent). Items are assumed ``ITEM_BYTES`` each. Writes:
-  one put per connect and one delete per disconnect (1 write unit each, items
-  under 1 KB), doubled for rooms (the room index is written too). Deletes of
-  stale ids are not counted (the records cannot see them).
+  baseline and sequential variants one un-paginated ``Scan``. A Scan or Query is
+  billed on the total size of the items it evaluates, rounded up to 4 KB per
+  request (1 MB page), at 0.5 read units per 4 KB (eventually consistent).
+  Items are assumed ``ITEM_BYTES`` each. Writes: one put per connect and one
+  delete per disconnect (1 write unit each, items under 1 KB), doubled for rooms
+  (the room index is written too). Deletes of stale ids are not counted (the
+  records cannot see them).
 
 Figures: the run's total; ``usd_per_million_messages``, the message-driven cost
 (messages, ``sendmessage``, reads) per million chat messages sent at this

@@ -15,7 +15,11 @@ Definitions (DESIGN.md, "The measurement"):
   counted, never dropped.
 * **unexpected**: receipts of pairs that were not expected (for instance a
   recipient that connected just after the send, or one that left within the
-  settle window) — neither loss nor error.
+  settle window) — neither loss nor error. Many of them mean membership is
+  missing: a worker died before its clients' memberships reached the master.
+* **dropped**: connections the server closed (idle timeout, maximum duration,
+  DeleteConnection, 1001 at shutdown); membership ends at the close, so later
+  messages are not expected there.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class LossAccount:
     negative_latency: int
     error_frames: int
     receipts: int
+    dropped: int = 0
 
     @property
     def loss_rate(self) -> float:
@@ -218,4 +223,5 @@ def account(
         negative_latency=int(np.sum(found & (deliveries["received_ns"] < sent))),
         error_frames=int(np.sum(errors["kind"] == "error_frame")),
         receipts=len(deliveries["client"]),
+        dropped=int(np.sum(errors["kind"] == "dropped")),
     )

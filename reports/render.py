@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from reports import charts, page, server_report
+from reports import charts, page, saturation, server_report
 from reports.analysis import RunFacts, analyze, gather, per_message, per_second
 from reports.cost import estimate
 from reports.prices import PRICES_TRANSCRIBED, Prices
@@ -196,6 +196,7 @@ def to_html(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, s
     body = f"""<h1>fanbench report — {e(variant)}</h1>
 <p class="sub">{e(charts.describe(summary))} · target {e(str(summary["target"]))}</p>
 {_banner(summary["validity"])}
+<p><strong>{e(saturation.describe(summary["saturation"]))}</strong></p>
 <h2>Headline</h2>
 {page.table(headline(summary))}
 <h2>Charts</h2>
@@ -226,6 +227,7 @@ def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, st
     if summary["validity"]:
         lines += ["**Measurement validity:** these latencies may describe the load generator:", ""]
         lines += [f"- {problem}" for problem in summary["validity"]] + [""]
+    lines += [f"**{saturation.describe(summary['saturation'])}**", ""]
     lines += [*table(headline(summary), ("figure", "value")), "", "## Charts", ""]
     lines += [f"![{title}]({name}.png) ([SVG]({name}.svg))  \n{caption}\n"
               for name, (_, title, caption) in images.items()]  # fmt: skip

@@ -14,9 +14,15 @@ Layout (schema version 1)::
       stage/                 local stage logs (when run on the local stage)
       report/                written by ``fanbench report``
 
-Every timestamp is epoch nanoseconds on the master's clock (workers' offsets are
-applied when records are merged and listed in run.json). ``disconnected_ns`` is
--1 for a connection still open when records were collected.
+Every timestamp is epoch nanoseconds on the master's clock (workers' offsets,
+measured at the start and at the stop with their drift, are applied when the run
+directory is written and listed in run.json's ``clock_offsets``; an entry with
+``measured: false`` had no sample). ``disconnected_ns`` is -1 for a connection
+still open when records were collected; a connection the server closed ends at
+the close (an ``errors`` row of kind ``dropped``). run.json's ``drain`` says how
+collection waited for fan-outs to finish and ``collection.missing_processes``
+names workers that never flushed. These keys are additions: readers default them,
+so the schema version is unchanged.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from loadtest.clock import ClockFit
 from loadtest.recorder import TIME_COLUMNS, Batch, Collector, Recorder, batch_columns
 from reports.rundir import COLUMNS, STILL_CONNECTED, read_run
 
@@ -91,23 +92,52 @@ def test_batch_columns_restore_every_value_exactly() -> None:
 
 def test_every_column_of_a_table_has_the_same_length() -> None:
     tables = batch_columns(filled().take_batch(final=True))
-    expected = {"sends": 3, "deliveries": 2, "membership": 2, "errors": 1, "health": 1}
+    expected = {"sends": 3, "deliveries": 2, "membership": 3, "errors": 1, "health": 1}
     for name, columns in tables.items():
         assert {len(values) for values in columns.values()} == {expected[name]}, name
 
 
-def test_membership_rows_appear_at_disconnect_and_at_the_final_batch() -> None:
-    recorder = filled()
+def test_membership_ships_at_connect_and_again_at_disconnect() -> None:
+    recorder = Recorder(0)
+    recorder.connected(10, "*", 100)
+    recorder.connected(11, "p0-r1", 101)
     first = batch_columns(recorder.take_batch())["membership"]
-    assert first["client"].tolist() == [10]  # 11 is still open: not written yet
-    assert first["disconnected_ns"].tolist() == [1_000_200]
-    final = batch_columns(recorder.take_batch(final=True))["membership"]
-    assert final["client"].tolist() == [11]
-    assert final["audience"].tolist() == ["p0-r1"]
-    assert final["connected_ns"].tolist() == [1_000_101]
-    assert final["disconnected_ns"].tolist() == [STILL_CONNECTED]
+    # Both ship at once, still open: a process that dies later leaves them behind.
+    assert first["client"].tolist() == [10, 11]
+    assert first["disconnected_ns"].tolist() == [STILL_CONNECTED, STILL_CONNECTED]
+    recorder.disconnecting(10, 200)
+    second = batch_columns(recorder.take_batch(final=True))["membership"]
+    assert second["client"].tolist() == [10]
+    assert (second["connected_ns"].tolist(), second["disconnected_ns"].tolist()) == ([100], [200])
     again = batch_columns(recorder.take_batch(final=True))["membership"]
     assert len(again["client"]) == 0
+    assert recorder.counters()["clients"] == 2
+
+
+def test_the_collector_keeps_one_membership_row_per_client() -> None:
+    recorder = Recorder(0)
+    recorder.connected(10, "*", 100)
+    recorder.connected(11, "*", 101)
+    collector = Collector()
+    collector.add(recorder.take_batch())
+    recorder.disconnecting(10, 200)
+    collector.add(recorder.take_batch(final=True))
+    membership = collector.tables()["membership"]
+    rows = sorted(
+        zip(membership["client"].tolist(), membership["disconnected_ns"].tolist(), strict=True)
+    )
+    assert rows == [(10, 200), (11, STILL_CONNECTED)]
+
+
+def test_a_server_close_ends_membership_and_counts_a_drop() -> None:
+    recorder = Recorder(0)
+    recorder.connected(10, "*", 100)
+    recorder.dropped_by_server(10, 150, "received 1001 (going away) Going away")
+    recorder.dropped_by_server(10, 160, "twice")  # a second close of one client ends nothing
+    tables = batch_columns(recorder.take_batch())
+    assert tables["membership"]["disconnected_ns"].tolist() == [STILL_CONNECTED, 150]
+    assert tables["errors"]["kind"].tolist() == ["dropped", "dropped"]
+    assert recorder.counters()["dropped"] == 2
 
 
 def test_disconnecting_an_unknown_client_writes_nothing() -> None:
@@ -174,8 +204,12 @@ def test_offsets_move_times_onto_the_masters_clock() -> None:
             else:
                 np.testing.assert_array_equal(moved, values, err_msg=f"{name}.{column}")
     membership = shifted["membership"]
-    assert membership["connected_ns"].tolist() == [1_000_100 - 1000, 1_000_101 - 1000]
-    assert membership["disconnected_ns"].tolist() == [1_000_200 - 1000, STILL_CONNECTED]
+    assert membership["connected_ns"].tolist() == [
+        1_000_100 - 1000, 1_000_101 - 1000, 1_000_100 - 1000,
+    ]  # fmt: skip
+    assert membership["disconnected_ns"].tolist() == [
+        STILL_CONNECTED, STILL_CONNECTED, 1_000_200 - 1000,
+    ]  # fmt: skip
     assert shifted["sends"]["bytes"].tolist() == [64, 2**31 - 1, 7]
 
 
@@ -183,24 +217,25 @@ def test_negative_offsets_move_times_forward() -> None:
     batch = filled().take_batch(final=True)
     shifted = batch_columns(batch, offset_ns=-50)
     assert shifted["deliveries"]["received_ns"].tolist() == [1_000_070, 1_000_071]
-    assert shifted["membership"]["disconnected_ns"].tolist() == [1_000_250, STILL_CONNECTED]
+    assert shifted["membership"]["disconnected_ns"].tolist() == [
+        STILL_CONNECTED, STILL_CONNECTED, 1_000_250,
+    ]  # fmt: skip
 
 
 def test_collector_merges_two_processes_and_writes_a_readable_run(tmp_path: Path) -> None:
     worker_a, worker_b = filled(process=1), filled(process=2, base=5_000_000)
     collector = Collector()
-    collector.offsets_ns = {2: 700}
     for batch in [*drain(worker_a, max_rows=2), *drain(worker_b, max_rows=2)]:
         collector.add(batch)
     assert collector.rows == {
         "sends": 6,
         "deliveries": 4,
-        "membership": 4,
+        "membership": 6,
         "errors": 2,
         "health": 2,
     }
     assert collector.rows_by_process[1] == {
-        "sends": 3, "deliveries": 2, "membership": 2, "errors": 1, "health": 1,
+        "sends": 3, "deliveries": 2, "membership": 3, "errors": 1, "health": 1,
     }  # fmt: skip
     assert collector.rows_by_process[2] == collector.rows_by_process[1]
 
@@ -210,7 +245,8 @@ def test_collector_merges_two_processes_and_writes_a_readable_run(tmp_path: Path
         "variant": "optimized",
         "times": {"start_ns": 0, "stop_sending_ns": 1, "end_ns": 2},
     }
-    run = read_run(collector.write(tmp_path / "run", meta))
+    fits = {2: ClockFit(anchor_ns=0, offset_ns=700, drift_ppm=0.0, uncertainty_ns=1, samples=1)}
+    run = read_run(collector.write(tmp_path / "run", meta, fits))
     assert len(run.sends["client"]) == 6
     assert sorted(run.sends["sent_ns"].tolist()) == sorted(
         [1_000_002, 1_000_004, 1_000_006, 5_000_002 - 700, 5_000_004 - 700, 5_000_006 - 700]

@@ -46,6 +46,6 @@ def test_metadata_without_a_token_says_so() -> None:
     assert meta["token"] == ""
     assert meta["settle_s"] == 1.0
     assert set(meta) == {
-        "room_size", "message_bytes", "send_interval_s", "warmup_s", "drain_s", "settle_s",
-        "run_dir", "variant", "token",
+        "room_size", "message_bytes", "send_interval_s", "warmup_s", "drain_s", "drain_limit_s",
+        "settle_s", "run_dir", "variant", "token",
     }  # fmt: skip

@@ -79,7 +79,9 @@ def test_flags_override_the_file_wherever_they_stand(tmp_path: Path) -> None:
 
 def test_knobs_the_file_leaves_out_keep_their_defaults(tmp_path: Path) -> None:
     args = parse_arguments(["run", "--scenario", _write(tmp_path, "users = 4\n")])
-    defaults = {knob.name: knob.default for knob in KNOBS if knob.name != "variant"}
+    # The run's own defaults: the stage picks the variant, its timeouts the drain limit.
+    assert (args.variant, args.drain_limit) == (None, None)
+    defaults = {k.name: k.default for k in KNOBS if k.name not in ("variant", "drain_limit")}
     for name, default in defaults.items():
         if name != "users":
             assert getattr(args, name) == default, name
@@ -87,8 +89,9 @@ def test_knobs_the_file_leaves_out_keep_their_defaults(tmp_path: Path) -> None:
 
 def test_the_locust_command_carries_every_locust_knob(tmp_path: Path) -> None:
     args = parse_arguments(["run", "--scenario", _write(tmp_path, "room_size = 5\nwarmup = 1\n")])
-    command = locust_command(args, "ws://127.0.0.1:1/local", tmp_path, "optimized")
+    command = locust_command(args, "ws://127.0.0.1:1/local", tmp_path, "optimized", 42.0)
     flags = dict(itertools.pairwise(command))
+    assert flags["--drain-limit"] == "42.0"
     assert (flags["--room-size"], flags["--warmup"], flags["--variant"]) == (
         "5",
         "1.0",

@@ -32,7 +32,7 @@ from locust import events
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
 from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
-from loadtest import health, process_context
+from loadtest import health, process_context, run_context
 from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
@@ -252,6 +252,7 @@ class MasterState:
                 "rows_by_process": {str(p): r for p, r in self.collector.rows_by_process.items()},
                 "missing_processes": {str(p): m for p, m in self.missing.items()},
             },
+            **run_context.run_json_part(os.environ.get(run_context.RUN_CONTEXT_ENV)),
         }
 
     def write(self, drain_deadline_ns: int, complete: bool) -> None:

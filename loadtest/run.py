@@ -2,7 +2,9 @@
 
 Locust runs in its own process (gevent's monkey-patching stays out of this
 one); this process starts the stage, shows live progress from the master's
-``progress.json``, then adds the stage's figures to run.json and summarizes.
+``progress.json``, and summarizes. The Locust master alone writes run.json, once; what this
+process knows (the scenario file, the stage and where its statistics are) reaches it through
+``loadtest/run_context.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fanbench_common.scenario import (
     check_knobs,
     connect_url,
 )
+from loadtest import run_context
 from loadtest.stage.config import LOOPBACK, StageConfig, add_stage_arguments, config_from_args
 from loadtest.stage.launcher import LocalStage, StageError
 from reports import saturation
@@ -222,13 +225,6 @@ def _watch(process: subprocess.Popen[bytes], run_dir: Path, quiet: bool, limit_s
     return process.wait()
 
 
-def _add_to_meta(run_dir: Path, extra: dict[str, Any]) -> None:
-    meta_file = run_dir / "run.json"
-    meta = json.loads(meta_file.read_text())
-    meta.update(extra)
-    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-
-
 def execute(args: argparse.Namespace) -> Path:
     """Run the swarm; return the run directory."""
     validate(args)
@@ -265,7 +261,11 @@ def execute(args: argparse.Namespace) -> Path:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 locust_command(args, host, run_dir, variant, drain_limit),
-                env={**os.environ, TOKEN_ENV: args.token},
+                env={
+                    **os.environ,
+                    TOKEN_ENV: args.token,
+                    run_context.RUN_CONTEXT_ENV: _run_context(args, stage, stage_config),
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -279,25 +279,25 @@ def execute(args: argparse.Namespace) -> Path:
         tracebacks = log_path.read_bytes().count(b"Traceback (most recent call last)")
         if tracebacks:
             print(f"fanbench: Locust logged {tracebacks} tracebacks; see {log_path}", flush=True)
-        extra: dict[str, Any] = {"locust_returncode": process.returncode}
-        scenario_file: ScenarioFile | None = getattr(args, "scenario_file", None)
-        if scenario_file is not None:
-            extra["scenario_file"] = {
-                "source": scenario_file.source,
-                "description": scenario_file.description,
-            }
-        if stage is not None:
-            stats = stage.stats()
-            extra["stage"] = {
-                "kind": "local",
-                "config": _stage_meta(stage_config),
-                "stats": stats,
-                "memory_mb": {name: f["memory_mb"] for name, f in stats["functions"].items()},
-            }
-        else:
-            extra["stage"] = {"kind": "remote"}
-        _add_to_meta(run_dir, extra)
     return run_dir
+
+
+def _run_context(args: argparse.Namespace, stage: LocalStage | None, config: StageConfig) -> str:
+    """What the master adds to run.json (it alone writes it): scenario file and stage."""
+    context: dict[str, Any] = {"stage": {"kind": "remote"}}
+    scenario_file: ScenarioFile | None = getattr(args, "scenario_file", None)
+    if scenario_file is not None:
+        context["scenario_file"] = {
+            "source": scenario_file.source,
+            "description": scenario_file.description,
+        }
+    if stage is not None:
+        context["stage"] = {
+            "kind": "local",
+            "config": _stage_meta(config),
+            "stats_url": stage.stats_url,
+        }
+    return run_context.encode(context)
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:

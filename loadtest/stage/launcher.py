@@ -109,10 +109,13 @@ class LocalStage:
         )
         return self._endpoints
 
+    @property
+    def stats_url(self) -> str:
+        return f"{self.endpoints.management_url}/_fanbench/stats"
+
     def stats(self) -> dict[str, Any]:
         """The stage's counters (gateway, @connections, Lambda runtime)."""
-        url = f"{self.endpoints.management_url}/_fanbench/stats"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(self.stats_url, timeout=10) as response:
             stats: dict[str, Any] = json.load(response)
             return stats
 

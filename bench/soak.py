@@ -227,8 +227,8 @@ def judge(
     if returncode != 0:
         problems.append(f"fanbench run exited {returncode} (see {run_dir.parent}/soak-run.*)")
     else:
+        from fanbench_common.rundir import read_run
         from reports.analysis import analyze
-        from reports.rundir import read_run
 
         counts = analyze(read_run(run_dir))["counts"]
         if counts["lost"]:

@@ -31,13 +31,13 @@ import gevent
 from locust import events
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
+from fanbench_common.loss import account
+from fanbench_common.rundir import as_table, default_run_dir
 from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
 from loadtest import health, process_context, run_context
 from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
-from reports.loss import account
-from reports.rundir import as_table, default_run_dir
 
 SHIP_INTERVAL_S = 1.0
 FLUSH_TIMEOUT_S = 30.0

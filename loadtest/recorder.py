@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fanbench_common.rundir import COLUMNS, STILL_CONNECTED, write_run
 from loadtest.clock import NO_SKEW, ClockFit, Skew, skew_for
-from reports.rundir import COLUMNS, STILL_CONNECTED, write_run
 
 TIME_COLUMNS = {
     "sends": ("intended_ns", "sent_ns"),

@@ -26,6 +26,7 @@ import numpy as np
 
 from fanbench_common.errors import FanbenchError, RunDirError, ScenarioError
 from fanbench_common.redaction import SECRET_KEYS, redact_mapping
+from fanbench_common.rundir import Run, default_run_dir, read_run
 from fanbench_common.scenario import (
     KNOBS,
     TOKEN_ENV,
@@ -40,7 +41,6 @@ from loadtest.stage.config import LOOPBACK, StageConfig, add_stage_arguments, co
 from loadtest.stage.launcher import LocalStage, StageError
 from reports import saturation
 from reports.analysis import analyze
-from reports.rundir import Run, default_run_dir, read_run
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 EXTRA_LOCUST_TIME_S = 60

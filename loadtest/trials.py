@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fanbench_common.errors import RunDirError
+from fanbench_common.rundir import read_run
 from loadtest.run import RunError, execute, require_locust, summary_lines
 from reports.analysis import analyze
 from reports.compare import write_comparison
-from reports.rundir import read_run
 
 VARIANTS = ("baseline", "optimized")
 SIDES = "AB"

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fanbench_common.loss import Ledger, LossAccount, account, ledger
+from fanbench_common.rundir import Run
 from reports import saturation
-from reports.loss import Ledger, LossAccount, account, ledger
-from reports.rundir import Run
 from reports.stats import clustered_rate_interval, percentiles, wilson_interval
 
 SUMMARY_VERSION = 1

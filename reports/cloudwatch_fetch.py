@@ -27,8 +27,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from fanbench_common.rundir import read_run
 from reports import cloudwatch as cw
-from reports.rundir import read_run
 
 RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"})
 MAX_PAGES = 1_000

@@ -32,9 +32,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from fanbench_common.rundir import read_run
     from reports.analysis import analyze
     from reports.gate import Thresholds, failures
-    from reports.rundir import read_run
 
     thresholds = Thresholds(
         max_p50_ms=args.max_p50_ms,
@@ -54,8 +54,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from fanbench_common.rundir import read_run
     from reports.export import export_run
-    from reports.rundir import read_run
 
     formats = list(dict.fromkeys(args.format))
     if args.out is not None and len(formats) > 1:

@@ -20,9 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fanbench_common.rundir import read_run
 from reports import page
 from reports.analysis import analyze, gather, per_message, per_second
-from reports.rundir import read_run
 from reports.verdict import (
     Interval,
     Measured,

@@ -47,16 +47,16 @@ import numpy as np
 import numpy.typing as npt
 
 from fanbench_common.limits import KIB, METERING_INCREMENT_BYTES, SCAN_PAGE_BYTES
+from fanbench_common.loss import message_keys
 from fanbench_common.resources import (
     CONNECT_FUNCTION,
     DEFAULT_FUNCTION,
     DISCONNECT_FUNCTION,
     SEND_FUNCTION,
 )
+from fanbench_common.rundir import STILL_CONNECTED, Run, Table
 from fanbench_common.scenario import GLOBAL_AUDIENCE
-from reports.loss import message_keys
 from reports.prices import REGION, SOURCES, Prices
-from reports.rundir import STILL_CONNECTED, Run, Table
 
 CONNECT, DISCONNECT, DEFAULT, SENDMESSAGE = (
     CONNECT_FUNCTION, DISCONNECT_FUNCTION, DEFAULT_FUNCTION, SEND_FUNCTION,

@@ -11,7 +11,7 @@ epoch nanoseconds on the master's clock: workers' clock offsets were applied
 when their records were merged into the run directory. ``measured`` is false for
 messages sent during warm-up, which the latency figures leave out.
 
-The loss ledger (``reports.loss``) stays the authority: the pairs are listed
+The loss ledger (``fanbench_common.loss``) stays the authority: the pairs are listed
 here with its presence rule and checked, message by message, against its
 expected and delivered counts; a disagreement is a bug and stops the export.
 
@@ -39,9 +39,9 @@ import pyarrow.parquet as pq
 from hdrh.histogram import HdrHistogram
 
 from fanbench_common.errors import FanbenchError
+from fanbench_common.loss import Ledger, ledger
+from fanbench_common.rundir import STILL_CONNECTED, Run
 from reports.analysis import _settle_ns, measured_window_start
-from reports.loss import Ledger, ledger
-from reports.rundir import STILL_CONNECTED, Run
 
 FORMATS = ("csv", "parquet", "hlog")
 DEFAULT_NAMES = {

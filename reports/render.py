@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from fanbench_common.rundir import read_run
 from reports import charts, page, saturation, server_report
 from reports.analysis import RunFacts, analyze, gather, per_message, per_second
 from reports.cost import estimate
 from reports.prices import PRICES_TRANSCRIBED, Prices
-from reports.rundir import read_run
 
 CHART_FILES = (
     "latency_distribution", "latency_over_time", "fanout_completion", "loss_errors", "throughput",

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fanbench_common.resources import SEND_FUNCTION
+from fanbench_common.rundir import Run
 from reports import cloudwatch
 from reports.cost import cost_from_counts
 from reports.prices import Prices
-from reports.rundir import Run
 
 Row = tuple[str, str, str]
 

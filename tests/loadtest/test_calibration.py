@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from fanbench_common.rundir import read_run
 from reports.analysis import analyze
-from reports.rundir import read_run
 from reports.stats import wilson_interval
 
 USERS = 10

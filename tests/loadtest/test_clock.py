@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fanbench_common.rundir import read_run
 from loadtest.clock import CLOCK_SKEW_ENV, NO_SKEW, UNMEASURED, ClockSample, fit, skew_for
 from loadtest.recorder import Collector, Recorder
 from reports.analysis import validity
-from reports.rundir import read_run
 from tests.reports.synthetic import build_run
 
 SECOND = 1_000_000_000

@@ -9,9 +9,9 @@ import msgpack
 import numpy as np
 import pytest
 
+from fanbench_common.rundir import COLUMNS, STILL_CONNECTED, read_run
 from loadtest.clock import ClockFit
 from loadtest.recorder import TIME_COLUMNS, Batch, Collector, Recorder, batch_columns
-from reports.rundir import COLUMNS, STILL_CONNECTED, read_run
 
 
 def filled(process: int = 0, base: int = 1_000_000) -> Recorder:

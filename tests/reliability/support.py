@@ -28,12 +28,12 @@ import numpy as np
 import psutil
 from websockets.sync.client import ClientConnection, connect
 
+from fanbench_common.loss import ledger
+from fanbench_common.rundir import Run, read_run
 from fanbench_common.scenario import load_scenario
 from loadtest import envelope
 from loadtest.stage.launcher import wait_until
 from reports.analysis import analyze
-from reports.loss import ledger
-from reports.rundir import Run, read_run
 from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.stage.support import recv_text
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fanbench_common.loss import ledger
 from loadtest.clock import CLOCK_SKEW_ENV
 from loadtest.process_context import CLIENTS_PER_PROCESS
 from reports.analysis import measured_window_start
-from reports.loss import ledger
 from tests.reliability.support import SwarmResult, run_swarm
 
 pytestmark = pytest.mark.timeout(600)

@@ -35,10 +35,10 @@ from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection
 
 from fanbench_common.limits import CLOSE_MESSAGE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, MAX_FRAME_BYTES
+from fanbench_common.rundir import read_run
 from loadtest.stage.config import StageConfig
 from loadtest.stage.launcher import LocalStage
 from reports.analysis import analyze
-from reports.rundir import read_run
 from tests.reliability.support import (
     DEFAULT_HINT,
     chat,

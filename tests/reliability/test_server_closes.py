@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports.rundir import STILL_CONNECTED
+from fanbench_common.rundir import STILL_CONNECTED
 from tests.reliability.support import SwarmResult, run_swarm
 
 pytestmark = pytest.mark.timeout(600)

@@ -20,9 +20,9 @@ import numpy as np
 import psutil
 import pytest
 
+from fanbench_common.loss import ledger
+from fanbench_common.rundir import STILL_CONNECTED, read_run
 from loadtest.process_context import CLIENTS_PER_PROCESS
-from reports.loss import ledger
-from reports.rundir import STILL_CONNECTED, read_run
 from tests.reliability.support import SwarmResult, finish_swarm, start_swarm
 
 pytestmark = pytest.mark.timeout(600)

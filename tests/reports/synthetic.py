@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.rundir import STILL_CONNECTED, write_run
+from fanbench_common.rundir import STILL_CONNECTED, write_run
 
 START_NS = 1_700_000_000_000_000_000
 SECOND = 1_000_000_000

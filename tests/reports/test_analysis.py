@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fanbench_common.rundir import STILL_CONNECTED, Run, read_run, write_run
 from reports.analysis import analyze, gather, measured_window_start, per_message, per_second
-from reports.rundir import STILL_CONNECTED, Run, read_run, write_run
 from reports.stats import wilson_interval
 from tests.reports.synthetic import SECOND, START_NS, build_run
 
@@ -316,19 +316,19 @@ def test_whole_lost_messages_widen_the_interval_beyond_scattered_losses(tmp_path
 def test_the_ledger_is_built_once_per_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import fanbench_common.loss
     import reports.analysis
-    import reports.loss
     from reports.prices import Prices
     from reports.render import write_report
 
     built: list[int] = []
-    real = reports.loss.ledger
+    real = fanbench_common.loss.ledger
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         built.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reports.loss, "ledger", counting)
+    monkeypatch.setattr(fanbench_common.loss, "ledger", counting)
     monkeypatch.setattr(reports.analysis, "ledger", counting)
     write_report(build_run(tmp_path / "run"), Prices())
     assert len(built) == 1

@@ -20,13 +20,13 @@ from fanbench_common.resources import (
     DISCONNECT_FUNCTION,
     SEND_FUNCTION,
 )
+from fanbench_common.rundir import read_run, write_run
 from loadtest.cli import main
 from reports import cloudwatch as cw
 from reports.cloudwatch_fetch import fetch
 from reports.cost import cost_from_counts
 from reports.prices import Prices
 from reports.render import write_report
-from reports.rundir import read_run, write_run
 from tests.reports.synthetic import START_NS, build_run
 
 T0 = datetime(2026, 11, 30, 3, 0, 0, tzinfo=UTC)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fanbench_common.rundir import Run, read_run
 from loadtest.stage.template import load_template
 from reports.cost import (
     DEFAULT_MEMORY_MB,
@@ -22,7 +23,6 @@ from reports.cost import (
     send_index_of,
 )
 from reports.prices import LAMBDA_ARM64_PER_GB_SECOND, Prices
-from reports.rundir import Run, read_run
 from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.reports.synthetic import SECOND, START_NS, build_run
 

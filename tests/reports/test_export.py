@@ -21,12 +21,13 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
+from fanbench_common import loss
+from fanbench_common.loss import Ledger
+from fanbench_common.rundir import Run, read_run, write_run
 from loadtest.cli import main
-from reports import export, loss
+from reports import export
 from reports.analysis import analyze
 from reports.commands import EXPORT_FORMATS
-from reports.loss import Ledger
-from reports.rundir import Run, read_run, write_run
 from tests.reports.synthetic import SECOND, START_NS, build_run
 
 PERCENTILES = (50.0, 90.0, 99.0)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from fanbench_common.rundir import read_run
 from loadtest.cli import main
 from reports.analysis import analyze
 from reports.gate import Thresholds, failures
-from reports.rundir import read_run
 from tests.reports.synthetic import build_run
 
 # 5 clients x 10 messages x 4 recipients = 200 expected deliveries, each after exactly 10 ms.

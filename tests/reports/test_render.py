@@ -16,11 +16,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from fanbench_common.errors import RunDirError
+from fanbench_common.rundir import Run, read_run
 from reports import charts
 from reports.analysis import gather, per_message, per_second
 from reports.prices import Prices
 from reports.render import CHART_FILES, json_ready, write_report
-from reports.rundir import Run, read_run
 from tests.reports.synthetic import build_run
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fanbench_common.rundir import read_run
 from reports import saturation
 from reports.analysis import analyze, validity
-from reports.rundir import read_run
 from tests.reports.synthetic import build_run
 
 NEWER_STAGE: dict[str, Any] = {

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reports.loss import LossAccount, account, ledger, message_keys, out_of_order_count
-from reports.rundir import STILL_CONNECTED, Table, as_table, empty_table
+from fanbench_common.loss import LossAccount, account, ledger, message_keys, out_of_order_count
+from fanbench_common.rundir import STILL_CONNECTED, Table, as_table, empty_table
 
 SETTLE = 10
 Send = tuple[int, int, int]
@@ -384,7 +384,7 @@ def reference(
     settle_ns: int,
     deadline: int | None,
 ) -> Reference:
-    """The definitions of reports/loss.py, written out the slow, obvious way."""
+    """The definitions of fanbench_common/loss.py, written out the slow, obvious way."""
     member = {client: (audience, on, off) for client, audience, on, off in members}
     send_time = {(client, seq): sent for client, seq, sent in sends}
 

@@ -1,6 +1,6 @@
 """Loss accounting: what should have arrived, what did, and what went wrong (pure numpy).
 
-Definitions (DESIGN.md, "The measurement"):
+Definitions (docs/measurement.md, "The ledger"):
 
 * A message's **expected recipients** are the members of the sender's audience
   whose connection completed at or before the send, and which were still
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from reports.rundir import STILL_CONNECTED, Table
+from fanbench_common.rundir import STILL_CONNECTED, Table
 
 I64 = npt.NDArray[np.int64]
 _CHUNK = 2048

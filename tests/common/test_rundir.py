@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fanbench_common.errors import RunDirError
-from reports.rundir import (
+from fanbench_common.rundir import (
     COLUMNS,
     SCHEMA_VERSION,
     STILL_CONNECTED,

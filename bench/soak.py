@@ -38,6 +38,7 @@ import psutil
 
 from bench import REPO_ROOT
 from bench.record import machine, versions
+from fanbench_common.scenario import load_scenario
 from loadtest.stage.config import VARIANTS
 
 MAX_MINUTES = 120.0
@@ -45,8 +46,9 @@ SEND_ROW_BYTES = 8 * 4 + 4
 """sends: client, seq, intended_ns, sent_ns (int64) and bytes (int32)."""
 DELIVERY_ROW_BYTES = 8 * 4
 """deliveries: client, sender, seq, received_ns (int64)."""
-WARMUP_S = 5.0
-DRAIN_S = 3.0
+SCENARIO = load_scenario("soak")
+"""The shipped scenario the soak runs; its duration, users and interval are the flags'."""
+WARMUP_S = float(SCENARIO.knobs["warmup"])
 EXTRA_TIME_S = 180.0
 """Start-up, drain and collection on top of the sending time, before the soak gives up."""
 MIN_WINDOW_SAMPLES = 6
@@ -177,11 +179,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         args.settle_in if args.settle_in is not None else WARMUP_S + max(10.0, 0.1 * duration_s)
     )
     command = [
-        sys.executable, "-m", "loadtest.cli", "run", "--run-dir", str(run_dir),
-        "--users", str(args.users), "--spawn-rate", "10", "--duration", f"{duration_s:g}",
-        "--send-interval", f"{args.send_interval:g}", "--warmup", f"{WARMUP_S:g}",
-        "--drain", f"{DRAIN_S:g}", "--settle", "1", "--variant", args.variant,
-        "--no-report", "--quiet",
+        sys.executable, "-m", "loadtest.cli", "run", "--scenario", "soak",
+        "--run-dir", str(run_dir), "--duration", f"{duration_s:g}",
+        "--users", str(args.users), "--send-interval", f"{args.send_interval:g}",
+        "--variant", args.variant, "--no-report", "--quiet",
     ]  # fmt: skip
     started = time.monotonic()
     with (
@@ -316,8 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="sending time (default 10)")
-    parser.add_argument("--users", type=int, default=10)
-    parser.add_argument("--send-interval", type=float, default=1.0)
+    parser.add_argument("--users", type=int, default=SCENARIO.knobs["users"])
+    parser.add_argument("--send-interval", type=float, default=SCENARIO.knobs["send_interval"])
     parser.add_argument("--variant", choices=VARIANTS, default="optimized")
     parser.add_argument("--sample-interval", type=float, default=0.0,
                         help="seconds between samples (default: duration/40, 1-5 s)")  # fmt: skip

@@ -1,9 +1,9 @@
 """The Locust user: one WebSocket chat client that sends on a schedule and stamps every receipt.
 
 Client library: ``websockets``' sync client. Under Locust's gevent patching its
-I/O thread becomes a greenlet; FIELD-NOTES measured it at ~2x websocket-client's
-receive rate (74-85k vs 39-44k frames/s in a raw burst), which is the
-generator's ceiling, so it is the one used.
+I/O thread becomes a greenlet; it receives at about 2x websocket-client's rate
+(74-85k vs 39-44k frames/s in a raw burst; bench/generator_capacity.py measures
+the same comparison), which is the generator's ceiling, so it is the one used.
 """
 
 from __future__ import annotations

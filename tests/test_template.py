@@ -2,7 +2,7 @@
 
 cfn-lint no longer expands SAM, so an error inside an ``AWS::Serverless::*``
 resource (a bad Runtime in Globals, a wrong policy-template parameter) passes it.
-The pipeline here is the one FIELD-NOTES.md describes: cfn-lint on the source,
+The pipeline here catches them without credentials: cfn-lint on the source,
 aws-sam-translator's Python API, then cfn-lint on the translated template. The
 negative controls at the end feed it broken copies, so a clean result means
 something. What no linter checks (the WebSocket wiring, least privilege, the

@@ -1,7 +1,8 @@
 """The @connections stand-in answers the way boto3 expects API Gateway to.
 
-These pin the facts the handler tests rely on (FIELD-NOTES, "boto3 and AWS
-semantics"): which scripted answer becomes which exception inside boto3.
+These pin the facts the handler tests rely on: which scripted answer becomes
+which exception inside boto3 (a bare 410 is a generic ``ClientError``; only
+``x-amzn-ErrorType`` or a typed JSON body makes it a ``GoneException``).
 """
 
 from __future__ import annotations

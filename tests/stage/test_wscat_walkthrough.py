@@ -1,7 +1,7 @@
 """The AWS tutorial's walk-through with the real npm ``wscat``, against both variants.
 
 wscat exits at once, silently and with status 0, when its stdin is closed or
-empty (FIELD-NOTES.md), so each wscat gets a pipe that stays open until the
+empty (it ignores ``-w`` then), so each wscat gets a pipe that stays open until the
 test is done with it. wscat also drops, silently, any line typed before its
 WebSocket is open (it listens for lines only from then on), and the table holds
 an id before the handshake completes; so each wscat first says something that

@@ -30,9 +30,8 @@ def _stage(args: argparse.Namespace) -> int:
 
     def announce(info: dict[str, object]) -> None:
         scope = "only" if config.host == LOOPBACK else "(reachable from other hosts)"
-        print(
-            f"fanbench local stage ({info['variant']} sendmessage), bound to {config.host} {scope}"
-        )
+        api = f"{config.template}" if config.template else f"{info['variant']} sendmessage"
+        print(f"fanbench local stage ({api}), bound to {config.host} {scope}")
         print(f"  WebSocket URL:    {info['ws_url']}")
         print(f"  @connections URL: {info['connections_url']}")
         print(

@@ -107,7 +107,9 @@ def scenario_defaults(scenario: ScenarioFile, known: argparse.Namespace) -> dict
             )
         if name in KNOB_AND_RUN_ONLY or name.startswith("faults__") or not hasattr(known, name):
             raise ScenarioError(f"{scenario.source}: unknown stage setting {name!r}")
-        defaults[name] = value
+        # A template's path in a scenario file is relative to that file.
+        relative_to_file = name == "template"
+        defaults[name] = str(Path(scenario.source).parent / value) if relative_to_file else value
     defaults["lambda_env"] = [f"{name}={value}" for name, value in scenario.lambda_env.items()]
     defaults["param"] = [f"{name}={value}" for name, value in scenario.parameters.items()]
     return defaults

@@ -161,7 +161,6 @@ class RuntimeStats:
 class LambdaRuntime:
     def __init__(
         self,
-        handlers_dir: Path,
         log_dir: Path,
         base_environment: dict[str, str],
         concurrency: int,
@@ -170,7 +169,6 @@ class LambdaRuntime:
         environment_overrides: dict[str, str] | None = None,
         concurrency_limit: int | None = None,
     ) -> None:
-        self.handlers_dir = handlers_dir
         self.log_dir = log_dir
         self.base_environment = base_environment
         self.environment_overrides = dict(environment_overrides or {})
@@ -204,7 +202,12 @@ class LambdaRuntime:
             **self.base_environment,
             **spec.environment,
             **self.environment_overrides,
-            "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+            "LAMBDA_TASK_ROOT": str(spec.code_dir),
+            "_HANDLER": spec.handler,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(self.timeout_s(spec))),
             "FANBENCH_COLD_START_MS": str(self.faults.cold_start_ms),
@@ -213,7 +216,7 @@ class LambdaRuntime:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
             target=lambda_worker.serve,
-            args=(theirs, str(self.handlers_dir), spec.handler, str(log_file), environment),
+            args=(theirs, str(spec.code_dir), spec.handler, str(log_file), environment),
             name=f"lambda-{spec.logical_id}",
             daemon=True,
         )

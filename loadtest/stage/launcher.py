@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import psutil
 
-from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv
+from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv, resolve_template
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -77,6 +77,7 @@ class LocalStage:
         return self.endpoints.ws_url
 
     def start(self) -> StageEndpoints:
+        resolve_template(self.config)  # refuse a template here, in one line, not in the child
         argv = [sys.executable, "-m", "loadtest.stage", *config_to_argv(self.config)]
         if self.log_dir is not None:
             argv += ["--log-dir", str(self.log_dir)]

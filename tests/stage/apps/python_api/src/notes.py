@@ -1,0 +1,41 @@
+"""Handlers of a user's own API: they record what Lambda gave them, for the test to read."""
+
+import os
+import uuid
+from typing import Any
+
+import boto3
+
+dynamodb: Any = boto3.resource("dynamodb")
+
+
+def on_connect(event: dict[str, Any], context: Any) -> dict[str, int]:
+    table = dynamodb.Table(os.environ["CONNECTIONS_TABLE"])
+    table.put_item(
+        Item={
+            "connectionId": event["requestContext"]["connectionId"],
+            "greeting": os.environ["GREETING"],
+            "functionName": context.function_name,
+            "memory": str(context.memory_limit_in_mb),
+            "cwd": os.getcwd(),
+        }
+    )
+    return {"statusCode": 200}
+
+
+def take_note(event: dict[str, Any], context: Any) -> dict[str, int]:
+    notes = dynamodb.Table(os.environ["NOTES_TABLE"])
+    notes.put_item(
+        Item={
+            "noteId": str(uuid.uuid4()),
+            "connectionId": event["requestContext"]["connectionId"],
+            "body": event["body"],
+            "functionName": context.function_name,
+            "memory": str(context.memory_limit_in_mb),
+            "tableArn": os.environ["NOTES_TABLE_ARN"],
+            "apiUrl": os.environ["API_URL"],
+            "connectionsTable": os.environ.get("CONNECTIONS_TABLE", "(none)"),
+            "timeoutEnv": os.environ["AWS_LAMBDA_FUNCTION_TIMEOUT"],
+        }
+    )
+    return {"statusCode": 200}

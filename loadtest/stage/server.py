@@ -32,6 +32,7 @@ from loadtest.stage.events import ApiIdentity
 from loadtest.stage.gateway import Gateway
 from loadtest.stage.lambda_runtime import LambdaRuntime
 from loadtest.stage.management import ManagementApi
+from loadtest.stage.node_runtime import node_path
 from loadtest.stage.template import ApiSite
 
 DRAIN_ON_EXIT_S = 5.0
@@ -78,6 +79,7 @@ async def _serve(
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint,
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
+        "NODE_PATH": node_path(os.environ.get("NODE_PATH", "")),
     }
     runtime = LambdaRuntime(
         log_dir, runtime_environment, config.concurrency, config.faults,

@@ -33,7 +33,7 @@ LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT_ID = "000000000000"
 LOCAL_STACK_NAME = "fanbench-local"
 SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
-SUPPORTED_RUNTIMES = ("python3",)
+SUPPORTED_RUNTIMES = ("python3", "nodejs")
 """Runtime prefixes the stage runs: the stage's own Python runs every python3.x, the
 ``node`` on PATH every nodejs*."""
 

@@ -35,6 +35,10 @@ def _stage(args: argparse.Namespace) -> int:
         print(f"  WebSocket URL:    {info['ws_url']}")
         print(f"  @connections URL: {info['connections_url']}")
         print(
+            f"  over TLS:         {info['wss_url']} and {info['https_callback_url']}/@connections"
+        )
+        print(f"  TLS CA:           {info['ca_file']} (trusted by the stage's functions)")
+        print(
             f"  DynamoDB:         {info['dynamodb_endpoint']} ({info['dynamodb_emulator']}, "
             f"table {info['table_name']})"
         )

@@ -37,6 +37,8 @@ class StageConfig:
     """WebSocket port; 0 picks a free one."""
     management_port: int = 0
     """@connections port; 0 picks a free one."""
+    tls_port: int = 0
+    """wss:// and https:// @connections on one port, as AWS serves them; 0 picks a free one."""
     stage: str = "local"
     template: Path | None = None
     """A SAM/CloudFormation template of your own WebSocket API; None: fanbench's own."""
@@ -130,6 +132,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--host", "host", str, "address to bind (default 127.0.0.1: loopback only)"),
     ("--port", "port", int, "WebSocket port (0 = any free port)"),
     ("--management-port", "management_port", int, "@connections port (0 = any free port)"),
+    ("--tls-port", "tls_port", int, "wss:// and https:// @connections port (0 = any free port)"),
     ("--stage", "stage", str, "stage name, the URL path"),
     (
         "--template",

@@ -42,6 +42,12 @@ class StageEndpoints:
     table_name: str
     variant: str
     log_dir: Path
+    wss_url: str = ""
+    """The same API over TLS, on the port that also serves https:// @connections."""
+    https_callback_url: str = ""
+    """``https://{domainName}/{stage}``, what handlers written for AWS post to."""
+    ca_file: Path | None = None
+    """The stage's certificate authority: trust it to use ``wss_url`` and https."""
 
 
 def _read_ready_line(stdout: IO[str], timeout_s: float) -> dict[str, Any] | None:
@@ -107,6 +113,9 @@ class LocalStage:
             table_name=info["table_name"],
             variant=info["variant"],
             log_dir=Path(info["log_dir"]),
+            wss_url=info["wss_url"],
+            https_callback_url=info["https_callback_url"],
+            ca_file=Path(info["ca_file"]),
         )
         return self._endpoints
 

@@ -33,7 +33,9 @@ from loadtest.stage.gateway import Gateway
 from loadtest.stage.lambda_runtime import LambdaRuntime
 from loadtest.stage.management import ManagementApi
 from loadtest.stage.node_runtime import node_path
+from loadtest.stage.shared_port import SharedPortProtocol
 from loadtest.stage.template import ApiSite
+from loadtest.stage.tls import TlsFiles, write_certificates
 
 DRAIN_ON_EXIT_S = 5.0
 
@@ -55,6 +57,7 @@ async def _serve(
     dynamodb_endpoint: str,
     dynamodb_kind: str,
     log_dir: Path,
+    tls: TlsFiles,
     ready: Callable[[dict[str, Any]], None],
 ) -> None:
     # Sockets are bound first: their ports are in the template's values (CallbackUrl,
@@ -63,8 +66,13 @@ async def _serve(
     management_port = management_socket.getsockname()[1]
     ws_socket = _bound_socket(config.host, config.port)
     port = ws_socket.getsockname()[1]
+    tls_socket = _bound_socket(config.host, config.tls_port)
+    tls_port = tls_socket.getsockname()[1]
     callback_url = f"http://{config.host}:{management_port}/{config.stage}"
-    api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name=f"{config.host}:{port}")
+    # As on AWS, the API's domain serves wss:// and https://{domainName}/{stage}/@connections
+    # on one port: what handlers written for AWS build their callback URL from.
+    domain_name = f"{config.host}:{tls_port}"
+    api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name=domain_name)
     template = resolve_template(
         config, callback_url, ApiSite(api.api_id, api.stage, api.domain_name)
     )
@@ -80,6 +88,8 @@ async def _serve(
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
         "NODE_PATH": node_path(os.environ.get("NODE_PATH", "")),
+        "AWS_CA_BUNDLE": str(tls.ca_file),
+        "NODE_EXTRA_CA_CERTS": str(tls.ca_file),
     }
     runtime = LambdaRuntime(
         log_dir, runtime_environment, config.concurrency, config.faults,
@@ -107,11 +117,25 @@ async def _serve(
         ping_interval=None,
         close_timeout=2,
         server_header="fanbench-local-stage",
-    ):
+    ) as websocket_server:
+        # The TLS port's WebSocket connections are the plain port's server's own (its
+        # protocol factory makes them), so they share its handler, limits and shutdown.
+        websocket_factory = websocket_server.server._protocol_factory  # type: ignore[attr-defined]
+        http_factory = management_runner.server
+        assert http_factory is not None
+        tls_server = await loop.create_server(
+            lambda: SharedPortProtocol(websocket_factory, http_factory),
+            sock=tls_socket,
+            ssl=tls.server_context(),
+            ssl_handshake_timeout=10,
+        )
         reaper = asyncio.create_task(gateway.reap_idle())
         ready(
             {
                 "ws_url": f"ws://{config.host}:{port}/{config.stage}",
+                "wss_url": f"wss://{domain_name}/{config.stage}",
+                "https_callback_url": f"https://{domain_name}/{config.stage}",
+                "ca_file": str(tls.ca_file),
                 "connections_url": f"{callback_url}/@connections",
                 "callback_url": callback_url,
                 "management_url": f"http://{config.host}:{management_port}",
@@ -127,6 +151,7 @@ async def _serve(
             }
         )
         await stop.wait()
+        tls_server.close()
         reaper.cancel()
         await gateway.close_all()
         await gateway.drain(DRAIN_ON_EXIT_S)
@@ -145,7 +170,9 @@ def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> N
         else:
             emulator = EmbeddedDynamoDB(log_dir / "dynamodb.log", config.dynamodb_emulator)
             endpoint, kind = stack.enter_context(emulator).endpoint, emulator.emulator
-        asyncio.run(_serve(config, endpoint, kind, log_dir, ready))
+        tls_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fanbench-tls-")))
+        tls = write_certificates(tls_dir, config.host)
+        asyncio.run(_serve(config, endpoint, kind, log_dir, tls, ready))
 
 
 def print_ready_line(info: dict[str, Any]) -> None:

@@ -16,7 +16,15 @@ import pytest
 from loadtest.stage.config import StageConfig
 from loadtest.stage.launcher import LocalStage
 from loadtest.stage.template import TemplateError
-from tests.stage.support import dynamodb, open_ws, stage_in, table_ids, wait_for
+from tests.stage.support import (
+    dynamodb,
+    nothing_arrives,
+    open_ws,
+    recv_text,
+    stage_in,
+    table_ids,
+    wait_for,
+)
 
 APP = Path(__file__).resolve().parent / "apps" / "python_api"
 
@@ -75,3 +83,12 @@ def test_a_template_the_stage_cannot_run_is_refused_before_it_starts(tmp_path: P
     stage = LocalStage(StageConfig(template=tmp_path / "template.yaml"), log_dir=tmp_path)
     with pytest.raises(TemplateError, match=r"^template\.yaml: NoteRoute: AuthorizerId"):
         stage.start()
+
+
+def test_a_broadcast_written_for_aws_posts_to_https_domain_name(own_stage: LocalStage) -> None:
+    """boto3 builds https://{domainName}/{stage}; the stage's CA makes it work unmodified."""
+    with open_ws(own_stage.ws_url) as sender, open_ws(own_stage.ws_url) as listener:
+        wait_for(lambda: len(table_ids(own_stage)) >= 2, 10, "both connections' puts")
+        sender.send(json.dumps({"kind": "shout", "text": "hear me"}))
+        assert json.loads(recv_text(listener)) == {"kind": "shout", "text": "hear me"}
+        assert nothing_arrives(sender, 0.3)

@@ -34,7 +34,7 @@ def _resolve(template: dict[str, Any], **parameters: str) -> Any:
 def test_routes_by_join_and_by_sub_reach_sam_and_plain_lambda_functions() -> None:
     stage = _resolve(_python_api())
     assert stage.route_selection_expression == "$request.body.kind"
-    assert set(stage.routes) == {"$connect", "note"}
+    assert set(stage.routes) == {"$connect", "note", "shout"}
     connect, note = stage.routes["$connect"], stage.routes["note"]
     assert (connect.logical_id, connect.handler, connect.runtime) == (
         "OnConnect",
@@ -114,15 +114,15 @@ def test_routes_of_an_http_api_and_resources_no_route_uses_are_left_out() -> Non
         "Properties": {"ApiId": {"Ref": "HttpApi"}, "RouteKey": "GET /", "AuthorizerId": "x"},
     }
     resources["Queue"] = {"Type": "AWS::SQS::Queue"}
-    assert set(_resolve(template).routes) == {"$connect", "note"}
+    assert set(_resolve(template).routes) == {"$connect", "note", "shout"}
 
 
 def test_a_resource_whose_condition_is_false_does_not_exist() -> None:
     template = _python_api()
     template["Conditions"] = {"WithNotes": {"Fn::Equals": [{"Ref": "Greeting"}, "notes"]}}
     template["Resources"]["NoteRoute"]["Condition"] = "WithNotes"
-    assert set(_resolve(template).routes) == {"$connect"}
-    assert set(_resolve(template, Greeting="notes").routes) == {"$connect", "note"}
+    assert set(_resolve(template).routes) == {"$connect", "shout"}
+    assert set(_resolve(template, Greeting="notes").routes) == {"$connect", "note", "shout"}
 
 
 def _edit(path: str, value: Any) -> dict[str, Any]:

@@ -39,3 +39,21 @@ def take_note(event: dict[str, Any], context: Any) -> dict[str, int]:
         }
     )
     return {"statusCode": 200}
+
+
+def shout(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """The tutorial's broadcast, as written for AWS: the endpoint from the request context."""
+    request = event["requestContext"]
+    callbacks = boto3.client(
+        "apigatewaymanagementapi",
+        endpoint_url=f"https://{request['domainName']}/{request['stage']}",
+    )
+    table = dynamodb.Table(os.environ["CONNECTIONS_TABLE"])
+    for item in table.scan()["Items"]:
+        if item["connectionId"] == request["connectionId"]:
+            continue
+        try:
+            callbacks.post_to_connection(ConnectionId=item["connectionId"], Data=event["body"])
+        except callbacks.exceptions.GoneException:
+            print(f"gone: {item['connectionId']}")  # no $disconnect route: stale ids stay
+    return {"statusCode": 200}

@@ -31,7 +31,13 @@ from fanbench_common.scenario import (
     check_knobs,
     connect_url,
 )
-from loadtest.stage.config import LOOPBACK, StageConfig, add_stage_arguments, config_from_args
+from loadtest.stage.config import (
+    LOOPBACK,
+    StageConfig,
+    add_stage_arguments,
+    config_from_args,
+    resolve_template,
+)
 from loadtest.stage.launcher import LocalStage, StageError
 from reports.analysis import analyze
 from reports.rundir import default_run_dir, read_run
@@ -215,6 +221,8 @@ def execute(args: argparse.Namespace) -> Path:
     stage_config = stage_config_for(args, run_dir)
     if args.target:
         preflight(args.target, args.token)
+    else:
+        resolve_template(stage_config)  # a template the stage cannot run is refused here
     run_dir.mkdir(parents=True, exist_ok=True)
     limit_s = args.duration + args.drain + EXTRA_LOCUST_TIME_S + args.users / args.spawn_rate
     with contextlib.ExitStack() as stack:

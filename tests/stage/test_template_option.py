@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loadtest.cli import parse_arguments
+import pytest
+
+from loadtest.cli import EXIT_USAGE, main, parse_arguments
 from loadtest.run import stage_config_for
 from loadtest.stage.config import StageConfig, config_from_args, config_to_argv
 
@@ -30,3 +32,17 @@ def test_a_scenario_names_a_template_relative_to_itself(tmp_path: Path) -> None:
     assert config.template == tmp_path / "api" / "template.yaml"
     flagged = parse_arguments(["run", "--scenario", str(scenario), "--template", "mine.yaml"])
     assert stage_config_for(flagged, Path("r")).template == Path("mine.yaml")
+
+
+def test_a_refused_template_leaves_no_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text("Resources: {}\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    assert main(["run", "--template", str(template), "--run-dir", str(run_dir)]) == EXIT_USAGE
+    assert not run_dir.exists()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith(
+        "template.yaml: the template defines no AWS::ApiGatewayV2::Api with ProtocolType WEBSOCKET"
+    )

@@ -118,12 +118,15 @@ class StageConfig:
 
 
 def resolve_template(
-    config: StageConfig, callback_url: str = "", site: ApiSite | None = None
+    config: StageConfig,
+    callback_url: str = "",
+    site: ApiSite | None = None,
+    inline_code_dir: Path | None = None,
 ) -> StageTemplate:
     """The API the stage runs: ``config.template``, or fanbench's own (raises TemplateError)."""
     return read_stage_template(
         config.template, bundled_app().template, config.template_parameters(callback_url),
-        config.parameters, config.table_name, site,
+        config.parameters, config.table_name, site, inline_code_dir,
     )  # fmt: skip
 
 

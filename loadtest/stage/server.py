@@ -73,9 +73,8 @@ async def _serve(
     # on one port: what handlers written for AWS build their callback URL from.
     domain_name = f"{config.host}:{tls_port}"
     api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name=domain_name)
-    template = resolve_template(
-        config, callback_url, ApiSite(api.api_id, api.stage, api.domain_name)
-    )
+    site = ApiSite(api.api_id, api.stage, api.domain_name)
+    template = resolve_template(config, callback_url, site, log_dir / "inline-code")
     try:
         for table in template.tables:
             create_table(dynamodb_endpoint, table, table.name)

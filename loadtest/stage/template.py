@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,9 @@ class FunctionSpec:
     function_name: str = ""
     """The function's name (``FunctionName``, else its logical id): ``Ref`` of it, and
     ``AWS_LAMBDA_FUNCTION_NAME``."""
+    inline_code: str = ""
+    """``Code.ZipFile`` / ``InlineCode``: the source, which the stage writes to ``index.js``
+    or ``index.py`` (as CloudFormation does) in a directory that becomes ``code_dir``."""
 
     @property
     def name(self) -> str:
@@ -514,10 +517,14 @@ def _function(resolver: _Resolver, logical_id: str, base_dir: Path) -> FunctionS
         raise refuse("PackageType Image")
     if properties.get("Layers"):
         raise refuse("Layers")
-    code = properties.get("CodeUri") if sam else properties.get("Code")
-    if sam and "InlineCode" in properties:
-        raise refuse("InlineCode")
-    code = resolver.value(code, logical_id)
+    code = resolver.value(properties.get("CodeUri") if sam else properties.get("Code"), logical_id)
+    inline = resolver.value(properties.get("InlineCode") if sam else None, logical_id)
+    if isinstance(code, dict) and set(code) == {"ZipFile"}:
+        inline, code = code["ZipFile"], None
+    if inline is not None:
+        if not isinstance(inline, str) or not inline:
+            raise refuse("inline code that is not a string")
+        code = "."
     if not isinstance(code, str) or not code:
         where = "CodeUri" if sam else "Code"
         raise refuse(f"{where} other than a local path ({code!r})")
@@ -544,6 +551,7 @@ def _function(resolver: _Resolver, logical_id: str, base_dir: Path) -> FunctionS
         runtime=runtime,
         code_dir=base_dir / code,
         function_name=resolver.function_names[logical_id],
+        inline_code=inline or "",
     )
 
 
@@ -633,7 +641,7 @@ def stage_template(
 def missing_code(stage: StageTemplate, node_installed: bool = True) -> str | None:
     """A line naming the first function that cannot run here (no code, no node), if any."""
     for spec in stage.functions:
-        if not spec.code_dir.is_dir():
+        if not spec.inline_code and not spec.code_dir.is_dir():
             return f"{spec.logical_id}: code directory {spec.code_dir} does not exist"
         if spec.runtime.startswith("nodejs") and not node_installed:
             return f"{spec.logical_id}: Runtime {spec.runtime} needs node on PATH"
@@ -647,11 +655,13 @@ def read_stage_template(
     chosen: Mapping[str, str],
     table_name: str,
     site: ApiSite | None = None,
+    inline_code_dir: Path | None = None,
 ) -> StageTemplate:
     """The shell around ``stage_template``: read the file, resolve it, check the code is there.
 
     ``config_template`` is the user's template (``None``: ``default_template``, fanbench's
-    own); ``offered`` and ``chosen`` are as ``stage_parameters`` takes them.
+    own); ``offered`` and ``chosen`` are as ``stage_parameters`` takes them. Inline code
+    is written under ``inline_code_dir``, when given (a stage about to run it).
     """
     path = (config_template or default_template).resolve()
     document = load_template(path)
@@ -663,4 +673,22 @@ def read_stage_template(
     problem = missing_code(stage, shutil.which("node") is not None)
     if problem is not None:
         raise TemplateError(f"{path.name}: {problem}")
-    return stage
+    return write_inline_code(stage, inline_code_dir) if inline_code_dir else stage
+
+
+def inline_code_file(spec: FunctionSpec) -> str:
+    """The file CloudFormation puts inline code in: ``index`` with the runtime's extension."""
+    return "index.js" if spec.runtime.startswith("nodejs") else "index.py"
+
+
+def write_inline_code(stage: StageTemplate, directory: Path) -> StageTemplate:
+    """The stage with each function's inline code written to ``directory/<logical id>/``."""
+    written: dict[str, FunctionSpec] = {}
+    for spec in stage.functions:
+        if spec.inline_code:
+            code_dir = directory / spec.logical_id
+            code_dir.mkdir(parents=True, exist_ok=True)
+            (code_dir / inline_code_file(spec)).write_text(spec.inline_code, encoding="utf-8")
+            written[spec.logical_id] = replace(spec, code_dir=code_dir)
+    routes = {key: written.get(spec.logical_id, spec) for key, spec in stage.routes.items()}
+    return replace(stage, routes=routes)

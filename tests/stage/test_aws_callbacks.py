@@ -40,11 +40,15 @@ if TYPE_CHECKING:
 NODE_CHAT = Path(__file__).resolve().parent / "apps" / "node_chat" / "template.yaml"
 
 
-@pytest.fixture(scope="module")
-def chat_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStage]:
+@pytest.fixture(scope="module", params=["template.yaml", "inline-template.yaml"])
+def chat_stage(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStage]:
+    """The chat with its code in files (ES modules), and inline in the template (CommonJS)."""
     if shutil.which("node") is None:
         pytest.skip("node is not installed")
-    config = StageConfig(template=NODE_CHAT, table_name="tutorial-connections", provisioned=0)
+    template = NODE_CHAT.parent / request.param
+    config = StageConfig(template=template, table_name="tutorial-connections", provisioned=0)
     yield from stage_in(config, tmp_path_factory, "node-chat")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ import pytest
 from loadtest.stage.template import (
     ApiSite,
     TemplateError,
+    inline_code_file,
     load_template,
     read_stage_template,
     stage_parameters,
     stage_template,
+    write_inline_code,
 )
 from tests.repo import TEMPLATE_PATH
 
@@ -172,7 +175,7 @@ REFUSED = [
     ),
     (
         "TakeNote.Properties.Code",
-        {"ZipFile": "def f(e, c): pass"},
+        {"S3Bucket": "b", "S3Key": "k"},
         "TakeNote: Code other than a local path",
     ),
     ("TakeNote.Properties.Runtime", "java21", "TakeNote: Runtime java21"),
@@ -251,3 +254,14 @@ def test_the_file_shell_refuses_what_is_not_a_template(tmp_path: Path) -> None:
         read_stage_template(tmp_path / "list.yaml", TEMPLATE_PATH, {}, {}, "t")
     with pytest.raises(TemplateError, match=r"^cannot read the template"):
         read_stage_template(tmp_path / "absent.yaml", TEMPLATE_PATH, {}, {}, "t")
+
+
+def test_inline_code_goes_where_cloudformation_puts_it(tmp_path: Path) -> None:
+    template = _edit("TakeNote.Properties.Code", {"ZipFile": {"Fn::Sub": "# ${AWS::Region}"}})
+    note = _resolve(template).routes["note"]
+    assert note.inline_code == "# us-east-1"
+    written = write_inline_code(_resolve(template), tmp_path).routes["note"]
+    assert written.code_dir == tmp_path / "TakeNote"
+    assert (tmp_path / "TakeNote" / "index.py").read_text(encoding="utf-8") == "# us-east-1"
+    node = replace(note, runtime="nodejs20.x")
+    assert inline_code_file(node) == "index.js"

@@ -30,11 +30,14 @@ def _stage(args: argparse.Namespace) -> int:
 
     def announce(info: dict[str, object]) -> None:
         scope = "only" if config.host == LOOPBACK else "(reachable from other hosts)"
-        print(
-            f"fanbench local stage ({info['variant']} sendmessage), bound to {config.host} {scope}"
-        )
+        api = f"{config.template}" if config.template else f"{info['variant']} sendmessage"
+        print(f"fanbench local stage ({api}), bound to {config.host} {scope}")
         print(f"  WebSocket URL:    {info['ws_url']}")
         print(f"  @connections URL: {info['connections_url']}")
+        print(
+            f"  over TLS:         {info['wss_url']} and {info['https_callback_url']}/@connections"
+        )
+        print(f"  TLS CA:           {info['ca_file']} (trusted by the stage's functions)")
         print(
             f"  DynamoDB:         {info['dynamodb_endpoint']} ({info['dynamodb_emulator']}, "
             f"table {info['table_name']})"

@@ -37,7 +37,13 @@ from fanbench_common.scenario import (
     connect_url,
 )
 from loadtest import run_context
-from loadtest.stage.config import LOOPBACK, StageConfig, add_stage_arguments, config_from_args
+from loadtest.stage.config import (
+    LOOPBACK,
+    StageConfig,
+    add_stage_arguments,
+    config_from_args,
+    resolve_template,
+)
 from loadtest.stage.launcher import LocalStage, StageError
 from reports import saturation
 from reports.analysis import analyze
@@ -124,7 +130,9 @@ def scenario_defaults(scenario: ScenarioFile, known: argparse.Namespace) -> dict
             )
         if name in KNOB_AND_RUN_ONLY or name.startswith("faults__") or not hasattr(known, name):
             raise ScenarioError(f"{scenario.source}: unknown stage setting {name!r}")
-        defaults[name] = value
+        # A template's path in a scenario file is relative to that file.
+        relative_to_file = name == "template"
+        defaults[name] = str(Path(scenario.source).parent / value) if relative_to_file else value
     defaults["lambda_env"] = [f"{name}={value}" for name, value in scenario.lambda_env.items()]
     defaults["param"] = [f"{name}={value}" for name, value in scenario.parameters.items()]
     return defaults
@@ -236,6 +244,8 @@ def execute(args: argparse.Namespace) -> Path:
     stage_config = stage_config_for(args, run_dir)
     if args.target:
         preflight(args.target, args.token)
+    else:
+        resolve_template(stage_config)  # a template the stage cannot run is refused here
     run_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         stage: LocalStage | None = None

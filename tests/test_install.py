@@ -83,6 +83,8 @@ def test_the_installed_packages_and_app_come_from_the_wheel(installed: Installed
         assert not Path(path).is_relative_to(REPO_ROOT), path
     handlers = Path(paths[3])
     assert {"connect.py", "sendmessage.py", "aws_limits.py"} <= {p.name for p in handlers.iterdir()}
+    # Node.js functions run in this script, which the wheel must carry.
+    assert (Path(paths[0]).parent / "stage" / "node_worker.js").is_file()
 
 
 def test_run_report_check_and_compare_from_another_directory(installed: Installed) -> None:

@@ -20,7 +20,9 @@ from fanbench_common.limits import (
     LAMBDA_DEFAULT_CONCURRENCY,
     MAX_CONNECTION_DURATION_S,
 )
+from fanbench_common.resources import bundled_app
 from loadtest.stage.faults import Faults
+from loadtest.stage.template import ApiSite, StageTemplate, read_stage_template
 
 LOOPBACK = "127.0.0.1"
 LAMBDA_OVERFLOWS = ("throttle", "queue")
@@ -37,7 +39,11 @@ class StageConfig:
     """WebSocket port; 0 picks a free one."""
     management_port: int = 0
     """@connections port; 0 picks a free one."""
+    tls_port: int = 0
+    """wss:// and https:// @connections on one port, as AWS serves them; 0 picks a free one."""
     stage: str = "local"
+    template: Path | None = None
+    """A SAM/CloudFormation template of your own WebSocket API; None: fanbench's own."""
     variant: str = "optimized"
     concurrency: int = 8
     """Local slots: invocations running at once across all functions (the laptop's cores,
@@ -114,12 +120,32 @@ class StageConfig:
         }
 
 
+def resolve_template(
+    config: StageConfig,
+    callback_url: str = "",
+    site: ApiSite | None = None,
+    inline_code_dir: Path | None = None,
+) -> StageTemplate:
+    """The API the stage runs: ``config.template``, or fanbench's own (raises TemplateError)."""
+    return read_stage_template(
+        config.template, bundled_app().template, config.template_parameters(callback_url),
+        config.parameters, config.table_name, site, inline_code_dir,
+    )  # fmt: skip
+
+
 # flag, field, type, help. Fault fields live under ``faults``.
 _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--host", "host", str, "address to bind (default 127.0.0.1: loopback only)"),
     ("--port", "port", int, "WebSocket port (0 = any free port)"),
     ("--management-port", "management_port", int, "@connections port (0 = any free port)"),
+    ("--tls-port", "tls_port", int, "wss:// and https:// @connections port (0 = any free port)"),
     ("--stage", "stage", str, "stage name, the URL path"),
+    (
+        "--template",
+        "template",
+        Path,
+        "your own WebSocket API's SAM/CloudFormation template (default: fanbench's own)",
+    ),
     ("--variant", "variant", str, f"sendmessage handler: {', '.join(VARIANTS)}"),
     ("--concurrency", "concurrency", int, "Lambda execution environments, all functions"),
     ("--provisioned", "provisioned", int, "environments per function started ahead of traffic"),

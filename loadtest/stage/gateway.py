@@ -43,7 +43,8 @@ INTERNAL_SERVER_ERROR = "Internal server error"
 ENDPOINT_TIMED_OUT = "Endpoint request timed out"
 FORBIDDEN = "Forbidden"
 FORWARDED_PROTO = "http"
-"""The stage serves ``ws://``; AWS serves only ``wss://`` and says ``https``."""
+"""What ``$connect`` hears from a ``ws://`` client; over the TLS port, ``https``, as AWS
+(which serves only ``wss://``) always says."""
 
 
 class State(enum.Enum):
@@ -151,7 +152,7 @@ class Gateway:
         forwarded = ForwardedFor(
             client_ip=info.source_ip,
             port=int(local[1]) if local else 0,
-            proto=FORWARDED_PROTO,
+            proto="https" if socket.transport.get_extra_info("ssl_object") else FORWARDED_PROTO,
             trace=trace_id(now // 1000),
         )
         headers = list(request.headers.raw_items())

@@ -33,6 +33,7 @@ from typing import Any
 
 from loadtest.stage import lambda_worker
 from loadtest.stage.faults import Faults, fail_invocation
+from loadtest.stage.node_runtime import NodeProcess, is_node, start_node_worker
 from loadtest.stage.template import FunctionSpec
 from loadtest.stage.throttle import lambda_admits, nearest_rank
 
@@ -79,7 +80,7 @@ class _Environment:
     def __init__(
         self,
         spec: FunctionSpec,
-        process: BaseProcess,
+        process: BaseProcess | NodeProcess,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
@@ -161,7 +162,6 @@ class RuntimeStats:
 class LambdaRuntime:
     def __init__(
         self,
-        handlers_dir: Path,
         log_dir: Path,
         base_environment: dict[str, str],
         concurrency: int,
@@ -170,7 +170,6 @@ class LambdaRuntime:
         environment_overrides: dict[str, str] | None = None,
         concurrency_limit: int | None = None,
     ) -> None:
-        self.handlers_dir = handlers_dir
         self.log_dir = log_dir
         self.base_environment = base_environment
         self.environment_overrides = dict(environment_overrides or {})
@@ -204,24 +203,36 @@ class LambdaRuntime:
             **self.base_environment,
             **spec.environment,
             **self.environment_overrides,
-            "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+            "LAMBDA_TASK_ROOT": str(spec.code_dir),
+            "_HANDLER": spec.handler,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(self.timeout_s(spec))),
             "FANBENCH_COLD_START_MS": str(self.faults.cold_start_ms),
         }
         log_file = self.log_dir / f"{spec.logical_id}-{next(self._serial)}.log"
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(
-            target=lambda_worker.serve,
-            args=(theirs, str(self.handlers_dir), spec.handler, str(log_file), environment),
-            name=f"lambda-{spec.logical_id}",
-            daemon=True,
-        )
-        # Starting talks to the forkserver over a blocking socket: keep it off the event loop.
-        await asyncio.get_running_loop().run_in_executor(None, process.start)
-        theirs.close()
-        channel = socket.socket(fileno=os.dup(ours.fileno()))
-        ours.close()
+        loop = asyncio.get_running_loop()
+        process: BaseProcess | NodeProcess
+        if is_node(spec.runtime):
+            process, channel = await loop.run_in_executor(
+                None, start_node_worker, spec.code_dir, spec.handler, log_file, environment
+            )
+        else:
+            ours, theirs = self._context.Pipe()
+            process = self._context.Process(
+                target=lambda_worker.serve,
+                args=(theirs, str(spec.code_dir), spec.handler, str(log_file), environment),
+                name=f"lambda-{spec.logical_id}",
+                daemon=True,
+            )
+            # Starting talks to the forkserver over a blocking socket: off the event loop.
+            await loop.run_in_executor(None, process.start)
+            theirs.close()
+            channel = socket.socket(fileno=os.dup(ours.fileno()))
+            ours.close()
         reader, writer = await asyncio.open_unix_connection(sock=channel)
         env = _Environment(spec, process, reader, writer)
         try:

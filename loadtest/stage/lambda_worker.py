@@ -67,7 +67,7 @@ def _send(connection: Connection, payload: dict[str, Any]) -> None:
 
 def serve(
     connection: Connection,
-    handlers_dir: str,
+    code_dir: str,
     handler_name: str,
     log_path: str,
     environment: dict[str, str],
@@ -80,10 +80,12 @@ def serve(
     cold_start_ms = float(environment.get("FANBENCH_COLD_START_MS", "0") or 0)
     if cold_start_ms:
         time.sleep(cold_start_ms / 1000)
-    sys.path.insert(0, handlers_dir)
+    # The function's CodeUri is Lambda's task root: the working directory, first on the path.
+    os.chdir(code_dir)
+    sys.path.insert(0, code_dir)
     module_name, function_name = handler_name.rsplit(".", 1)
     try:
-        handler = getattr(importlib.import_module(module_name), function_name)
+        handler = getattr(importlib.import_module(module_name.replace("/", ".")), function_name)
     except Exception as error:
         traceback.print_exc()
         _send(connection, {"ready": False, "error": f"{type(error).__name__}: {error}"})

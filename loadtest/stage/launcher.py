@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import psutil
 
-from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv
+from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv, resolve_template
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -42,6 +42,12 @@ class StageEndpoints:
     table_name: str
     variant: str
     log_dir: Path
+    wss_url: str = ""
+    """The same API over TLS, on the port that also serves https:// @connections."""
+    https_callback_url: str = ""
+    """``https://{domainName}/{stage}``, what handlers written for AWS post to."""
+    ca_file: Path | None = None
+    """The stage's certificate authority: trust it to use ``wss_url`` and https."""
 
 
 def _read_ready_line(stdout: IO[str], timeout_s: float) -> dict[str, Any] | None:
@@ -77,6 +83,7 @@ class LocalStage:
         return self.endpoints.ws_url
 
     def start(self) -> StageEndpoints:
+        resolve_template(self.config)  # refuse a template here, in one line, not in the child
         argv = [sys.executable, "-m", "loadtest.stage", *config_to_argv(self.config)]
         if self.log_dir is not None:
             argv += ["--log-dir", str(self.log_dir)]
@@ -106,6 +113,9 @@ class LocalStage:
             table_name=info["table_name"],
             variant=info["variant"],
             log_dir=Path(info["log_dir"]),
+            wss_url=info["wss_url"],
+            https_callback_url=info["https_callback_url"],
+            ca_file=Path(info["ca_file"]),
         )
         return self._endpoints
 

@@ -26,13 +26,16 @@ from websockets.asyncio.server import serve
 
 from fanbench_common.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from fanbench_common.resources import bundled_app
-from loadtest.stage.config import StageConfig
+from loadtest.stage.config import StageConfig, resolve_template
 from loadtest.stage.dynamodb import LOCAL_CREDENTIALS, EmbeddedDynamoDB, create_table
 from loadtest.stage.events import ApiIdentity
 from loadtest.stage.gateway import Gateway
 from loadtest.stage.lambda_runtime import LambdaRuntime
 from loadtest.stage.management import ManagementApi
-from loadtest.stage.template import load_template, stage_template
+from loadtest.stage.node_runtime import node_path
+from loadtest.stage.shared_port import SharedPortProtocol
+from loadtest.stage.template import ApiSite
+from loadtest.stage.tls import TlsFiles, write_certificates
 
 DRAIN_ON_EXIT_S = 5.0
 
@@ -42,42 +45,62 @@ def _api_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(10))
 
 
+def _bound_socket(host: str, port: int) -> socket.socket:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    return listener
+
+
 async def _serve(
     config: StageConfig,
     dynamodb_endpoint: str,
     dynamodb_kind: str,
     log_dir: Path,
+    tls: TlsFiles,
     ready: Callable[[dict[str, Any]], None],
 ) -> None:
-    # The @connections socket is bound first: its URL is the CallbackUrl template parameter.
-    management_socket = socket.socket()
-    management_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    management_socket.bind((config.host, config.management_port))
+    # Sockets are bound first: their ports are in the template's values (CallbackUrl,
+    # the API's endpoint) and in every event's domainName.
+    management_socket = _bound_socket(config.host, config.management_port)
     management_port = management_socket.getsockname()[1]
+    ws_socket = _bound_socket(config.host, config.port)
+    port = ws_socket.getsockname()[1]
+    tls_socket = _bound_socket(config.host, config.tls_port)
+    tls_port = tls_socket.getsockname()[1]
     callback_url = f"http://{config.host}:{management_port}/{config.stage}"
-    app = bundled_app()
-    template = stage_template(
-        load_template(app.template), config.template_parameters(callback_url), config.table_name
-    )
+    # As on AWS, the API's domain serves wss:// and https://{domainName}/{stage}/@connections
+    # on one port: what handlers written for AWS build their callback URL from.
+    domain_name = f"{config.host}:{tls_port}"
+    api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name=domain_name)
+    site = ApiSite(api.api_id, api.stage, api.domain_name)
+    template = resolve_template(config, callback_url, site, log_dir / "inline-code")
+    try:
+        for table in template.tables:
+            create_table(dynamodb_endpoint, table, table.name)
+    except (BotoCoreError, ClientError) as error:
+        raise ConnectionError(f"cannot use DynamoDB at {dynamodb_endpoint}: {error}") from None
     runtime_environment = {
         "PATH": os.environ.get("PATH", ""),
         **LOCAL_CREDENTIALS,
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint,
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
+        "NODE_PATH": node_path(os.environ.get("NODE_PATH", "")),
+        "AWS_CA_BUNDLE": str(tls.ca_file),
+        "NODE_EXTRA_CA_CERTS": str(tls.ca_file),
     }
     runtime = LambdaRuntime(
-        app.handlers, log_dir, runtime_environment, config.concurrency, config.faults,
+        log_dir, runtime_environment, config.concurrency, config.faults,
         config.function_timeout_s, config.lambda_environment, config.effective_concurrency_limit,
     )  # fmt: skip
-    api = ApiIdentity(api_id=_api_id(), stage=config.stage, domain_name="")
     gateway = Gateway(config, template, runtime, api)
     management = ManagementApi(gateway, config.throttle_rps, config.throttle_burst)
     management_runner = web.AppRunner(management.app, access_log=None, handle_signals=False)
     await management_runner.setup()
     await web.SockSite(management_runner, management_socket).start()
     if config.provisioned:
-        await runtime.provision(list(gateway.routes.values()), config.provisioned)
+        await runtime.provision(template.functions, config.provisioned)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -86,33 +109,48 @@ async def _serve(
 
     async with serve(
         gateway.serve,
-        config.host,
-        config.port,
+        sock=ws_socket,
         process_request=gateway.process_request,
         max_size=(MAX_MESSAGE_BYTES, MAX_FRAME_BYTES),
         compression=None,
         ping_interval=None,
         close_timeout=2,
         server_header="fanbench-local-stage",
-    ) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        gateway.api = ApiIdentity(api.api_id, api.stage, f"{config.host}:{port}")
+    ) as websocket_server:
+        # The TLS port's WebSocket connections are the plain port's server's own (its
+        # protocol factory makes them), so they share its handler, limits and shutdown.
+        websocket_factory = websocket_server.server._protocol_factory  # type: ignore[attr-defined]
+        http_factory = management_runner.server
+        assert http_factory is not None
+        tls_server = await loop.create_server(
+            lambda: SharedPortProtocol(websocket_factory, http_factory),
+            sock=tls_socket,
+            ssl=tls.server_context(),
+            ssl_handshake_timeout=10,
+        )
         reaper = asyncio.create_task(gateway.reap_idle())
         ready(
             {
                 "ws_url": f"ws://{config.host}:{port}/{config.stage}",
+                "wss_url": f"wss://{domain_name}/{config.stage}",
+                "https_callback_url": f"https://{domain_name}/{config.stage}",
+                "ca_file": str(tls.ca_file),
                 "connections_url": f"{callback_url}/@connections",
                 "callback_url": callback_url,
                 "management_url": f"http://{config.host}:{management_port}",
                 "dynamodb_endpoint": dynamodb_endpoint,
                 "dynamodb_emulator": dynamodb_kind,
-                "table_name": config.table_name,
+                "table_name": template.tables[0].name if template.tables else config.table_name,
+                "tables": [table.name for table in template.tables],
+                "template": str(config.template or bundled_app().template),
+                "routes": {key: spec.logical_id for key, spec in template.routes.items()},
                 "variant": config.variant,
                 "log_dir": str(log_dir),
                 "pid": os.getpid(),
             }
         )
         await stop.wait()
+        tls_server.close()
         reaper.cancel()
         await gateway.close_all()
         await gateway.drain(DRAIN_ON_EXIT_S)
@@ -124,20 +162,16 @@ def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> N
     """Serve the stage until SIGINT/SIGTERM; ``ready`` gets the URLs once it listens."""
     log_dir = config.log_dir or Path(tempfile.mkdtemp(prefix="fanbench-stage-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    resolve_template(config)  # a template the stage cannot run fails before anything starts
     with contextlib.ExitStack() as stack:
         if config.dynamodb_endpoint:
             endpoint, kind = config.dynamodb_endpoint, "external"
         else:
             emulator = EmbeddedDynamoDB(log_dir / "dynamodb.log", config.dynamodb_emulator)
             endpoint, kind = stack.enter_context(emulator).endpoint, emulator.emulator
-        table = stage_template(
-            load_template(bundled_app().template), config.template_parameters(""), config.table_name
-        ).table
-        try:
-            create_table(endpoint, table, config.table_name)
-        except (BotoCoreError, ClientError) as error:
-            raise ConnectionError(f"cannot use DynamoDB at {endpoint}: {error}") from None
-        asyncio.run(_serve(config, endpoint, kind, log_dir, ready))
+        tls_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fanbench-tls-")))
+        tls = write_certificates(tls_dir, config.host)
+        asyncio.run(_serve(config, endpoint, kind, log_dir, tls, ready))
 
 
 def print_ready_line(info: dict[str, Any]) -> None:

@@ -1,16 +1,56 @@
-"""Read template.yaml, the one source of truth for routes, functions and the table.
+"""Resolve a SAM/CloudFormation template into what a local stage runs (pure).
 
-Only the intrinsics this template uses are resolved (Ref, Fn::If, Fn::Equals,
-Fn::Sub on parameters); anything else raises, so the stage never guesses.
+fanbench's own template.yaml is the default; a user's own template (``fanbench
+stage --template``) goes through the same resolver. What the stage needs is
+the WebSocket API's route selection expression and routes, the Lambda function
+behind each route (handler, runtime, code directory, environment, memory,
+timeout) and the DynamoDB tables. Resources no route depends on (an HTTP API,
+a scheduled function, a stream consumer) are left out.
+
+Intrinsics are resolved as CloudFormation would with local names: ``Ref`` and
+``Fn::GetAtt`` of parameters, pseudo parameters, tables, functions and the API;
+``Fn::Sub``, ``Fn::Join``, ``Fn::Select``, ``Fn::Split``, ``Fn::FindInMap`` and
+the condition functions. Anything else a route depends on raises
+``TemplateError`` with one line naming the resource and what it uses, so the
+stage never guesses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fanbench_common.errors import FanbenchError
+from loadtest.stage.routing import selection_key
+
+LOCAL_REGION = "us-east-1"
+LOCAL_ACCOUNT_ID = "000000000000"
+LOCAL_STACK_NAME = "fanbench-local"
+SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
+SUPPORTED_RUNTIMES = ("python3", "nodejs")
+"""Runtime prefixes the stage runs: the stage's own Python runs every python3.x, the
+``node`` on PATH every nodejs*."""
+
+API = "AWS::ApiGatewayV2::Api"
+ROUTE = "AWS::ApiGatewayV2::Route"
+INTEGRATION = "AWS::ApiGatewayV2::Integration"
+STAGE = "AWS::ApiGatewayV2::Stage"
+SAM_FUNCTION = "AWS::Serverless::Function"
+LAMBDA_FUNCTION = "AWS::Lambda::Function"
+TABLE = "AWS::DynamoDB::Table"
+SIMPLE_TABLE = "AWS::Serverless::SimpleTable"
+FUNCTION_TYPES = (SAM_FUNCTION, LAMBDA_FUNCTION)
+TABLE_TYPES = (TABLE, SIMPLE_TABLE)
+
+
+class TemplateError(FanbenchError, ValueError):
+    """The template uses something the local stage does not emulate (one line names it)."""
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -25,8 +65,8 @@ def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) ->
         value = loader.construct_sequence(node, deep=True)
     else:
         value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if tag_suffix == "Ref":
-        return {"Ref": value}
+    if tag_suffix in ("Ref", "Condition"):
+        return {tag_suffix: value}
     if tag_suffix == "GetAtt" and isinstance(value, str):
         value = value.split(".", 1)
     return {f"Fn::{tag_suffix}": value}
@@ -36,21 +76,50 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 
 def load_template(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as stream:
-        document = yaml.load(stream, Loader=_CfnLoader)
-    if not isinstance(document, dict) or "Resources" not in document:
-        raise ValueError(f"{path} is not a CloudFormation template")
+    """A template file (YAML or JSON) as a dict; short-form tags become their long form."""
+    try:
+        with path.open(encoding="utf-8") as stream:
+            document = yaml.load(stream, Loader=_CfnLoader)
+    except OSError as error:
+        raise TemplateError(f"cannot read the template {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise TemplateError(f"{path} is not valid YAML or JSON: {error}".splitlines()[0]) from None
+    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
+        raise TemplateError(f"{path} is not a CloudFormation template (no Resources)")
     return document
+
+
+@dataclass(frozen=True)
+class ApiSite:
+    """Where the local API lives: what ``Ref`` of the API, its endpoint and stage resolve to."""
+
+    api_id: str = "localapi00"
+    stage: str = "local"
+    domain_name: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class FunctionSpec:
     logical_id: str
     handler: str
-    """``module.function``, relative to ``handlers/`` (the CodeUri)."""
+    """As the template says: ``module.function`` (Python) or ``file.export`` (Node.js)."""
     timeout_s: float
     memory_mb: int
     environment: dict[str, str] = field(default_factory=dict)
+    runtime: str = "python3.12"
+    code_dir: Path = Path("handlers")
+    """The function's CodeUri, relative paths resolved against the template's directory:
+    Lambda's task root, first on the handler's import path."""
+    function_name: str = ""
+    """The function's name (``FunctionName``, else its logical id): ``Ref`` of it, and
+    ``AWS_LAMBDA_FUNCTION_NAME``."""
+    inline_code: str = ""
+    """``Code.ZipFile`` / ``InlineCode``: the source, which the stage writes to ``index.js``
+    or ``index.py`` (as CloudFormation does) in a directory that becomes ``code_dir``."""
+
+    @property
+    def name(self) -> str:
+        return self.function_name or self.logical_id
 
 
 @dataclass(frozen=True)
@@ -59,16 +128,26 @@ class TableSpec:
     attribute_definitions: list[dict[str, str]]
     global_secondary_indexes: list[dict[str, Any]]
     ttl_attribute: str | None
+    logical_id: str = ""
+    name: str = ""
+    local_secondary_indexes: list[dict[str, Any]] = field(default_factory=list)
 
-    def create_table_kwargs(self, table_name: str) -> dict[str, Any]:
-        """Arguments for DynamoDB ``CreateTable``, exactly as the template declares them."""
-        return {
-            "TableName": table_name,
+    def create_table_kwargs(self, table_name: str | None = None) -> dict[str, Any]:
+        """Arguments for DynamoDB ``CreateTable``, as the template declares the table.
+
+        Billing is on demand whatever the template says: capacity is not emulated.
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": table_name or self.name,
             "BillingMode": "PAY_PER_REQUEST",
             "KeySchema": self.key_schema,
             "AttributeDefinitions": self.attribute_definitions,
-            "GlobalSecondaryIndexes": self.global_secondary_indexes,
         }
+        if self.global_secondary_indexes:
+            kwargs["GlobalSecondaryIndexes"] = self.global_secondary_indexes
+        if self.local_secondary_indexes:
+            kwargs["LocalSecondaryIndexes"] = self.local_secondary_indexes
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -76,87 +155,540 @@ class StageTemplate:
     routes: dict[str, FunctionSpec]
     """Route key (``$connect``, ``sendmessage``, ...) to the function behind it."""
     route_selection_expression: str
-    table: TableSpec
+    tables: tuple[TableSpec, ...] = ()
+
+    @property
+    def table(self) -> TableSpec:
+        """The template's one table (fanbench's own template has exactly one)."""
+        if len(self.tables) != 1:
+            raise TemplateError(f"expected one DynamoDB table, found {len(self.tables)}")
+        return self.tables[0]
+
+    @property
+    def functions(self) -> list[FunctionSpec]:
+        """Each function behind a route, once."""
+        return list({spec.logical_id: spec for spec in self.routes.values()}.values())
+
+
+_NO_VALUE = object()
+"""``AWS::NoValue``: the property it fills is left out."""
+_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+_LAMBDA_ARN_FUNCTION = re.compile(r"arn:[^:]+:lambda:[^:]*:[^:]*:function:([^:/]+)")
+
+
+def stage_parameters(
+    template: Mapping[str, Any], offered: Mapping[str, str], chosen: Mapping[str, str]
+) -> dict[str, str]:
+    """Parameter values for a template: ``offered`` (the stage's own settings, such as
+    ``StageName``) where the template declares them, then ``chosen`` (``--param``), which
+    must all be declared."""
+    declared = template.get("Parameters") or {}
+    values = {name: value for name, value in offered.items() if name in declared}
+    values.update(chosen)
+    return values
 
 
 class _Resolver:
-    def __init__(self, template: dict[str, Any], parameters: dict[str, str], table_name: str):
+    def __init__(
+        self,
+        template: dict[str, Any],
+        parameters: Mapping[str, str],
+        table_name: str,
+        site: ApiSite,
+    ) -> None:
         self.template = template
-        self.table_name = table_name
-        declared = template.get("Parameters", {})
-        self.parameters = {name: str(spec.get("Default", "")) for name, spec in declared.items()}
+        self.site = site
+        self.websocket_api: str | None = None
+        declared: dict[str, Any] = template.get("Parameters") or {}
         unknown = set(parameters) - set(declared)
         if unknown:
-            raise ValueError(f"unknown template parameters: {sorted(unknown)}")
+            raise TemplateError(f"unknown template parameters: {sorted(unknown)}")
+        self.parameters: dict[str, str] = {
+            name: _parameter_text(spec["Default"])
+            for name, spec in declared.items()
+            if isinstance(spec, dict) and "Default" in spec
+        }
         self.parameters.update(parameters)
+        for name, value in self.parameters.items():
+            allowed = (declared[name] or {}).get("AllowedValues")
+            if allowed and value not in [_parameter_text(a) for a in allowed]:
+                raise TemplateError(f"parameter {name}={value!r} is not one of {allowed}")
+        self.missing_parameters = set(declared) - set(self.parameters)
+        self.resources: dict[str, dict[str, Any]] = {
+            logical_id: resource
+            for logical_id, resource in template["Resources"].items()
+            if isinstance(resource, dict) and self._exists(resource)
+        }
+        self.table_names = self._table_names(table_name)
+        self.function_names = {
+            logical_id: self._function_name(logical_id)
+            for logical_id, resource in self.resources.items()
+            if resource.get("Type") in FUNCTION_TYPES
+        }
+
+    # -- names ---------------------------------------------------------------
+
+    def _exists(self, resource: dict[str, Any]) -> bool:
+        condition = resource.get("Condition")
+        return condition is None or self.condition(str(condition))
+
+    def _table_names(self, default_name: str) -> dict[str, str]:
+        """``TableName`` when given; else the stage's table name for the only unnamed table,
+        or that name suffixed with the logical id when several are unnamed."""
+        unnamed = [
+            logical_id
+            for logical_id, resource in self.resources.items()
+            if resource.get("Type") in TABLE_TYPES
+            and "TableName" not in (resource.get("Properties") or {})
+        ]
+        names = {}
+        for logical_id, resource in self.resources.items():
+            if resource.get("Type") not in TABLE_TYPES:
+                continue
+            properties = resource.get("Properties") or {}
+            if "TableName" in properties:
+                names[logical_id] = str(self.value(properties["TableName"], logical_id))
+            elif len(unnamed) == 1:
+                names[logical_id] = default_name
+            else:
+                names[logical_id] = f"{default_name}-{logical_id}"
+        return names
+
+    def _function_name(self, logical_id: str) -> str:
+        properties = self.resources[logical_id].get("Properties") or {}
+        if "FunctionName" in properties:
+            return str(self.value(properties["FunctionName"], logical_id))
+        return logical_id
+
+    # -- intrinsics ----------------------------------------------------------
 
     def condition(self, name: str) -> bool:
-        return bool(self.value(self.template["Conditions"][name]))
+        conditions = self.template.get("Conditions") or {}
+        if name not in conditions:
+            raise TemplateError(f"condition {name} is not defined in Conditions")
+        return bool(self.value(conditions[name], f"condition {name}"))
 
-    def value(self, node: Any) -> Any:
-        if not isinstance(node, dict) or len(node) != 1:
+    def value(self, node: Any, where: str) -> Any:
+        """``node`` with every intrinsic resolved; ``where`` names it in errors."""
+        if isinstance(node, list):
+            resolved = [self.value(item, where) for item in node]
+            return [item for item in resolved if item is not _NO_VALUE]
+        if not isinstance(node, dict):
             return node
-        ((key, arg),) = node.items()
-        if key == "Ref":
-            if arg in self.parameters:
-                return self.parameters[arg]
-            if self.template["Resources"].get(arg, {}).get("Type") == "AWS::DynamoDB::Table":
-                return self.table_name
-            raise ValueError(f"the local stage cannot resolve Ref {arg}")
+        if len(node) == 1:
+            ((key, arg),) = node.items()
+            if key == "Ref":
+                return self.ref(str(arg), where)
+            if key == "Condition":
+                return self.condition(str(arg))
+            if key.startswith("Fn::"):
+                return self.function(key, arg, where)
+        resolved_map = {key: self.value(item, where) for key, item in node.items()}
+        return {key: item for key, item in resolved_map.items() if item is not _NO_VALUE}
+
+    def ref(self, name: str, where: str) -> Any:
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.missing_parameters:
+            raise TemplateError(f"parameter {name} has no Default: pass --param {name}=VALUE")
+        pseudo = {
+            "AWS::Region": LOCAL_REGION,
+            "AWS::AccountId": LOCAL_ACCOUNT_ID,
+            "AWS::StackName": LOCAL_STACK_NAME,
+            "AWS::StackId": f"arn:aws:cloudformation:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:"
+            f"stack/{LOCAL_STACK_NAME}/00000000-0000-0000-0000-000000000000",
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        if name == "AWS::NoValue":
+            return _NO_VALUE
+        if name in pseudo:
+            return pseudo[name]
+        kind = self._type_of(name, where, f"Ref {name}")
+        if kind in TABLE_TYPES:
+            return self.table_names[name]
+        if kind in FUNCTION_TYPES:
+            return self.function_names[name]
+        if kind == API:
+            return self.site.api_id if name == self.websocket_api else name
+        if kind == STAGE:
+            return self.site.stage
+        if kind in (INTEGRATION, ROUTE):
+            return name  # the local integration or route id is its logical id
+        raise TemplateError(f"{where}: Ref {name} ({kind}) is not emulated by the local stage")
+
+    def get_att(self, name: str, attribute: str, where: str) -> str:
+        kind = self._type_of(name, where, f"Fn::GetAtt {name}.{attribute}")
+        if kind in TABLE_TYPES and attribute == "Arn":
+            return (
+                f"arn:aws:dynamodb:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:table/{self.table_names[name]}"
+            )
+        if kind in FUNCTION_TYPES and attribute == "Arn":
+            function_name = self.function_names[name]
+            return f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:function:{function_name}"
+        if kind == API and attribute == "ApiEndpoint":
+            return f"wss://{self.site.domain_name}"
+        if kind == API and attribute == "ApiId":
+            return self.site.api_id
+        raise TemplateError(
+            f"{where}: Fn::GetAtt {name}.{attribute} ({kind}) is not emulated by the local stage"
+        )
+
+    def _type_of(self, name: str, where: str, what: str) -> str:
+        resource = self.resources.get(name)
+        if resource is None:
+            raise TemplateError(f"{where}: {what} names no parameter or resource of the template")
+        return str(resource.get("Type"))
+
+    def function(self, key: str, arg: Any, where: str) -> Any:
+        if key == "Fn::GetAtt":
+            if not isinstance(arg, list) or len(arg) != 2:
+                raise TemplateError(f"{where}: Fn::GetAtt wants [resource, attribute]")
+            return self.get_att(str(arg[0]), str(self.value(arg[1], where)), where)
+        if key == "Fn::Sub":
+            return self.sub(arg, where)
+        if key == "Fn::Join":
+            delimiter, items = arg
+            return str(delimiter).join(_text(v) for v in self.value(items, where))
+        if key == "Fn::Select":
+            index, items = arg
+            return self.value(items, where)[int(self.value(index, where))]
+        if key == "Fn::Split":
+            delimiter, text = arg
+            return str(self.value(text, where)).split(str(delimiter))
         if key == "Fn::If":
             name, if_true, if_false = arg
-            return self.value(if_true if self.condition(name) else if_false)
+            return self.value(if_true if self.condition(str(name)) else if_false, where)
         if key == "Fn::Equals":
-            return self.value(arg[0]) == self.value(arg[1])
-        if key.startswith("Fn::"):
-            raise ValueError(f"the local stage cannot resolve {key}")
-        return node
+            left, right = (self.value(side, where) for side in arg)
+            return _text(left) == _text(right)
+        if key == "Fn::Not":
+            return not self.value(arg[0], where)
+        if key == "Fn::And":
+            return all(self.value(item, where) for item in arg)
+        if key == "Fn::Or":
+            return any(self.value(item, where) for item in arg)
+        if key == "Fn::FindInMap":
+            mapping, first, second = (self.value(item, where) for item in arg)
+            try:
+                return self.value(self.template["Mappings"][mapping][first][second], where)
+            except (KeyError, TypeError):
+                raise TemplateError(
+                    f"{where}: Fn::FindInMap {mapping}.{first}.{second} is not in Mappings"
+                ) from None
+        raise TemplateError(f"{where}: {key} is not emulated by the local stage")
+
+    def sub(self, arg: Any, where: str) -> str:
+        if isinstance(arg, list):
+            text, variables = arg[0], {k: self.value(v, where) for k, v in arg[1].items()}
+        else:
+            text, variables = arg, {}
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return _text(variables[name])
+            if "." in name and not name.startswith("AWS::"):
+                resource, attribute = name.split(".", 1)
+                return self.get_att(resource, attribute, where)
+            return _text(self.ref(name, where))
+
+        return _SUB_VARIABLE.sub(replace, str(text))
 
 
-def _route_function(template: dict[str, Any], route: dict[str, Any]) -> str:
-    """The function logical id behind a route, via its integration's URI."""
-    target = route["Properties"]["Target"]["Fn::Sub"]
-    integration_id = target.removeprefix("integrations/${").removesuffix("}")
-    uri = template["Resources"][integration_id]["Properties"]["IntegrationUri"]["Fn::Sub"]
-    return str(uri.split("/functions/${", 1)[1].split(".Arn}", 1)[0])
+def _parameter_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    """A resolved value as CloudFormation writes it into a string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _refuse_transforms(template: Mapping[str, Any]) -> None:
+    transform = template.get("Transform")
+    transforms = transform if isinstance(transform, list) else [transform] if transform else []
+    for name in transforms:
+        if name != SAM_TRANSFORM:
+            raise TemplateError(f"Transform {name} is not emulated by the local stage")
+
+
+def _websocket_api(resolver: _Resolver) -> tuple[str, dict[str, Any]]:
+    apis = [
+        (logical_id, resource)
+        for logical_id, resource in resolver.resources.items()
+        if resource.get("Type") == API
+        and resolver.value((resource.get("Properties") or {}).get("ProtocolType"), logical_id)
+        == "WEBSOCKET"
+    ]
+    if not apis:
+        raise TemplateError(f"the template defines no {API} with ProtocolType WEBSOCKET")
+    if len(apis) > 1:
+        names = ", ".join(logical_id for logical_id, _ in apis)
+        raise TemplateError(f"the template defines several WebSocket APIs ({names}); keep one")
+    return apis[0]
+
+
+def _route_selection_expression(resolver: _Resolver, api_id: str, api: dict[str, Any]) -> str:
+    properties = api.get("Properties") or {}
+    for unsupported in ("Body", "BodyS3Location"):
+        if unsupported in properties:
+            raise TemplateError(f"{api_id}: {unsupported} is not emulated by the local stage")
+    expression = str(resolver.value(properties.get("RouteSelectionExpression", ""), api_id))
+    try:
+        selection_key(expression)
+    except ValueError:
+        raise TemplateError(
+            f"{api_id}: RouteSelectionExpression {expression!r} is not emulated by the local "
+            "stage (only $request.body.<field>)"
+        ) from None
+    return expression
+
+
+def _route_integration(resolver: _Resolver, route_id: str, properties: dict[str, Any]) -> str:
+    """The logical id of the integration a route targets, refusing what is not emulated."""
+    authorization = resolver.value(properties.get("AuthorizationType", "NONE"), route_id)
+    if authorization != "NONE":
+        raise TemplateError(
+            f"{route_id}: AuthorizationType {authorization} is not emulated by the local stage"
+        )
+    unsupported = {
+        "AuthorizerId": "an authorizer",
+        "RequestModels": "request models (validation)",
+        "ModelSelectionExpression": "request models (validation)",
+        "RouteResponseSelectionExpression": "route responses",
+    }
+    for name, what in unsupported.items():
+        if name in properties:
+            raise TemplateError(f"{route_id}: {name} ({what}) is not emulated by the local stage")
+    if resolver.value(properties.get("ApiKeyRequired", False), route_id) in (True, "true"):
+        raise TemplateError(f"{route_id}: ApiKeyRequired is not emulated by the local stage")
+    if "Target" not in properties:
+        raise TemplateError(f"{route_id}: a route without a Target is not emulated")
+    target = str(resolver.value(properties["Target"], route_id))
+    integration_id = target.removeprefix("integrations/")
+    integration = resolver.resources.get(integration_id)
+    if not target.startswith("integrations/") or integration is None:
+        raise TemplateError(f"{route_id}: Target {target!r} names no integration of the template")
+    if integration.get("Type") != INTEGRATION:
+        raise TemplateError(f"{route_id}: Target {integration_id} is not an {INTEGRATION}")
+    return integration_id
+
+
+def _integration_function(resolver: _Resolver, integration_id: str) -> str:
+    """The logical id of the function behind a Lambda proxy integration."""
+    properties = resolver.resources[integration_id].get("Properties") or {}
+    kind = resolver.value(properties.get("IntegrationType"), integration_id)
+    if kind != "AWS_PROXY":
+        raise TemplateError(
+            f"{integration_id}: IntegrationType {kind} is not emulated by the local stage "
+            "(only AWS_PROXY to a Lambda function)"
+        )
+    uri = str(resolver.value(properties.get("IntegrationUri", ""), integration_id))
+    match = _LAMBDA_ARN_FUNCTION.search(uri)
+    by_name = {name: logical_id for logical_id, name in resolver.function_names.items()}
+    if match is None or match.group(1) not in by_name:
+        raise TemplateError(
+            f"{integration_id}: IntegrationUri {uri!r} names no Lambda function of the template"
+        )
+    return by_name[match.group(1)]
+
+
+def _function(resolver: _Resolver, logical_id: str, base_dir: Path) -> FunctionSpec:
+    resource = resolver.resources[logical_id]
+    properties: dict[str, Any] = dict(resource.get("Properties") or {})
+    sam = resource.get("Type") == SAM_FUNCTION
+    globals_: dict[str, Any] = {}
+    if sam:
+        globals_ = (resolver.template.get("Globals") or {}).get("Function") or {}
+        for name, value in globals_.items():
+            properties.setdefault(name, value)
+
+    def refuse(what: str) -> TemplateError:
+        return TemplateError(f"{logical_id}: {what} is not emulated by the local stage")
+
+    if resolver.value(properties.get("PackageType", "Zip"), logical_id) != "Zip":
+        raise refuse("PackageType Image")
+    if properties.get("Layers"):
+        raise refuse("Layers")
+    code = resolver.value(properties.get("CodeUri") if sam else properties.get("Code"), logical_id)
+    inline = resolver.value(properties.get("InlineCode") if sam else None, logical_id)
+    if isinstance(code, dict) and set(code) == {"ZipFile"}:
+        inline, code = code["ZipFile"], None
+    if inline is not None:
+        if not isinstance(inline, str) or not inline:
+            raise refuse("inline code that is not a string")
+        code = "."
+    if not isinstance(code, str) or not code:
+        where = "CodeUri" if sam else "Code"
+        raise refuse(f"{where} other than a local path ({code!r})")
+    runtime = str(resolver.value(properties.get("Runtime", ""), logical_id))
+    if not runtime.startswith(SUPPORTED_RUNTIMES):
+        raise refuse(f"Runtime {runtime or '(none)'}")
+    if "Handler" not in properties:
+        raise TemplateError(f"{logical_id}: no Handler")
+    variables = {
+        **(((globals_.get("Environment") or {}).get("Variables")) or {}),
+        **(((resource.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}),
+    }
+    environment = {
+        name: _text(value)
+        for name, value in resolver.value(variables, logical_id).items()
+        if value is not _NO_VALUE
+    }
+    return FunctionSpec(
+        logical_id=logical_id,
+        handler=str(resolver.value(properties["Handler"], logical_id)),
+        timeout_s=float(resolver.value(properties.get("Timeout", 3), logical_id)),
+        memory_mb=int(resolver.value(properties.get("MemorySize", 128), logical_id)),
+        environment=environment,
+        runtime=runtime,
+        code_dir=base_dir / code,
+        function_name=resolver.function_names[logical_id],
+        inline_code=inline or "",
+    )
+
+
+def _table(resolver: _Resolver, logical_id: str) -> TableSpec:
+    resource = resolver.resources[logical_id]
+    properties = resolver.value(resource.get("Properties") or {}, logical_id)
+    name = resolver.table_names[logical_id]
+    if resource.get("Type") == SIMPLE_TABLE:
+        key = properties.get("PrimaryKey") or {"Name": "id", "Type": "String"}
+        kinds = {"String": "S", "Number": "N", "Binary": "B"}
+        if key.get("Type") not in kinds:
+            raise TemplateError(f"{logical_id}: PrimaryKey Type {key.get('Type')!r} is unknown")
+        attribute = {"AttributeName": key["Name"], "AttributeType": kinds[key["Type"]]}
+        return TableSpec(
+            key_schema=[{"AttributeName": key["Name"], "KeyType": "HASH"}],
+            attribute_definitions=[attribute],
+            global_secondary_indexes=[],
+            ttl_attribute=None,
+            logical_id=logical_id,
+            name=name,
+        )  # fmt: skip
+    ttl = properties.get("TimeToLiveSpecification") or {}
+    return TableSpec(
+        key_schema=properties["KeySchema"],
+        attribute_definitions=properties["AttributeDefinitions"],
+        global_secondary_indexes=[
+            _on_demand_index(index) for index in properties.get("GlobalSecondaryIndexes", [])
+        ],
+        ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") in (True, "true") else None,
+        logical_id=logical_id,
+        name=name,
+        local_secondary_indexes=list(properties.get("LocalSecondaryIndexes", [])),
+    )
+
+
+def _on_demand_index(index: dict[str, Any]) -> dict[str, Any]:
+    """An index as ``CreateTable`` takes it on an on-demand table (no capacity settings)."""
+    keep = ("IndexName", "KeySchema", "Projection")
+    return {key: index[key] for key in keep if key in index}
 
 
 def stage_template(
-    template: dict[str, Any], parameters: dict[str, str], table_name: str
+    template: dict[str, Any],
+    parameters: Mapping[str, str],
+    table_name: str,
+    *,
+    base_dir: Path = Path(),
+    site: ApiSite | None = None,
 ) -> StageTemplate:
-    """Resolve the routes, functions and table a local stage needs."""
-    resolver = _Resolver(template, parameters, table_name)
-    resources: dict[str, Any] = template["Resources"]
-    globals_ = template.get("Globals", {}).get("Function", {})
-    global_env = globals_.get("Environment", {}).get("Variables", {})
+    """Resolve the routes, functions and tables a local stage needs.
 
-    def function(logical_id: str) -> FunctionSpec:
-        props = resources[logical_id]["Properties"]
-        env = {**global_env, **props.get("Environment", {}).get("Variables", {})}
-        return FunctionSpec(
-            logical_id=logical_id,
-            handler=str(resolver.value(props["Handler"])),
-            timeout_s=float(props.get("Timeout", globals_.get("Timeout", 3))),
-            memory_mb=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
-            environment={name: str(resolver.value(v)) for name, v in env.items()},
-        )
-
-    routes = {
-        str(res["Properties"]["RouteKey"]): function(_route_function(template, res))
-        for res in resources.values()
-        if res.get("Type") == "AWS::ApiGatewayV2::Route"
-    }
-    api = next(r for r in resources.values() if r.get("Type") == "AWS::ApiGatewayV2::Api")
-    table = next(r for r in resources.values() if r.get("Type") == "AWS::DynamoDB::Table")
-    table_props = table["Properties"]
-    ttl = table_props.get("TimeToLiveSpecification", {})
-    return StageTemplate(
-        routes=routes,
-        route_selection_expression=str(api["Properties"]["RouteSelectionExpression"]),
-        table=TableSpec(
-            key_schema=table_props["KeySchema"],
-            attribute_definitions=table_props["AttributeDefinitions"],
-            global_secondary_indexes=table_props.get("GlobalSecondaryIndexes", []),
-            ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") else None,
-        ),
+    ``parameters`` must all be declared by the template; ``table_name`` names the
+    template's table when it gives none; ``base_dir`` is what relative CodeUri paths
+    are relative to (the template's directory).
+    """
+    _refuse_transforms(template)
+    resolver = _Resolver(template, parameters, table_name, site or ApiSite())
+    api_id, api = _websocket_api(resolver)
+    resolver.websocket_api = api_id
+    expression = _route_selection_expression(resolver, api_id, api)
+    functions: dict[str, FunctionSpec] = {}
+    routes: dict[str, FunctionSpec] = {}
+    for route_id, resource in resolver.resources.items():
+        if resource.get("Type") != ROUTE:
+            continue
+        properties = resource.get("Properties") or {}
+        if resolver.value(properties.get("ApiId"), route_id) != resolver.site.api_id:
+            continue  # a route of another (HTTP) API
+        route_key = str(resolver.value(properties.get("RouteKey"), route_id))
+        if route_key in routes:
+            raise TemplateError(f"{route_id}: route {route_key} is defined twice")
+        integration_id = _route_integration(resolver, route_id, properties)
+        function_id = _integration_function(resolver, integration_id)
+        if function_id not in functions:
+            functions[function_id] = _function(resolver, function_id, base_dir)
+        routes[route_key] = functions[function_id]
+    if not routes:
+        raise TemplateError(f"{api_id}: the WebSocket API has no routes")
+    tables = tuple(
+        _table(resolver, logical_id)
+        for logical_id, resource in resolver.resources.items()
+        if resource.get("Type") in TABLE_TYPES
     )
+    return StageTemplate(routes=routes, route_selection_expression=expression, tables=tables)
+
+
+def missing_code(stage: StageTemplate, node_installed: bool = True) -> str | None:
+    """A line naming the first function that cannot run here (no code, no node), if any."""
+    for spec in stage.functions:
+        if not spec.inline_code and not spec.code_dir.is_dir():
+            return f"{spec.logical_id}: code directory {spec.code_dir} does not exist"
+        if spec.runtime.startswith("nodejs") and not node_installed:
+            return f"{spec.logical_id}: Runtime {spec.runtime} needs node on PATH"
+    return None
+
+
+def read_stage_template(
+    config_template: Path | None,
+    default_template: Path,
+    offered: Mapping[str, str],
+    chosen: Mapping[str, str],
+    table_name: str,
+    site: ApiSite | None = None,
+    inline_code_dir: Path | None = None,
+) -> StageTemplate:
+    """The shell around ``stage_template``: read the file, resolve it, check the code is there.
+
+    ``config_template`` is the user's template (``None``: ``default_template``, fanbench's
+    own); ``offered`` and ``chosen`` are as ``stage_parameters`` takes them. Inline code
+    is written under ``inline_code_dir``, when given (a stage about to run it).
+    """
+    path = (config_template or default_template).resolve()
+    document = load_template(path)
+    parameters = stage_parameters(document, offered, chosen)
+    try:
+        stage = stage_template(document, parameters, table_name, base_dir=path.parent, site=site)
+    except TemplateError as error:
+        raise TemplateError(f"{path.name}: {error}") from None
+    problem = missing_code(stage, shutil.which("node") is not None)
+    if problem is not None:
+        raise TemplateError(f"{path.name}: {problem}")
+    return write_inline_code(stage, inline_code_dir) if inline_code_dir else stage
+
+
+def inline_code_file(spec: FunctionSpec) -> str:
+    """The file CloudFormation puts inline code in: ``index`` with the runtime's extension."""
+    return "index.js" if spec.runtime.startswith("nodejs") else "index.py"
+
+
+def write_inline_code(stage: StageTemplate, directory: Path) -> StageTemplate:
+    """The stage with each function's inline code written to ``directory/<logical id>/``."""
+    written: dict[str, FunctionSpec] = {}
+    for spec in stage.functions:
+        if spec.inline_code:
+            code_dir = directory / spec.logical_id
+            code_dir.mkdir(parents=True, exist_ok=True)
+            (code_dir / inline_code_file(spec)).write_text(spec.inline_code, encoding="utf-8")
+            written[spec.logical_id] = replace(spec, code_dir=code_dir)
+    routes = {key: written.get(spec.logical_id, spec) for key, spec in stage.routes.items()}
+    return replace(stage, routes=routes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,18 @@ def test_connections_api_responses_carry_a_request_id(logging_stage: LocalStage)
     with pytest.raises(api.exceptions.GoneException) as gone:
         api.post_to_connection(ConnectionId=new_id(), Data=b"nobody")
     assert uuid_shape.match(gone.value.response["ResponseMetadata"]["RequestId"])
+
+
+def test_over_the_tls_port_connect_hears_https_on_that_port(
+    logging_stage: LocalStage, event_log: Path
+) -> None:
+    endpoints = logging_stage.endpoints
+    assert endpoints.ca_file is not None
+    context = ssl.create_default_context(cafile=str(endpoints.ca_file))
+    with connect(endpoints.wss_url, ssl=context, proxy=None, open_timeout=10) as ws:
+        connection_id = own_id(ws)
+    wait_for(lambda: logged(event_log, connection_id, "CONNECT"), 10, "the $connect event")
+    (event,) = logged(event_log, connection_id, "CONNECT")
+    assert event["headers"]["X-Forwarded-Proto"] == "https"
+    assert event["headers"]["X-Forwarded-Port"] == endpoints.wss_url.split(":")[2].split("/")[0]
+    assert event["requestContext"]["domainName"] == endpoints.wss_url.split("/")[2]

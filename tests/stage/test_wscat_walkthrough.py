@@ -31,9 +31,9 @@ WSCAT = PROJECT_ROOT / "node_modules" / ".bin" / "wscat"
 class Wscat:
     """One ``wscat -c URL`` process with stdin held open and stdout read line by line."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *options: str) -> None:
         self.process = subprocess.Popen(
-            [str(WSCAT), "-c", url],
+            [str(WSCAT), "-c", url, *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -152,3 +152,24 @@ def test_tutorial_walkthrough_with_wscat(walkthrough_stage: LocalStage) -> None:
         codes = [sender.quit(), listener.quit()]
     assert codes == [0, 0]
     wait_for(lambda: table_ids(stage) == set(), 10, "both connections to leave the table")
+
+
+def test_wscat_over_wss_trusting_the_stages_ca(default_stage: LocalStage) -> None:
+    """The API's TLS port, as AWS serves wss://, with wscat trusting only the stage's CA."""
+    ca_file = default_stage.endpoints.ca_file
+    assert ca_file is not None
+    secure = Wscat(default_stage.endpoints.wss_url, "--ca", str(ca_file))
+    plain = Wscat(default_stage.ws_url)
+    try:
+        secure.wait_open(timeout_s=15)
+        plain.wait_open(timeout_s=15)
+        plain.send('{"action":"sendmessage","message":"to the TLS client"}')
+        assert secure.next_line(timeout_s=10, skip_prefix=DEFAULT_HINT) == "to the TLS client"
+    finally:
+        codes = [secure.quit(), plain.quit()]
+    assert codes == [0, 0]
+    untrusting = Wscat(default_stage.endpoints.wss_url)
+    assert untrusting.process.wait(timeout=15) != 0  # it gives up on its own
+    assert untrusting.quit() != 0
+    assert untrusting.process.stderr is not None
+    assert "certificate" in untrusting.process.stderr.read().decode("utf-8", "replace")

@@ -183,7 +183,7 @@ class ScenarioFile:
     source: str
     description: str = ""
     knobs: dict[str, int | float | str] = field(default_factory=dict)
-    faults: dict[str, float] = field(default_factory=dict)
+    faults: dict[str, int | float] = field(default_factory=dict)
     stage: dict[str, Any] = field(default_factory=dict)
     lambda_env: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
@@ -244,7 +244,8 @@ def parse_scenario(text: str, source: str) -> ScenarioFile:
         source=source,
         description=description,
         knobs=knobs,
-        faults={name: float(value) for name, value in faults.items()},
+        # As TOML typed them: an integer fault (the seed) must stay an integer.
+        faults=faults,
         stage=_table(data, "stage", source),
         lambda_env=_string_table(data, "lambda_env", source),
         parameters=_string_table(data, "parameters", source),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,12 @@ from fanbench_common.scenario import (
 )
 from loadtest.cli import parse_arguments
 from loadtest.run import locust_command, stage_config_for
-from loadtest.stage.config import StageConfig
+from loadtest.stage.config import (
+    StageConfig,
+    add_stage_arguments,
+    config_from_args,
+    config_to_argv,
+)
 
 
 def _stage(args: argparse.Namespace) -> StageConfig:
@@ -46,6 +52,16 @@ def test_every_shipped_scenario_builds_a_run_command_line(name: str) -> None:
     for fault, value in scenario.faults.items():
         assert getattr(_stage(args).faults, fault) == value, fault
     assert scenario.description
+
+
+@pytest.mark.parametrize("name", shipped_scenarios())
+def test_every_shipped_scenario_reaches_the_stage_process_intact(name: str) -> None:
+    """The launcher hands the stage its settings as flags: they must parse back the same."""
+    config = replace(_stage(parse_arguments(["run", "--scenario", name])), log_dir=None)
+    stage_parser = argparse.ArgumentParser()
+    add_stage_arguments(stage_parser)
+    rebuilt = config_from_args(stage_parser.parse_args(config_to_argv(config)))
+    assert rebuilt == config
 
 
 def test_a_file_sets_knobs_faults_and_stage_settings(tmp_path: Path) -> None:

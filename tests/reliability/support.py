@@ -74,7 +74,7 @@ SWARMS: dict[str, tuple[str, ...]] = {
     ),
     "token": (
         "--users", "3", "--spawn-rate", "10", "--duration", "4", "--send-interval", "0.5",
-        "--warmup", "1", "--drain", "1", "--settle", "0.5", *RUN_QUIETLY,
+        "--warmup", "1", "--drain", "1", "--settle", "0.5", "--quiet",
         "--token", SECRET_TOKEN,
     ),
 }  # fmt: skip

@@ -201,7 +201,9 @@ def test_the_stage_binds_loopback_only_and_says_so(tmp_path: Path) -> None:
         assert lines[-1].startswith("Ctrl-C"), lines
         assert f"bound to {LOOPBACK} only" in lines[0], lines[0]
         urls = [word for line in lines for word in line.split() if "://" in word]
-        assert len(urls) == 3, lines  # WebSocket, @connections, DynamoDB
+        # WebSocket and @connections, plain and over TLS, and DynamoDB.
+        assert {urlsplit(url).scheme for url in urls} == {"ws", "http", "wss", "https"}, lines
+        assert len(urls) == 5, lines
         assert {urlsplit(url).hostname for url in urls} == {LOOPBACK}
         tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
         listening = [

@@ -38,6 +38,7 @@ from loadtest import health, process_context, run_context
 from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
+from loadtest.seats import SEAT, SEAT_REQUEST, MasterSeats, SeatDesk, WorkerSeats
 
 SHIP_INTERVAL_S = 1.0
 FLUSH_TIMEOUT_S = 30.0
@@ -81,6 +82,7 @@ class MasterState:
         self.scenario = scenario
         self.local = local
         self.collector = Collector()
+        self.seats = SeatDesk(scenario)
         self.flushed: set[int] = set()
         self.workers_seen: set[int] = set()
         self.last_heard_ns: dict[int, int] = {}
@@ -245,6 +247,7 @@ class MasterState:
                 "end_ns": time.time_ns(),
             },
             "drain": self.drain,
+            "rooms": self.seats.as_meta(),
             "clock_offsets": self.clock_meta(fits),
             "collection": {
                 "complete": complete,
@@ -363,13 +366,23 @@ def install_hooks() -> None:
         scenario = Scenario.from_options(environment.parsed_options)
         if isinstance(runner, WorkerRunner):
             context = ProcessContext(runner.worker_index, scenario, Recorder(runner.worker_index))
+            seats = WorkerSeats(environment, context.process)
+            context.take_seat = seats.take
             process_context.install(context)
             worker = WorkerState(environment, context)
+            runner.register_message(SEAT, seats.on_seat)
             runner.register_message(FLUSH, worker.on_flush, concurrent=True)
             runner.register_message(CONTROL, worker.on_control)
             runner.register_message(PING, worker.on_ping)
             gevent.spawn(worker.ship_forever)
             gevent.spawn(health.sample_forever, context)
+
+            @events.test_start.add_listener
+            def _knobs_from_master(environment: Any, **_: Any) -> None:
+                # A worker started on its own (``fanbench worker``) has only default knobs;
+                # Locust hands it the master's custom arguments with the test.
+                context.scenario = Scenario.from_options(environment.parsed_options)
+
             return
         local = None
         if isinstance(runner, LocalRunner):
@@ -377,7 +390,10 @@ def install_hooks() -> None:
             process_context.install(local)
             gevent.spawn(health.sample_forever, local)
         master = MasterState(environment, scenario, local)
+        if local is not None:
+            local.take_seat = lambda: master.seats.take(0)[1]
         if isinstance(runner, MasterRunner):
+            runner.register_message(SEAT_REQUEST, MasterSeats(master.seats).on_request)
             runner.register_message(RECORDS, master.on_records)
             runner.register_message(FLUSHED, master.on_flushed)
             runner.register_message(PONG, master.on_pong)

@@ -44,6 +44,7 @@ from loadtest.stage.config import (
     config_from_args,
     resolve_template,
 )
+from loadtest.stage.dynamodb import free_port
 from loadtest.stage.launcher import LocalStage, StageError
 from reports import saturation
 from reports.analysis import analyze
@@ -177,7 +178,11 @@ def locust_command(
             command += [knob.flag, str(getattr(args, knob.name))]
     command += ["--drain-limit", str(drain_limit)]
     if args.workers:
-        command += ["--processes", str(args.workers)]
+        # Locust's master binds every interface on port 5557 by default: on a shared machine
+        # two swarms would collide, and the workers here are on this host anyway.
+        port = str(free_port(LOOPBACK))
+        command += ["--processes", str(args.workers), "--master-bind-host", LOOPBACK,
+                    "--master-bind-port", port, "--master-port", port]  # fmt: skip
     return command
 
 

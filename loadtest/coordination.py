@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import sys
 import time
 from importlib import metadata
@@ -36,6 +35,7 @@ from fanbench_common.rundir import as_table, default_run_dir
 from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
 from loadtest import health, process_context, run_context
 from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
+from loadtest.distributed import hostname
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
 from loadtest.seats import SEAT, SEAT_REQUEST, MasterSeats, SeatDesk, WorkerSeats
@@ -67,7 +67,7 @@ def versions() -> dict[str, str]:
 
 def host_info() -> dict[str, Any]:
     return {
-        "hostname": socket.gethostname(),
+        "hostname": hostname(dict(os.environ)),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -85,6 +85,7 @@ class MasterState:
         self.seats = SeatDesk(scenario)
         self.flushed: set[int] = set()
         self.workers_seen: set[int] = set()
+        self.worker_hosts: dict[int, dict[str, Any]] = {}
         self.last_heard_ns: dict[int, int] = {}
         self._pings: dict[int, dict[str, list[ClockSample]]] = {}
         self.started_ns = 0
@@ -100,6 +101,8 @@ class MasterState:
         process = int(msg.data["process"])
         self.workers_seen.add(process)
         self.last_heard_ns[process] = time.time_ns()
+        if "host" in msg.data:
+            self.worker_hosts[process] = dict(msg.data["host"])
         self.collector.add(msg.data)
 
     def on_flushed(self, environment: Any, msg: Any, **_: Any) -> None:
@@ -240,6 +243,7 @@ class MasterState:
             "variant": self.scenario.variant,
             "versions": versions(),
             "host": host_info(),
+            "worker_hosts": {str(p): h for p, h in sorted(self.worker_hosts.items())},
             "times": {
                 "start_ns": self.started_ns,
                 "stop_sending_ns": self.stop_sending_ns,
@@ -316,6 +320,7 @@ class WorkerState:
     def __init__(self, environment: Any, context: ProcessContext) -> None:
         self.environment = environment
         self.context = context
+        self.host = host_info()
 
     def ship_forever(self) -> None:
         while True:
@@ -326,6 +331,7 @@ class WorkerState:
         recorder = self.context.recorder
         while True:
             batch = recorder.take_batch(final=final)
+            batch["host"] = self.host
             self.environment.runner.send_message(RECORDS, batch)
             if not batch["has_more"]:
                 return

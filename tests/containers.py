@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,7 +20,7 @@ def compose() -> dict[str, Any]:
     return document
 
 
-def worker_argv(master_host: str, master_port: int, source: Path = COMPOSE) -> list[str]:
+def worker_argv(master_host: str, master_port: int) -> list[str]:
     """``fanbench`` arguments of the compose file's worker, pointed at another master."""
     command = list(compose()["services"]["worker"]["command"])
     command[command.index("--master-host") + 1] = master_host

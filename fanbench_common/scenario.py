@@ -110,11 +110,13 @@ class Scenario:
         """For run.json: the token is redacted, never written."""
         return redact_mapping(asdict(self))
 
-    def audience_for(self, process: int, user_number: int) -> str:
-        """Rooms are made of users of one process (Locust has no global user index)."""
+    def audience_for(self, seat: int) -> str:
+        """The room of the swarm's ``seat``-th user. Seats are numbered across the whole
+        swarm (the master hands them out, ``loadtest/seats.py``), so a room fills from
+        whichever processes and hosts spawn its users."""
         if self.room_size <= 0:
             return GLOBAL_AUDIENCE
-        return f"p{process}-r{user_number // self.room_size}"
+        return f"r{seat // self.room_size}"
 
     @classmethod
     def from_options(cls, options: Any) -> Scenario:

@@ -61,6 +61,16 @@ def _trials(args: argparse.Namespace) -> int:
     return trials_command(args)
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import os
+
+    from loadtest.distributed import worker_command
+
+    command = worker_command(args)
+    # Locust replaces this process: signals reach it directly, as with `locust --worker`.
+    os.execv(command[0], command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fanbench",
@@ -91,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(trials)
     add_trials_arguments(trials)
     trials.set_defaults(func=_trials, scenario_parser=trials)
+
+    worker = commands.add_parser(
+        "worker",
+        help="a Locust worker for a swarm across machines (the master: fanbench run "
+        "--expect-workers N)",
+        description="Takes the scenario, target and token from the master when the test starts.",
+    )
+    from loadtest.distributed import add_worker_arguments
+
+    add_worker_arguments(worker)
+    worker.set_defaults(func=_worker)
 
     from reports.commands import register, register_plan
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import sys
 import time
 from importlib import metadata
@@ -36,8 +35,10 @@ from fanbench_common.rundir import as_table, default_run_dir
 from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
 from loadtest import health, process_context, run_context
 from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
+from loadtest.distributed import hostname
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
+from loadtest.seats import SEAT, SEAT_REQUEST, MasterSeats, SeatDesk, WorkerSeats
 
 SHIP_INTERVAL_S = 1.0
 FLUSH_TIMEOUT_S = 30.0
@@ -66,7 +67,7 @@ def versions() -> dict[str, str]:
 
 def host_info() -> dict[str, Any]:
     return {
-        "hostname": socket.gethostname(),
+        "hostname": hostname(dict(os.environ)),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -81,8 +82,10 @@ class MasterState:
         self.scenario = scenario
         self.local = local
         self.collector = Collector()
+        self.seats = SeatDesk(scenario)
         self.flushed: set[int] = set()
         self.workers_seen: set[int] = set()
+        self.worker_hosts: dict[int, dict[str, Any]] = {}
         self.last_heard_ns: dict[int, int] = {}
         self._pings: dict[int, dict[str, list[ClockSample]]] = {}
         self.started_ns = 0
@@ -98,6 +101,8 @@ class MasterState:
         process = int(msg.data["process"])
         self.workers_seen.add(process)
         self.last_heard_ns[process] = time.time_ns()
+        if "host" in msg.data:
+            self.worker_hosts[process] = dict(msg.data["host"])
         self.collector.add(msg.data)
 
     def on_flushed(self, environment: Any, msg: Any, **_: Any) -> None:
@@ -238,6 +243,7 @@ class MasterState:
             "variant": self.scenario.variant,
             "versions": versions(),
             "host": host_info(),
+            "worker_hosts": {str(p): h for p, h in sorted(self.worker_hosts.items())},
             "times": {
                 "start_ns": self.started_ns,
                 "stop_sending_ns": self.stop_sending_ns,
@@ -245,6 +251,7 @@ class MasterState:
                 "end_ns": time.time_ns(),
             },
             "drain": self.drain,
+            "rooms": self.seats.as_meta(),
             "clock_offsets": self.clock_meta(fits),
             "collection": {
                 "complete": complete,
@@ -313,6 +320,7 @@ class WorkerState:
     def __init__(self, environment: Any, context: ProcessContext) -> None:
         self.environment = environment
         self.context = context
+        self.host = host_info()
 
     def ship_forever(self) -> None:
         while True:
@@ -323,6 +331,7 @@ class WorkerState:
         recorder = self.context.recorder
         while True:
             batch = recorder.take_batch(final=final)
+            batch["host"] = self.host
             self.environment.runner.send_message(RECORDS, batch)
             if not batch["has_more"]:
                 return
@@ -363,13 +372,23 @@ def install_hooks() -> None:
         scenario = Scenario.from_options(environment.parsed_options)
         if isinstance(runner, WorkerRunner):
             context = ProcessContext(runner.worker_index, scenario, Recorder(runner.worker_index))
+            seats = WorkerSeats(environment, context.process)
+            context.take_seat = seats.take
             process_context.install(context)
             worker = WorkerState(environment, context)
+            runner.register_message(SEAT, seats.on_seat)
             runner.register_message(FLUSH, worker.on_flush, concurrent=True)
             runner.register_message(CONTROL, worker.on_control)
             runner.register_message(PING, worker.on_ping)
             gevent.spawn(worker.ship_forever)
             gevent.spawn(health.sample_forever, context)
+
+            @events.test_start.add_listener
+            def _knobs_from_master(environment: Any, **_: Any) -> None:
+                # A worker started on its own (``fanbench worker``) has only default knobs;
+                # Locust hands it the master's custom arguments with the test.
+                context.scenario = Scenario.from_options(environment.parsed_options)
+
             return
         local = None
         if isinstance(runner, LocalRunner):
@@ -377,7 +396,10 @@ def install_hooks() -> None:
             process_context.install(local)
             gevent.spawn(health.sample_forever, local)
         master = MasterState(environment, scenario, local)
+        if local is not None:
+            local.take_seat = lambda: master.seats.take(0)[1]
         if isinstance(runner, MasterRunner):
+            runner.register_message(SEAT_REQUEST, MasterSeats(master.seats).on_request)
             runner.register_message(RECORDS, master.on_records)
             runner.register_message(FLUSHED, master.on_flushed)
             runner.register_message(PONG, master.on_pong)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fanbench_common.scenario import Scenario
@@ -21,12 +22,22 @@ class ProcessContext:
     sending: bool = True
     """Cleared when the test stops sending; receivers keep listening through the drain."""
     send_lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    take_seat: Callable[[], str] | None = None
+    """A new user's audience, from the swarm-wide seat numbering (``loadtest/seats.py``);
+    ``None``: this process numbers its own users."""
     _numbers: itertools.count[int] = field(default_factory=itertools.count)
+    _seats: itertools.count[int] = field(default_factory=itertools.count)
 
     def next_user(self) -> tuple[int, int]:
         """(client id, user number within this process)."""
         number = next(self._numbers)
         return self.process * CLIENTS_PER_PROCESS + number, number
+
+    def new_audience(self) -> str:
+        """The room (or everyone) a newly created user joins, for the whole of its life."""
+        if self.take_seat is not None:
+            return self.take_seat()
+        return self.scenario.audience_for(next(self._seats))
 
 
 _current: ProcessContext | None = None

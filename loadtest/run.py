@@ -37,6 +37,13 @@ from fanbench_common.scenario import (
     connect_url,
 )
 from loadtest import run_context
+from loadtest.distributed import (
+    LOCUSTFILE,
+    WORKERS_WAIT_S,
+    add_master_arguments,
+    master_options,
+    validate_master,
+)
 from loadtest.stage.config import (
     LOOPBACK,
     StageConfig,
@@ -44,11 +51,11 @@ from loadtest.stage.config import (
     config_from_args,
     resolve_template,
 )
+from loadtest.stage.dynamodb import free_port
 from loadtest.stage.launcher import LocalStage, StageError
 from reports import saturation
 from reports.analysis import analyze
 
-LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 EXTRA_LOCUST_TIME_S = 60
 PREFLIGHT_TIMEOUT_S = 10.0
 EXIT_INCOMPLETE = 1
@@ -86,7 +93,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, help="default: ./runs/<UTC timestamp>")
     parser.add_argument("--no-report", action="store_true", help="skip writing the report")
     parser.add_argument("--quiet", action="store_true", help="no live progress line")
-    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow a non-loopback --host or --master-bind-host")  # fmt: skip
+    add_master_arguments(parser)
     add_stage_arguments(parser)
     # None marks "not given", which only --target treats differently (see run_variant).
     parser.set_defaults(variant=None)
@@ -139,7 +148,9 @@ def scenario_defaults(scenario: ScenarioFile, known: argparse.Namespace) -> dict
 
 
 KNOB_AND_RUN_ONLY = frozenset(
-    {knob.name for knob in KNOBS} | {"scenario", "target", "token", "run_dir", "no_report", "quiet"}
+    {knob.name for knob in KNOBS}
+    | {"scenario", "target", "token", "run_dir", "no_report", "quiet"}
+    | {"expect_workers", "master_bind_host", "master_bind_port"}
 )
 """Settings that belong at a scenario file's top level (or nowhere), not in ``[stage]``."""
 
@@ -150,6 +161,7 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--target must be a ws:// or wss:// URL, not {args.target!r}")
     if not args.target and args.host != LOOPBACK and not args.allow_remote:
         raise ValueError(f"refusing to bind {args.host}: pass --allow-remote to expose the stage")
+    validate_master(args)
 
 
 def drain_limit_s(args: argparse.Namespace, function_timeouts_s: list[float]) -> float:
@@ -177,7 +189,13 @@ def locust_command(
             command += [knob.flag, str(getattr(args, knob.name))]
     command += ["--drain-limit", str(drain_limit)]
     if args.workers:
-        command += ["--processes", str(args.workers)]
+        # Locust's master binds every interface on port 5557 by default: on a shared machine
+        # two swarms would collide, and the workers here are on this host anyway.
+        port = str(free_port(LOOPBACK))
+        command += ["--processes", str(args.workers), "--master-bind-host", LOOPBACK,
+                    "--master-bind-port", port, "--master-port", port]  # fmt: skip
+    elif args.expect_workers:
+        command += master_options(args)
     return command
 
 
@@ -265,6 +283,14 @@ def execute(args: argparse.Namespace) -> Path:
         )
         drain_limit = drain_limit_s(args, timeouts)
         limit_s = args.duration + drain_limit + EXTRA_LOCUST_TIME_S + args.users / args.spawn_rate
+        if args.expect_workers:
+            limit_s += WORKERS_WAIT_S
+            print(
+                f"fanbench: waiting for {args.expect_workers} workers on "
+                f"{args.master_bind_host}:{args.master_bind_port}"
+                f" (fanbench worker --master-host HOST --master-port {args.master_bind_port})",
+                flush=True,
+            )
         print(f"fanbench: {args.users} users → {host} ({variant or 'unlabelled'})", flush=True)
         log_path = run_dir / LOCUST_LOG
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""``fanbench trials``: K interleaved runs of two local variants, then their comparison.
+"""``fanbench trials``: K interleaved runs of two variants, then their comparison.
+
+On the local stage the session switches the stage's handler between runs; with
+``--targets A_URL B_URL`` side A runs against one deployed stage and side B
+against another (two stacks, one per variant: README, "Two variants on AWS").
 
 Runs alternate (A B A B ...) so that whatever drifts on the machine during the
 session (other load, thermal state, caches) falls on both variants alike. Each
@@ -13,6 +17,7 @@ import argparse
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fanbench_common.errors import RunDirError
 from fanbench_common.rundir import read_run
@@ -43,6 +48,10 @@ def add_trials_arguments(parser: argparse.ArgumentParser) -> None:
         "--variants", nargs=2, required=True, metavar=("A", "B"), choices=VARIANTS,
         help="the two sendmessage handlers to alternate (the same one twice: an A/A test)",
     )  # fmt: skip
+    parser.add_argument(
+        "--targets", nargs=2, metavar=("A_URL", "B_URL"),
+        help="two deployed stages, one per variant: side A runs against the first, B the second",
+    )  # fmt: skip
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                         help=f"runs of each variant (default: {DEFAULT_TRIALS})")  # fmt: skip
 
@@ -53,8 +62,16 @@ def validate_trials(args: argparse.Namespace) -> None:
     if args.target:
         raise ValueError(
             "fanbench trials switches the local stage's handler, which it cannot do on a "
-            "--target: run each variant there with fanbench run, then fanbench compare ... --vs ..."
+            "--target: deploy each variant as its own stack and pass --targets A_URL B_URL"
         )
+    if args.targets and args.targets[0] == args.targets[1]:
+        raise ValueError(
+            "--targets names one stage twice: its handler cannot switch between runs, so an "
+            "A/A test on a deployed stage is --variants V V with two stacks of V"
+        )
+    for url in args.targets or ():
+        if urlsplit(url).scheme not in ("ws", "wss"):
+            raise ValueError(f"--targets must be ws:// or wss:// URLs, not {url!r}")
     if args.variant is not None:
         raise ValueError("fanbench trials takes --variants A B, not --variant")
 
@@ -69,8 +86,13 @@ def trials_command(args: argparse.Namespace) -> int:
     sides: tuple[list[Path], list[Path]] = ([], [])
     for trial, side, variant in schedule(tuple(args.variants), args.trials):
         run_dir = trial_dir(root, trial, side, variant)
+        target = args.targets[side] if args.targets else None
         print(f"trial {trial} of {args.trials}, {SIDES[side]}: {variant}", flush=True)
-        execute(argparse.Namespace(**{**vars(args), "variant": variant, "run_dir": run_dir}))
+        execute(
+            argparse.Namespace(
+                **{**vars(args), "variant": variant, "run_dir": run_dir, "target": target}
+            )
+        )
         try:
             run = read_run(run_dir)
             summary = analyze(run)

@@ -35,8 +35,8 @@ class ChatUser(User):
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         self.shared = process_context.current()
-        self.client_id, number = self.shared.next_user()
-        self.audience = self.shared.scenario.audience_for(self.shared.process, number)
+        self.client_id, _ = self.shared.next_user()
+        self.audience = self.shared.new_audience()
         self.socket: ClientConnection | None = None
         self._receiver: gevent.Greenlet | None = None
         self._seq = 0

@@ -645,3 +645,57 @@ def test_validation_pipeline_rejects_a_broken_copy(
     mutate(broken)
     problems = validation_problems(broken, "optimized")
     assert any(p.startswith(f"{caught_by}: ") for p in problems), problems
+
+
+# ---------------------------------------------------------------------------
+# Two stacks side by side (README, "Two variants on AWS")
+
+PHYSICAL_NAME_KEYS = frozenset(
+    {"TableName", "FunctionName", "RoleName", "Name", "LogGroupName", "TopicName", "QueueName"}
+)
+"""Properties that fix a resource's name in the account (where the resource type has it)."""
+NAME_REFERENCE_TYPES = frozenset({"AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping"})
+"""Types whose ``FunctionName`` names another resource rather than their own."""
+
+
+def _names_the_stack(value: Any) -> bool:
+    text = json.dumps(value)
+    return "AWS::StackName" in text
+
+
+def fixed_names(template: Template) -> list[str]:
+    """Resources and exports whose names would collide between two stacks of one template
+    in one account and region (a name that does not include the stack's)."""
+    found = []
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") in NAME_REFERENCE_TYPES:
+            continue
+        for key, value in resource.get("Properties", {}).items():
+            if key in PHYSICAL_NAME_KEYS and not _names_the_stack(value):
+                found.append(f"{logical_id}.{key}")
+    for name, output in template.get("Outputs", {}).items():
+        export = output.get("Export")
+        if export is not None and not _names_the_stack(export):
+            found.append(f"Outputs.{name}.Export")
+    return found
+
+
+def test_two_stacks_of_the_template_coexist_in_one_account(translated: Template) -> None:
+    """fanbench-baseline and fanbench-optimized deploy side by side: no fixed name."""
+    assert fixed_names(source_template()) == []
+    assert fixed_names(translated) == []
+
+
+@pytest.mark.parametrize(
+    ("resource", "key", "value"),
+    [
+        ("ConnectionsTable", "TableName", "fanbench-connections"),
+        ("SendMessageFunction", "FunctionName", "fanbench-sendmessage"),
+        ("ChatApi", "Name", "fanbench-chat"),
+    ],
+)
+def test_a_fixed_name_is_caught(resource: str, key: str, value: str) -> None:
+    template = source_template()
+    template["Resources"][resource]["Properties"][key] = value
+    assert fixed_names(template) == [f"{resource}.{key}"]
+    assert fixed_names(translate(template, "optimized")) != []

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from fanbench_common.rundir import read_run
 from loadtest.cli import main
+from loadtest.stage.config import StageConfig
 from loadtest.trials import schedule, trial_dir
 from tests.repo import REPO_ROOT as PROJECT_ROOT
+from tests.stage.support import running_stage
 
 TRIALS_TIMEOUT_S = 400
 TINY_RUN = (
@@ -34,7 +37,9 @@ def test_variants_alternate_a_b_a_b() -> None:
     ("args", "words"),
     [
         (["--trials", "0"], "--trials must be at least 1"),
-        (["--target", "wss://example.invalid/prod"], "cannot do on a --target"),
+        (["--target", "wss://example.invalid/prod"], "pass --targets A_URL B_URL"),
+        (["--targets", "wss://one.invalid/prod", "wss://one.invalid/prod"], "one stage twice"),
+        (["--targets", "https://a.invalid/prod", "wss://b.invalid/prod"], "ws:// or wss://"),
         (["--variant", "baseline"], "takes --variants A B, not --variant"),
     ],
 )
@@ -78,3 +83,51 @@ def test_two_interleaved_trials_write_four_runs_and_a_between_run_comparison(
     assert (delta["runs"], delta["between_runs"]) == ([2, 2], True)
     assert f"comparison: {root / 'comparison' / 'index.html'}" in result.stdout
     assert "2 vs 2 runs, between-run" in result.stdout
+
+
+def test_trials_against_two_deployed_stages_run_each_side_on_its_own_stage(
+    tmp_path: Path,
+) -> None:
+    """Two stages standing in for two stacks (README, "Two variants on AWS"): side A's runs
+    reach only the baseline stage, side B's only the optimized one."""
+    root = tmp_path / "session"
+    with (
+        running_stage(StageConfig(variant="baseline"), tmp_path / "stage-a") as stage_a,
+        running_stage(StageConfig(variant="optimized"), tmp_path / "stage-b") as stage_b,
+    ):
+        command = [
+            sys.executable, "-m", "loadtest.cli", "trials", "--variants", "baseline",
+            "optimized", "--targets", stage_a.ws_url, stage_b.ws_url, "--trials", "1",
+            "--run-dir", str(root), *TINY_RUN,
+        ]  # fmt: skip
+        result = subprocess.run(
+            command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=TRIALS_TIMEOUT_S,
+            env={**os.environ, "MPLBACKEND": "Agg"},
+        )  # fmt: skip
+        stats = {"A": stage_a.stats(), "B": stage_b.stats()}
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for side, name, stage in (("A", "trial1-A-baseline", stage_a),
+                              ("B", "trial1-B-optimized", stage_b)):  # fmt: skip
+        run = read_run(root / name)
+        assert run.meta["target"] == stage.ws_url
+        assert run.meta["variant"] == name.rsplit("-", 1)[1]
+        assert run.meta["stage"]["kind"] == "remote"
+        sends = len(run.sends["client"])
+        invoked = _send_invocations(stats[side])
+        print(side, name, sends, "sends,", invoked, "sendmessage invocations")
+        assert sends > 0
+        assert invoked == sends, stats[side]["lambda"]
+    assert (
+        stats["A"]["functions"]["SendMessageFunction"]["handler"]
+        != (stats["B"]["functions"]["SendMessageFunction"]["handler"])
+    )
+    document = json.loads((root / "comparison" / "comparison.json").read_text())
+    assert [side["label"] for side in document["sides"]] == ["baseline", "optimized"]
+
+
+def _send_invocations(stats: dict[str, object]) -> int:
+    counters = stats["lambda"]
+    assert isinstance(counters, dict)
+    invocations = counters["invocations"]
+    assert isinstance(invocations, dict)
+    return int(invocations.get("SendMessageFunction", 0))

@@ -386,21 +386,27 @@ def require_locust() -> None:
         raise RunError("Locust is not installed in this environment (run `make run`)")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    require_locust()
-    run_dir = execute(args)
+def summarize_run(run_dir: Path, report: bool, indent: str = "") -> Run:
+    """Print the run's summary lines (and write its report); return the run."""
     try:
         run = read_run(run_dir)
         summary = analyze(run)
     except RunDirError as error:
         raise RunError(str(error)) from None
     for line in summary_lines(summary, run):
-        print(line)
-    if not args.no_report:
+        print(f"{indent}{line}")
+    if report:
         from reports.prices import Prices
         from reports.render import write_report
 
-        print(f"report: {write_report(run_dir, Prices())}")
+        print(f"{indent}report: {write_report(run_dir, Prices())}")
+    return run
+
+
+def run_command(args: argparse.Namespace) -> int:
+    require_locust()
+    run_dir = execute(args)
+    run = summarize_run(run_dir, report=not args.no_report)
     print(f"run directory: {run_dir}")
     if not run.meta.get("collection", {}).get("complete", True):
         print(

@@ -19,10 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fanbench_common.errors import RunDirError
-from fanbench_common.rundir import read_run
-from loadtest.run import RunError, execute, require_locust, summary_lines
-from reports.analysis import analyze
+from loadtest.run import RunError, execute, require_locust, summarize_run
 from reports.compare import write_comparison
 
 VARIANTS = ("baseline", "optimized")
@@ -93,18 +90,7 @@ def trials_command(args: argparse.Namespace) -> int:
                 **{**vars(args), "variant": variant, "run_dir": run_dir, "target": target}
             )
         )
-        try:
-            run = read_run(run_dir)
-            summary = analyze(run)
-        except RunDirError as error:
-            raise RunError(str(error)) from None
-        for line in summary_lines(summary, run):
-            print(f"  {line}")
-        if not args.no_report:
-            from reports.prices import Prices
-            from reports.render import write_report
-
-            print(f"  report: {write_report(run_dir, Prices())}")
+        summarize_run(run_dir, report=not args.no_report, indent="  ")
         sides[side].append(run_dir)
     index = write_comparison(sides[0], root / "comparison", force=False, versus=sides[1])
     document = json.loads((index.parent / "comparison.json").read_text())

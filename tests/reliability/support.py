@@ -32,8 +32,9 @@ from fanbench_common.loss import ledger
 from fanbench_common.rundir import Run, read_run
 from fanbench_common.scenario import load_scenario
 from loadtest import envelope
+from loadtest.process_context import CLIENTS_PER_PROCESS
 from loadtest.stage.launcher import wait_until
-from reports.analysis import analyze
+from reports.analysis import analyze, measured_window_start
 from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.stage.support import recv_text
 
@@ -332,3 +333,24 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 def clients(url: str, count: int) -> Iterator[list[ClientConnection]]:
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(open_ws(url)) for _ in range(count)]
+
+
+# -- clocks across processes -----------------------------------------------------------
+
+
+def median_latencies_within_and_across(run: Run, source: int) -> tuple[float, float]:
+    """Median fan-out latency (ms) of worker ``source``'s messages to its own clients and
+    to the other workers' clients: a skewed clock would pull the two apart."""
+    facts = ledger(run.sends, run.deliveries, run.membership, int(run.scenario["settle_s"] * 1e9))
+    keep = facts.receipt_expected & facts.receipt_first
+    message = facts.receipt_message[keep]
+    measured = run.sends["sent_ns"][message] >= measured_window_start(run)
+    message = message[measured]
+    latency_ms = (
+        run.deliveries["received_ns"][keep][measured] - run.sends["sent_ns"][message]
+    ) / 1e6
+    sender = run.sends["client"][message] // CLIENTS_PER_PROCESS
+    receiver = run.deliveries["client"][keep][measured] // CLIENTS_PER_PROCESS
+    within = float(np.median(latency_ms[(sender == source) & (receiver == source)]))
+    across = float(np.median(latency_ms[(sender == source) & (receiver != source)]))
+    return within, across

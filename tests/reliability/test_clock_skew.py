@@ -18,14 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from fanbench_common.loss import ledger
 from loadtest.clock import CLOCK_SKEW_ENV
-from loadtest.process_context import CLIENTS_PER_PROCESS
-from reports.analysis import measured_window_start
-from tests.reliability.support import SwarmResult, run_swarm
+from tests.reliability.support import SwarmResult, median_latencies_within_and_across, run_swarm
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -63,20 +59,9 @@ def test_the_skew_and_its_drift_are_measured(skewed: SwarmResult) -> None:
 
 def test_latencies_across_workers_agree_with_latencies_within_one(skewed: SwarmResult) -> None:
     run = skewed.run
-    facts = ledger(run.sends, run.deliveries, run.membership, int(run.scenario["settle_s"] * 1e9))
-    keep = facts.receipt_expected & facts.receipt_first
-    message = facts.receipt_message[keep]
-    measured = run.sends["sent_ns"][message] >= measured_window_start(run)
-    message = message[measured]
-    latency_ms = (
-        run.deliveries["received_ns"][keep][measured] - run.sends["sent_ns"][message]
-    ) / 1e6
-    sender = run.sends["client"][message] // CLIENTS_PER_PROCESS
-    receiver = run.deliveries["client"][keep][measured] // CLIENTS_PER_PROCESS
     clocks = run.meta["clock_offsets"]
     stated_ms = sum(c["uncertainty_ns"] for c in clocks.values()) / 1e6
     for source in (0, 1):
-        within = float(np.median(latency_ms[(sender == source) & (receiver == source)]))
-        across = float(np.median(latency_ms[(sender == source) & (receiver != source)]))
+        within, across = median_latencies_within_and_across(run, source)
         print(f"from worker {source}: within {within:.1f} ms, across {across:.1f} ms")
         assert abs(across - within) <= stated_ms + RECEIVER_SPREAD_MS, (source, within, across)

@@ -20,20 +20,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from fanbench_common.loss import ledger
 from loadtest.clock import CLOCK_SKEW_ENV
 from loadtest.distributed import HOSTNAME_ENV
 from loadtest.process_context import CLIENTS_PER_PROCESS
 from loadtest.stage.dynamodb import free_port
-from reports.analysis import measured_window_start
 from tests.containers import worker_argv
 from tests.reliability.support import (
     SwarmResult,
     fanbench,
     finish_swarm,
+    median_latencies_within_and_across,
     start_swarm,
     subprocess_env,
 )
@@ -170,20 +168,9 @@ def test_loss_is_exact_and_latencies_across_hosts_agree(swarm: Swarm) -> None:
     assert counts["lost"] == 0, result.figures()
     assert counts["negative_latency"] == 0
     run = result.run
-    facts = ledger(run.sends, run.deliveries, run.membership, int(run.scenario["settle_s"] * 1e9))
-    keep = facts.receipt_expected & facts.receipt_first
-    message = facts.receipt_message[keep]
-    measured = run.sends["sent_ns"][message] >= measured_window_start(run)
-    message = message[measured]
-    latency_ms = (
-        run.deliveries["received_ns"][keep][measured] - run.sends["sent_ns"][message]
-    ) / 1e6
-    sender = run.sends["client"][message] // CLIENTS_PER_PROCESS
-    receiver = run.deliveries["client"][keep][measured] // CLIENTS_PER_PROCESS
     stated_ms = sum(c["uncertainty_ns"] for c in run.meta["clock_offsets"].values()) / 1e6
     for source in (0, 1):
-        within = float(np.median(latency_ms[(sender == source) & (receiver == source)]))
-        across = float(np.median(latency_ms[(sender == source) & (receiver != source)]))
+        within, across = median_latencies_within_and_across(run, source)
         print(f"from worker {source}: within {within:.1f} ms, across {across:.1f} ms,"
               f" stated uncertainty {stated_ms:.2f} ms")  # fmt: skip
         assert abs(across - within) <= stated_ms + RECEIVER_SPREAD_MS, (source, within, across)

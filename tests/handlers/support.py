@@ -21,6 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
 from aws_limits import CONNECTION_KEY, ROOM_ATTRIBUTE, TTL_ATTRIBUTE
 from connection_store import CONNECTED_AT, expires_at
 
@@ -171,6 +175,12 @@ class Request:
     method: str
     connection_id: str
     body: bytes
+    path: str = ""
+    """As sent: percent-encoded."""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
 
 class _StubServer(ThreadingHTTPServer):
@@ -207,7 +217,8 @@ class _StubHandler(BaseHTTPRequestHandler):
             self._send(404, "NotFoundException", {"message": f"no route for {path}"})
             return
         connection_id = unquote(path[len(prefix) :])
-        reply, epoch = stub.record_and_script(Request(self.command, connection_id, body))
+        request = Request(self.command, connection_id, body, path, tuple(self.headers.items()))
+        reply, epoch = stub.record_and_script(request)
         try:
             if reply.delay_s:
                 time.sleep(reply.delay_s)
@@ -401,3 +412,49 @@ class Table:
             if "LastEvaluatedKey" not in page:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+# --- SigV4, checked as API Gateway would -----------------------------------------------
+
+
+def sigv4_check(request: Request, secret_key: str, session_token: str | None = None) -> str:
+    """Why ``request``'s SigV4 signature is wrong for ``secret_key``; empty when it is right.
+
+    Recomputes the signature with botocore's signer from what arrived: the
+    headers the ``Authorization`` header names, the path as sent, the body and
+    the ``X-Amz-Date`` timestamp.
+    """
+    authorization = request.header("Authorization") or ""
+    fields = dict(
+        part.strip().split("=", 1)
+        for part in authorization.removeprefix("AWS4-HMAC-SHA256 ").split(",")
+        if "=" in part
+    )
+    if not authorization.startswith("AWS4-HMAC-SHA256 ") or fields.keys() != {
+        "Credential",
+        "SignedHeaders",
+        "Signature",
+    }:
+        return f"not a SigV4 Authorization header: {authorization!r}"
+    access_key, _date, region, service, terminal = fields["Credential"].split("/")
+    if (service, terminal) != ("execute-api", "aws4_request"):
+        return f"signed for {service}/{terminal}, not execute-api/aws4_request"
+    signed = fields["SignedHeaders"].split(";")
+    headers = {name: request.header(name) or "" for name in signed}
+    host = headers.get("host", "")
+    resigned = AWSRequest(
+        method=request.method, url=f"http://{host}{request.path}", data=request.body,
+        headers=headers,
+    )  # fmt: skip
+    resigned.context["timestamp"] = request.header("X-Amz-Date") or ""
+    signer = SigV4Auth(Credentials(access_key, secret_key, session_token), "execute-api", region)
+    canonical = signer.canonical_request(resigned)
+    expected = signer.signature(signer.string_to_sign(resigned, canonical), resigned)
+    if expected != fields["Signature"]:
+        return f"signature mismatch over {signed}"
+    if session_token is not None:
+        if request.header("X-Amz-Security-Token") != session_token:
+            return "the session token was not sent"
+        if "x-amz-security-token" not in signed:
+            return "the session token was not signed"
+    return ""

@@ -45,6 +45,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
     ReadTimeoutError,
+    SSLError,
 )
 from botocore.httpsession import get_cert_path
 
@@ -199,9 +200,10 @@ class SignedPostClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         held: dict[tuple[str, int, bool], http.client.HTTPConnection] | None
-        held = getattr(_connections, "held", None)
+        connections = self._identity.connections
+        held = getattr(connections, "held", None)
         if held is None:
-            held = _connections.held = {}
+            held = connections.held = {}
         key = (self._host, self._port, self._https)
         connection = held.get(key)
         if connection is None:
@@ -215,6 +217,9 @@ class SignedPostClient:
             except TimeoutError as error:
                 connection.close()
                 raise ConnectTimeoutError(endpoint_url=self.endpoint, error=error) from error
+            except ssl.SSLError as error:
+                connection.close()
+                raise SSLError(endpoint_url=self.endpoint, error=error) from error
             except OSError as error:
                 connection.close()
                 raise EndpointConnectionError(endpoint_url=self.endpoint, error=error) from error
@@ -236,9 +241,6 @@ def _dropped(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
-
-
-_connections = threading.local()
 
 
 class SigningIdentity:
@@ -265,6 +267,9 @@ class SigningIdentity:
             True
         )
         self._tls: ssl.SSLContext | None = None
+        self.connections = threading.local()
+        """Per thread: the keep-alive connections, by (host, port, https), made under this
+        identity's trust settings."""
 
     def sign(self, url: str, data: bytes) -> dict[str, str]:
         """The headers botocore's SigV4 signer adds: X-Amz-Date, Authorization, and the token."""

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
@@ -20,6 +21,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
+    SSLError,
 )
 
 import callbacks
@@ -36,6 +38,7 @@ from tests.handlers.support import (
     Reply,
     new_connection_id,
     sigv4_check,
+    tls_server_context,
 )
 
 if TYPE_CHECKING:
@@ -333,3 +336,50 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(
         time.sleep(0.1)  # the server's close reaches this side
 
     assert counting_server.connections == 3
+
+
+# --- TLS, as on AWS ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ConnectionsStub, Path]]:
+    context, ca_bundle = tls_server_context(tmp_path_factory.mktemp("tls"))
+    stub = ConnectionsStub(tls=context)
+    stub.start()
+    yield stub, ca_bundle
+    stub.stop()
+
+
+def test_both_clients_post_over_tls_and_verify_the_certificate(
+    aws_env: None, tls_stub: tuple[ConnectionsStub, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub, ca_bundle = tls_stub
+    stub.reset()
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(ca_bundle))
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    delivered, gone = new_connection_id(), new_connection_id()
+    stub.script(gone, GONE)
+
+    for kind in callbacks.POST_CLIENTS:
+        client = post_client(stub.url, 4, kind=kind)
+        client.post_to_connection(ConnectionId=delivered, Data=b"over tls")
+        error = _failure(client, gone)
+        assert callbacks.classify_error(error) is callbacks.Outcome.GONE, kind
+
+    assert [r.body for r in stub.posts_to(delivered)] == [b"over tls"] * 2
+    assert len(stub.posts_to(gone)) == 2
+
+
+def test_an_untrusted_certificate_is_a_transport_error_on_both(
+    aws_env: None, tls_stub: tuple[ConnectionsStub, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``AWS_CA_BUNDLE``: the private CA is not trusted, and nothing is sent."""
+    stub, _ = tls_stub
+    stub.reset()
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+    for kind in callbacks.POST_CLIENTS:
+        client = post_client(stub.url, 4, kind=kind)
+        with pytest.raises(SSLError):
+            client.post_to_connection(ConnectionId=new_connection_id(), Data=b"m")
+    assert stub.posts() == []

@@ -148,15 +148,17 @@ def post_client(
 SIGNING_NAME = "execute-api"
 """The @connections API's SigV4 service name (boto3's service model says the same)."""
 OPERATION = "PostToConnection"
-STALE_CHECK = getattr(select, "poll", None) is not None
+_HAS_POLL = getattr(select, "poll", None) is not None
+"""poll(2) where the platform has it (Lambda: Linux); select(2) otherwise."""
 
 
 class SignedPostClient:
     """``PostToConnection`` as one SigV4-signed POST on this thread's keep-alive connection.
 
     One instance per endpoint and call budget (as ``management_client``); the
-    connections are per thread and per origin, shared by every budget, and each
-    request sets its socket's timeouts from its own budget.
+    connections are per thread and per origin (``SigningIdentity.connections``),
+    shared by every budget, and each request sets its socket's timeouts from its
+    own budget.
     """
 
     def __init__(self, endpoint: str, budget_s: float, identity: SigningIdentity) -> None:
@@ -236,7 +238,7 @@ class SignedPostClient:
 
 def _dropped(sock: socket.socket) -> bool:
     """An idle keep-alive socket that is readable has been closed (or spoken on) by the server."""
-    if not STALE_CHECK:
+    if not _HAS_POLL:
         return bool(select.select([sock], [], [], 0.0)[0])
     poller = select.poll()
     poller.register(sock, select.POLLIN)

@@ -311,14 +311,30 @@ def counting_server() -> Iterator[_CountingServer]:
     thread.join(timeout=5)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_posts_reuse_one_connection_per_thread(
-    aws_env: None, counting_server: _CountingServer, post_client_kind: PostClientKind
+    aws_env: None,
+    counting_server: _CountingServer,
+    post_client_kind: PostClientKind,
+    tls: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Over TLS too: the session tickets a TLS 1.3 server sends after the handshake must
+    not make an idle connection look closed (a handshake per post)."""
+    scheme = "http"
+    if tls:
+        context, ca_bundle = tls_server_context(tmp_path)
+        counting_server.socket = context.wrap_socket(counting_server.socket, server_side=True)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(ca_bundle))
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        scheme = "https"
     port = counting_server.server_address[1]
-    client = post_client(f"http://127.0.0.1:{port}/test", 4, kind=post_client_kind)
+    client = post_client(f"{scheme}://127.0.0.1:{port}/test", 4, kind=post_client_kind)
 
     for _ in range(5):
         client.post_to_connection(ConnectionId=new_connection_id(), Data=b"m")
+        time.sleep(0.02)  # anything the server sends unasked arrives while idle
 
     assert counting_server.connections == 1
 

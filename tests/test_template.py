@@ -27,8 +27,10 @@ from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.translator.transform import transform
 
 import aws_limits
+from callbacks import POST_CLIENTS
 from loadtest.stage.config import VARIANTS as STAGE_VARIANTS
 from loadtest.stage.template import load_template, stage_template
+from settings import DEFAULT_POST_CLIENT
 from tests.repo import HANDLERS_DIR, TEMPLATE_PATH
 
 Template = dict[str, Any]
@@ -438,6 +440,20 @@ def test_stage_template_picks_the_variants_handler(variant: str, handler: str) -
     assert stage.route_selection_expression == "$request.body.action"
     assert stage.table.ttl_attribute == aws_limits.TTL_ATTRIBUTE
     assert stage.routes["sendmessage"].environment["TABLE_NAME"] == "t"
+
+
+@pytest.mark.parametrize("kind", POST_CLIENTS)
+def test_post_client_parameter_reaches_sendmessage(kind: str) -> None:
+    stage = stage_template(load_template(TEMPLATE_PATH), {"PostClient": kind}, "t")
+    assert stage.routes["sendmessage"].environment["POST_CLIENT"] == kind
+
+
+def test_post_client_parameter_allows_what_the_handlers_accept() -> None:
+    parameter = _SOURCE["Parameters"]["PostClient"]
+    assert parameter["AllowedValues"] == list(POST_CLIENTS)
+    assert parameter["Default"] == DEFAULT_POST_CLIENT
+    default = stage_template(load_template(TEMPLATE_PATH), {}, "t")
+    assert default.routes["sendmessage"].environment["POST_CLIENT"] == DEFAULT_POST_CLIENT
 
 
 def test_stage_template_rejects_an_unknown_parameter() -> None:

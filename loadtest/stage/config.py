@@ -17,11 +17,14 @@ from fanbench_common.limits import (
     ACCOUNT_THROTTLE_RPS,
     IDLE_TIMEOUT_S,
     INTEGRATION_TIMEOUT_S,
+    LAMBDA_ASYNC_RETRY_DELAYS_S,
     MAX_CONNECTION_DURATION_S,
 )
 from loadtest.stage.faults import Faults
 
 LOOPBACK = "127.0.0.1"
+VARIANTS = ("baseline", "optimized", "sharded")
+"""sendmessage handlers, as template.yaml's ``Variant`` parameter allows them."""
 AUTH_TOKEN_ENV = "FANBENCH_AUTH_TOKEN"
 """How a token reaches a stage subprocess: never on a command line, where ps shows it."""
 
@@ -58,11 +61,17 @@ class StageConfig:
     disabled_routes: tuple[str, ...] = ()
     """Routes to leave out, to exercise API Gateway's behaviour without them."""
     log_dir: Path | None = None
+    async_retry_delay_s: float = LAMBDA_ASYNC_RETRY_DELAYS_S[0]
+    """Before the first retry of a failed asynchronous invocation; later intervals scale
+    alike (AWS: 60 s, then 120 s)."""
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
-        if self.variant not in ("baseline", "optimized"):
-            raise ValueError(f"variant must be baseline or optimized, not {self.variant!r}")
+        if self.variant not in VARIANTS:
+            choices = f"{', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}"
+            raise ValueError(f"variant must be {choices}, not {self.variant!r}")
+        if self.async_retry_delay_s < 0:
+            raise ValueError("async_retry_delay_s must not be negative")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not 0 <= self.provisioned <= self.concurrency:
@@ -84,7 +93,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--port", "port", int, "WebSocket port (0 = any free port)"),
     ("--management-port", "management_port", int, "@connections port (0 = any free port)"),
     ("--stage", "stage", str, "stage name, the URL path"),
-    ("--variant", "variant", str, "sendmessage handler: baseline or optimized"),
+    ("--variant", "variant", str, f"sendmessage handler: {', '.join(VARIANTS)}"),
     ("--concurrency", "concurrency", int, "Lambda execution environments, all functions"),
     ("--provisioned", "provisioned", int, "environments per function started ahead of traffic"),
     ("--function-timeout", "function_timeout_s", float, "seconds; overrides the template"),
@@ -102,6 +111,12 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--throttle-burst", "throttle_burst", float, "@connections throttle burst"),
     ("--auth-token", "auth_token", str, f"require ?token= at $connect (or ${AUTH_TOKEN_ENV})"),
     ("--log-dir", "log_dir", Path, "where handler and emulator logs go"),
+    (
+        "--async-retry-delay",
+        "async_retry_delay_s",
+        float,
+        "seconds before an async invocation's first retry (AWS: 60, then 120)",
+    ),
     ("--post-latency-ms", "faults.post_latency_ms", float, "fault: fixed @connections delay"),
     (
         "--post-latency-jitter-ms",

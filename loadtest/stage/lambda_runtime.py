@@ -208,20 +208,21 @@ class LambdaRuntime:
         self._live.discard(env)
 
     async def invoke(
-        self, spec: FunctionSpec, event: dict[str, Any], request_id: str
+        self, spec: FunctionSpec, event: Any, request_id: str, inject_error: bool = False
     ) -> InvocationResult:
+        """Run one invocation; ``inject_error`` fails it in the worker before the handler runs."""
         name = spec.logical_id
         async with self._slots:
             self.stats.running += 1
             self.stats.peak_running = max(self.stats.peak_running, self.stats.running)
             try:
-                return await self._invoke_in_slot(spec, event, request_id)
+                return await self._invoke_in_slot(spec, event, request_id, inject_error)
             finally:
                 self.stats.running -= 1
                 self.stats.invocations[name] += 1
 
     async def _invoke_in_slot(
-        self, spec: FunctionSpec, event: dict[str, Any], request_id: str
+        self, spec: FunctionSpec, event: Any, request_id: str, inject_error: bool = False
     ) -> InvocationResult:
         name = spec.logical_id
         idle = self._idle[name]
@@ -232,7 +233,7 @@ class LambdaRuntime:
             self.stats.errors[name] += 1
             return InvocationResult(ok=False, error=str(error), cold=True)
         timeout_s = self.timeout_s(spec)
-        inject = fail_invocation(self.faults, self._rng)
+        inject = inject_error or fail_invocation(self.faults, self._rng)
         self.stats.injected_errors += inject
         request = {
             "request_id": request_id,

@@ -42,6 +42,8 @@ class StageEndpoints:
     table_name: str
     variant: str
     log_dir: Path
+    lambda_url: str = ""
+    """Lambda's Invoke API on the stage (what ``AWS_ENDPOINT_URL_LAMBDA`` is set to)."""
 
 
 def _read_ready_line(stdout: IO[str], timeout_s: float) -> dict[str, Any] | None:
@@ -106,12 +108,20 @@ class LocalStage:
             table_name=info["table_name"],
             variant=info["variant"],
             log_dir=Path(info["log_dir"]),
+            lambda_url=info.get("lambda_url", ""),
         )
         return self._endpoints
 
     def stats(self) -> dict[str, Any]:
         """The stage's counters (gateway, @connections, Lambda runtime)."""
         url = f"{self.endpoints.management_url}/_fanbench/stats"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            stats: dict[str, Any] = json.load(response)
+            return stats
+
+    def invoke_stats(self) -> dict[str, Any]:
+        """The Lambda Invoke API's counters (async events accepted, run, retried, dropped)."""
+        url = f"{self.endpoints.lambda_url}/_fanbench/invoke-stats"
         with urllib.request.urlopen(url, timeout=10) as response:
             stats: dict[str, Any] = json.load(response)
             return stats

@@ -30,6 +30,8 @@ from loadtest.stage.config import StageConfig
 from loadtest.stage.dynamodb import LOCAL_CREDENTIALS, EmbeddedDynamoDB, create_table
 from loadtest.stage.events import ApiIdentity
 from loadtest.stage.gateway import Gateway
+from loadtest.stage.invoke_api import InvokeApi
+from loadtest.stage.invoke_rules import AsyncRetryPolicy
 from loadtest.stage.lambda_runtime import LambdaRuntime
 from loadtest.stage.management import ManagementApi
 from loadtest.stage.template import load_template, stage_template
@@ -54,6 +56,11 @@ async def _serve(
     management_socket.bind((config.host, config.management_port))
     management_port = management_socket.getsockname()[1]
     callback_url = f"http://{config.host}:{management_port}/{config.stage}"
+    # Lambda's Invoke API, bound early too: its URL goes into every function's environment.
+    lambda_socket = socket.socket()
+    lambda_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lambda_socket.bind((config.host, 0))
+    lambda_url = f"http://{config.host}:{lambda_socket.getsockname()[1]}"
     app = bundled_app()
     template = stage_template(
         load_template(app.template), config.template_parameters(callback_url), config.table_name
@@ -64,6 +71,7 @@ async def _serve(
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint,
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
+        "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
     }
     runtime = LambdaRuntime(
         app.handlers, log_dir, runtime_environment, config.concurrency, config.faults,
@@ -75,8 +83,17 @@ async def _serve(
     management_runner = web.AppRunner(management.app, access_log=None, handle_signals=False)
     await management_runner.setup()
     await web.SockSite(management_runner, management_socket).start()
+    invoke_api = InvokeApi(
+        template.functions, runtime, AsyncRetryPolicy.scaled(config.async_retry_delay_s),
+        LOCAL_CREDENTIALS["AWS_REGION"],
+    )  # fmt: skip
+    invoke_runner = web.AppRunner(invoke_api.app, access_log=None, handle_signals=False)
+    await invoke_runner.setup()
+    await web.SockSite(invoke_runner, lambda_socket).start()
     if config.provisioned:
-        await runtime.provision(list(gateway.routes.values()), config.provisioned)
+        routed = {spec.logical_id for spec in template.routes.values()}
+        unrouted = [spec for name, spec in template.functions.items() if name not in routed]
+        await runtime.provision([*gateway.routes.values(), *unrouted], config.provisioned)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,6 +120,7 @@ async def _serve(
                 "connections_url": f"{callback_url}/@connections",
                 "callback_url": callback_url,
                 "management_url": f"http://{config.host}:{management_port}",
+                "lambda_url": lambda_url,
                 "dynamodb_endpoint": dynamodb_endpoint,
                 "table_name": config.table_name,
                 "variant": config.variant,
@@ -114,8 +132,10 @@ async def _serve(
         reaper.cancel()
         await gateway.close_all()
         await gateway.drain(DRAIN_ON_EXIT_S)
+    await invoke_api.close()
     await runtime.close()
     await management_runner.cleanup()
+    await invoke_runner.cleanup()
 
 
 def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> None:

@@ -77,6 +77,9 @@ class StageTemplate:
     """Route key (``$connect``, ``sendmessage``, ...) to the function behind it."""
     route_selection_expression: str
     table: TableSpec
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    """Every function the template creates for these parameters, by logical id (its name
+    on the stage), routed or not: what Lambda's Invoke API can reach."""
 
 
 class _Resolver:
@@ -100,8 +103,11 @@ class _Resolver:
         if key == "Ref":
             if arg in self.parameters:
                 return self.parameters[arg]
-            if self.template["Resources"].get(arg, {}).get("Type") == "AWS::DynamoDB::Table":
+            resource_type = self.template["Resources"].get(arg, {}).get("Type")
+            if resource_type == "AWS::DynamoDB::Table":
                 return self.table_name
+            if resource_type == "AWS::Serverless::Function":
+                return arg  # a function's name on the stage is its logical id
             raise ValueError(f"the local stage cannot resolve Ref {arg}")
         if key == "Fn::If":
             name, if_true, if_false = arg
@@ -146,6 +152,12 @@ def stage_template(
         for res in resources.values()
         if res.get("Type") == "AWS::ApiGatewayV2::Route"
     }
+    functions = {
+        logical_id: function(logical_id)
+        for logical_id, res in resources.items()
+        if res.get("Type") == "AWS::Serverless::Function"
+        and ("Condition" not in res or resolver.condition(res["Condition"]))
+    }
     api = next(r for r in resources.values() if r.get("Type") == "AWS::ApiGatewayV2::Api")
     table = next(r for r in resources.values() if r.get("Type") == "AWS::DynamoDB::Table")
     table_props = table["Properties"]
@@ -159,4 +171,5 @@ def stage_template(
             global_secondary_indexes=table_props.get("GlobalSecondaryIndexes", []),
             ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") else None,
         ),
+        functions=functions,
     )

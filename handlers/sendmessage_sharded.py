@@ -73,7 +73,7 @@ def lambda_client() -> LambdaClient:
                 max_pool_connections=HAND_OFF_CONCURRENCY,
                 connect_timeout=2,
                 read_timeout=5,
-                retries={"mode": "standard", "max_attempts": 3},
+                retries={"mode": "standard", "total_max_attempts": 3},
             )
             _lambda = boto3.client("lambda", config=config)
         return _lambda

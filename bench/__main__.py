@@ -24,6 +24,7 @@ BENCHMARKS = (
     "cost_curve",
     "generator_capacity",
     "stage_headroom",
+    "sharded_fanout",
 )
 Runner = Callable[[Size, Path], BenchResult]
 

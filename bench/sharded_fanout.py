@@ -137,8 +137,18 @@ async def _one_send(
     )  # fmt: skip
 
 
-def _row(samples: list[Sample]) -> dict[str, Scalar]:
-    first = samples[0]
+def complete(samples: list[Sample]) -> list[Sample]:
+    """Sends that reached every recipient: only these are timed (the rest are counted)."""
+    return [s for s in samples if s.delivered >= s.recipients]
+
+
+def _to_last(samples: list[Sample]) -> float:
+    return median(s.to_last_s for s in complete(samples)) if complete(samples) else math.nan
+
+
+def _row(all_samples: list[Sample]) -> dict[str, Scalar]:
+    first = all_samples[0]
+    samples = complete(all_samples) or all_samples
 
     def per_post_ms(cpu: float, s: Sample) -> float:
         return cpu * 1000 / s.recipients if s.recipients else math.nan
@@ -151,8 +161,9 @@ def _row(samples: list[Sample]) -> dict[str, Scalar]:
         "N": first.audience,
         "variant": first.variant,
         "shard size": first.shard_size or None,
-        "sends": len(samples),
-        "to last delivery s": median(s.to_last_s for s in samples),
+        "sends": len(all_samples),
+        "incomplete sends": len(all_samples) - len(complete(all_samples)),
+        "to last delivery s": _to_last(all_samples),
         "min s": min(s.to_last_s for s in samples),
         "max s": max(s.to_last_s for s in samples),
         "posts/s": median(s.recipients / s.to_last_s for s in samples if s.to_last_s > 0),
@@ -163,11 +174,11 @@ def _row(samples: list[Sample]) -> dict[str, Scalar]:
         "stage CPU ms/post": median(per_post_ms(s.stage_cpu_s, s) for s in samples),
         "client CPU ms/post": median(per_post_ms(s.client_cpu_s, s) for s in samples),
         "busy cores": median(busy(s) for s in samples),
-        "delivered": min(s.delivered for s in samples),
+        "delivered": min(s.delivered for s in all_samples),
         "recipients": first.recipients,
-        "duplicates": sum(s.duplicates for s in samples),
-        "async retries": sum(s.async_retries for s in samples),
-        f"within {AWS_TIMEOUT_S:.0f} s": min(s.within_aws_timeout for s in samples),
+        "duplicates": sum(s.duplicates for s in all_samples),
+        "async retries": sum(s.async_retries for s in all_samples),
+        f"within {AWS_TIMEOUT_S:.0f} s": min(s.within_aws_timeout for s in all_samples),
     }
 
 
@@ -254,7 +265,7 @@ def run(size: Size, work_dir: Path) -> BenchResult:
     for shard in plan.shard_sizes:
         theirs, ours = sweep[shard]
         row = _row(ours)
-        opt, shd = median(s.to_last_s for s in theirs), median(s.to_last_s for s in ours)
+        opt, shd = _to_last(theirs), _to_last(ours)
         row["optimized s (interleaved)"] = opt
         row["optimized/sharded"] = safe_ratio(opt, shd)
         sweep_rows.append(row)
@@ -264,18 +275,19 @@ def run(size: Size, work_dir: Path) -> BenchResult:
                 f"shard {shard}",
                 safe_ratio(opt, shd),
                 None,
-                f"{opt:.3f} s / {shd:.3f} s, median of {plan.reps}",
+                f"{opt:.3f} s / {shd:.3f} s, medians of the complete sends of {plan.reps}",
             )
         )
     rows = [_row([s for s in headline if s.variant == v]) for v in VARIANTS]
-    opt, shd = (median(s.to_last_s for s in headline if s.variant == v) for v in VARIANTS)
+    opt, shd = (_to_last([s for s in headline if s.variant == v]) for v in VARIANTS)
     ratios.append(
         Ratio(
             f"optimized/sharded time to last delivery, N={plan.audience:,}, shard "
             f"{plan.shard_size}",
             safe_ratio(opt, shd),
             TARGET_RATIO if plan.audience == TARGET_AT else None,
-            f"{opt:.3f} s / {shd:.3f} s, median of {plan.reps * plan.phases}",
+            f"{opt:.3f} s / {shd:.3f} s, medians of the complete sends of "
+            f"{plan.reps * plan.phases}",
         )
     )
     swept = [s for pair in sweep.values() for s in (*pair[0], *pair[1])]
@@ -283,7 +295,9 @@ def run(size: Size, work_dir: Path) -> BenchResult:
         if sample.delivered < sample.recipients or sample.duplicates:
             notes.append(
                 f"{sample.variant} N={sample.audience:,}: delivered {sample.delivered:,} of "
-                f"{sample.recipients:,}, {sample.duplicates} duplicates"
+                f"{sample.recipients:,}, {sample.duplicates} duplicates (not timed; see the "
+                "stage's SendMessageFunction log: under heavy machine load the emulator's "
+                "10,000-item scan can outlast boto3's 5 s read timeout)"
             )
     for variant in VARIANTS:
         got = min((s.audience for s in headline if s.variant == variant), default=0)

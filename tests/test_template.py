@@ -27,6 +27,7 @@ from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.translator.transform import transform
 
 import aws_limits
+import sharding
 from fanbench_common.resources import FANOUT_FUNCTION, SEND_FUNCTION
 from loadtest.stage.template import load_template, stage_template
 from tests.repo import HANDLERS_DIR, TEMPLATE_PATH
@@ -475,6 +476,12 @@ def test_stage_template_has_the_fanout_function_for_sharded_only(variant: str) -
     else:
         assert FANOUT_FUNCTION not in stage.functions
         assert send.environment["FANOUT_FUNCTION"] == ""
+
+
+def test_shard_size_parameter_matches_the_handlers_default_and_bounds() -> None:
+    shard_size = _SOURCE["Parameters"]["ShardSize"]
+    assert shard_size["Default"] == sharding.DEFAULT_SHARD_SIZE
+    assert (shard_size["MinValue"], shard_size["MaxValue"]) == (1, sharding.MAX_SHARD_SIZE)
 
 
 def _invoke_statement(template: Template) -> dict[str, Any]:

@@ -35,9 +35,7 @@ def test_the_sharded_sends_were_fanned_out(result: BenchResult) -> None:
     plan = sharded_fanout.PLANS["smoke"]
     optimized, sharded = result.rows
     assert optimized["fan-outs"] == 0
-    assert sharded["fan-outs"] == sharded_fanout.expected_shards(
-        plan.audience - 1, plan.shard_size
-    )
+    assert sharded["fan-outs"] == sharded_fanout.expected_shards(plan.audience - 1, plan.shard_size)
     for row in result.tables["shard-size sweep"]:
         shard = row["shard size"]
         assert isinstance(shard, int)

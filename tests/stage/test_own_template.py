@@ -87,7 +87,8 @@ def test_tables_and_indexes_as_create_table_takes_them_on_demand() -> None:
 
 def test_fanbench_template_is_resolved_by_the_same_resolver() -> None:
     stage = stage_template(load_template(TEMPLATE_PATH), {}, "t", base_dir=TEMPLATE_PATH.parent)
-    assert {spec.code_dir for spec in stage.functions} == {TEMPLATE_PATH.parent / "handlers/"}
+    code_dirs = {spec.code_dir for spec in stage.functions.values()}
+    assert code_dirs == {TEMPLATE_PATH.parent / "handlers/"}
     assert [table.name for table in stage.tables] == ["t"]
 
 

@@ -2,13 +2,15 @@
 
 One function posting a whole room is CPU-bound (boto3 signs and parses every
 post) and a room of tens of thousands cannot finish inside API Gateway's 29 s.
-Here sendmessage only reads the audience (the room GSI when the sender is in a
-room, else the parallel scan) and splits it into shards of ``SHARD_SIZE``
+Here sendmessage finds the sender (a consistent read; an unknown sender gets an
+error frame and a 400, as from the optimized handler), reads the audience (the
+room GSI when the sender is in a room, else the parallel scan) with each
+member's connect time, and splits it into shards of ``SHARD_SIZE``
 recipients (fewer when the 256 KB asynchronous event limit demands it: see
 ``sharding``). Each shard goes to ``FANOUT_FUNCTION`` with ``Invoke(
 InvocationType="Event")``; those invocations run side by side, each posting its
-shard with the optimized handler's retries, deadlines and cleanup
-(``fanout.post_shard``).
+shard with the optimized handler's post client (``POST_CLIENT``), retries,
+deadlines and handshake-safe cleanup (``fanout.post_shard``).
 
 * An audience of at most ``SHARD_SIZE`` is posted here: a hand-off would only
   add an invocation's latency to a single shard.
@@ -25,9 +27,10 @@ sizes the largest needs the fewest Invoke calls and invocations (20 for a
 10,000 room), each of which pays a start-up before its first post. On AWS,
 where every fan-out has its own CPU share, a broadcast takes about the audience
 read + the hand-off + one shard's posting, and 500 posts at ~0.6 ms of CPU on
-a 1,024 MB function (about 0.6 vCPU) is about half a second. 500 ids (~10 KB)
-leave the 256 KB event limit to the message: even a 128 KB one still fits
-thousands of ids, so ``sharding.split`` rarely has to cut a shard short.
+a 1,024 MB function (about 0.6 vCPU) is about half a second. 500 recipients
+(~18 KB with their connect times) leave the 256 KB event limit to the message:
+even a 128 KB one still fits thousands of them, so ``sharding.split`` rarely
+has to cut a shard short.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 import connection_store
 import fanout
 import sharding
-from callbacks import management_client
+from callbacks import post_client
+from deadline import monotonic_deadline
 from emf import emf_line
+from sendmessage import UNKNOWN_SENDER
 from settings import Settings, callback_endpoint
 from validation import BadRequest, connection_id_of, parse_sendmessage_body
 
@@ -126,7 +131,7 @@ def _broadcast(
     try:
         sender = connection_id_of(event)
         endpoint = callback_endpoint(event, settings)
-        client = management_client(endpoint, settings.post_concurrency)
+        client = post_client(endpoint, settings.post_concurrency, kind=settings.post_client)
     except (BadRequest, ValueError, KeyError) as error:
         return {"statusCode": 400, "body": str(error)}
     try:
@@ -137,11 +142,18 @@ def _broadcast(
 
     dynamodb = connection_store.dynamodb_client()
     try:
-        room = connection_store.room_of(dynamodb, settings.table_name, sender)
-        if room is not None:
-            ids, pages, scanned = connection_store.query_room(dynamodb, settings.table_name, room)
+        found = connection_store.find_sender(dynamodb, settings.table_name, sender)
+        if found is None:
+            # Its room is unknown: broadcasting to everyone would leak across rooms.
+            counts["UnknownSender"] = 1
+            _error_frame(client, sender, UNKNOWN_SENDER)
+            return {"statusCode": 400, "body": UNKNOWN_SENDER}
+        if found.room is not None:
+            audience, pages, scanned = connection_store.query_room(
+                dynamodb, settings.table_name, found.room
+            )
         else:
-            ids, pages, scanned = connection_store.scan_all(
+            audience, pages, scanned = connection_store.scan_all(
                 dynamodb, settings.table_name, settings.scan_segments
             )
     except (ClientError, BotoCoreError):
@@ -151,11 +163,9 @@ def _broadcast(
     durations_ms["ScanMs"] = (read_at - started) * 1000
     counts.update({"ScanPages": pages, "ItemsScanned": scanned})
 
-    recipients = [cid for cid in ids if cid != sender]
+    recipients = [m for m in audience if m.connection_id != sender]
     data = chat.message.encode()
-    deadline = sharding.monotonic_deadline(
-        sharding.remaining_ms(context), settings.deadline_reserve_ms
-    )
+    invocation_ends = monotonic_deadline(context, 0)
     shards: list[bytes] = []
     if shard_settings.fanout_function and len(recipients) > shard_settings.shard_size:
         try:
@@ -170,7 +180,7 @@ def _broadcast(
     for payload, accepted in zip(shards, handed, strict=True):
         if not accepted:
             inline.extend(sharding.decode(json.loads(payload)).recipients)
-    posted = fanout.post_shard(settings, _POOL, endpoint, data, inline, deadline)
+    posted = fanout.post_shard(settings, _POOL, endpoint, data, inline, invocation_ends)
     counts.update(
         {
             "Recipients": len(recipients),

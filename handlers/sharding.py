@@ -4,7 +4,10 @@ A shard is the event of one asynchronous fan-out invocation, so it must fit
 Lambda's asynchronous payload limit (``LAMBDA_ASYNC_PAYLOAD_BYTES``, 256 KB).
 The message travels base64-encoded: its size is then known exactly (JSON may
 escape a character into six bytes), and even the largest message API Gateway
-accepts (128 KB, 175 KB encoded) leaves room for thousands of ids.
+accepts (128 KB, 175 KB encoded) leaves room for thousands of recipients. Each
+recipient travels with its ``connectedAt`` (``[id, epoch ms]``), so the fan-out
+can tell a stale id from one whose handshake is still in progress
+(``connection_store.past_handshake``) as sendmessage itself would.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import base64
 import binascii
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aws_limits import LAMBDA_ASYNC_PAYLOAD_BYTES
+from connection_store import Member
 
 DEFAULT_SHARD_SIZE = 500
 """Recipients per fan-out invocation; template.yaml's ``ShardSize`` default (see BENCHMARKS.md)."""
@@ -33,7 +37,7 @@ class Shard:
     endpoint: str
     """The @connections endpoint the posts go to."""
     data: bytes
-    recipients: list[str]
+    recipients: list[Member]
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,28 @@ class ShardSettings:
         return cls(os.environ.get("FANOUT_FUNCTION", "").strip(), size)
 
 
-def encode(endpoint: str, data: bytes, recipients: Sequence[str]) -> bytes:
+def _recipient(member: Member) -> list[Any]:
+    return [member.connection_id, member.connected_at_ms]
+
+
+def encode(endpoint: str, data: bytes, recipients: Sequence[Member]) -> bytes:
     shard = {
         "endpoint": endpoint,
         "data": base64.b64encode(data).decode("ascii"),
-        "recipients": list(recipients),
+        "recipients": [_recipient(member) for member in recipients],
     }
     return json.dumps(shard, separators=(",", ":")).encode()
+
+
+def _is_recipient(entry: object) -> bool:
+    """``[connection id, connectedAt epoch ms]``, as ``encode`` writes it."""
+    return (
+        isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], int)
+        and not isinstance(entry[1], bool)
+    )
 
 
 def decode(event: object) -> Shard:
@@ -73,15 +92,15 @@ def decode(event: object) -> Shard:
         message = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as error:
         raise BadShard(f"shard data is not base64: {error}") from None
-    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
-        raise BadShard("shard recipients are not a list of connection ids")
-    return Shard(endpoint, message, recipients)
+    if not isinstance(recipients, list) or not all(_is_recipient(r) for r in recipients):
+        raise BadShard("shard recipients are not a list of [connection id, connectedAt ms]")
+    return Shard(endpoint, message, [Member(cid, at) for cid, at in recipients])
 
 
 def split(
     endpoint: str,
     data: bytes,
-    recipients: Sequence[str],
+    recipients: Sequence[Member],
     shard_size: int,
     limit_bytes: int = LAMBDA_ASYNC_PAYLOAD_BYTES,
 ) -> list[bytes]:
@@ -97,7 +116,8 @@ def split(
     while start < len(recipients):
         size, end = empty, start
         while end < len(recipients) and end - start < shard_size:
-            cost = len(json.dumps(recipients[end])) + (1 if end > start else 0)
+            entry = json.dumps(_recipient(recipients[end]), separators=(",", ":"))
+            cost = len(entry) + (1 if end > start else 0)
             if size + cost > limit_bytes:
                 break
             size += cost
@@ -107,14 +127,3 @@ def split(
         shards.append(encode(endpoint, data, recipients[start:end]))
         start = end
     return shards
-
-
-def monotonic_deadline(remaining_ms: int, reserve_ms: int) -> float:
-    """A ``time.monotonic()`` deadline ``reserve_ms`` before the invocation's own."""
-    return time.monotonic() + max(0, remaining_ms - reserve_ms) / 1000
-
-
-def remaining_ms(context: object, unknown_ms: int = 3000) -> int:
-    """What Lambda says is left of this invocation (its default timeout when it cannot say)."""
-    get_remaining = getattr(context, "get_remaining_time_in_millis", None)
-    return int(get_remaining()) if callable(get_remaining) else unknown_ms

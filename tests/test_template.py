@@ -466,9 +466,11 @@ def test_stage_template_picks_the_variants_handler(variant: str, handler: str) -
 
 
 @pytest.mark.parametrize("kind", POST_CLIENTS)
-def test_post_client_parameter_reaches_sendmessage(kind: str) -> None:
-    stage = stage_template(load_template(TEMPLATE_PATH), {"PostClient": kind}, "t")
+def test_post_client_parameter_reaches_sendmessage_and_the_fanout(kind: str) -> None:
+    parameters = {"PostClient": kind, "Variant": "sharded"}
+    stage = stage_template(load_template(TEMPLATE_PATH), parameters, "t")
     assert stage.routes["sendmessage"].environment["POST_CLIENT"] == kind
+    assert stage.functions[FANOUT_FUNCTION].environment["POST_CLIENT"] == kind
 
 
 def test_post_client_parameter_allows_what_the_handlers_accept() -> None:
@@ -483,7 +485,12 @@ def test_post_client_parameter_allows_what_the_handlers_accept() -> None:
 def test_stage_template_has_the_fanout_function_for_sharded_only(variant: str) -> None:
     stage = stage_template(load_template(TEMPLATE_PATH), {"Variant": variant}, "t")
     send = stage.routes["sendmessage"]
-    assert set(stage.functions) >= {spec.logical_id for spec in stage.routes.values()}
+    routed = {spec.logical_id: spec for spec in stage.routes.values()}
+    assert {k: v for k, v in stage.functions.items() if k in routed} == routed
+    unrouted = set(stage.functions) - set(routed)
+    assert unrouted == ({FANOUT_FUNCTION} if variant == "sharded" else set())
+    assert stage.unemulated == {}
+    assert set(stage.by_function_name) == set(stage.functions)  # no FunctionName given
     if variant == "sharded":
         fanout = stage.functions[FANOUT_FUNCTION]
         assert fanout.handler == "fanout.handler"
@@ -494,6 +501,24 @@ def test_stage_template_has_the_fanout_function_for_sharded_only(variant: str) -
     else:
         assert FANOUT_FUNCTION not in stage.functions
         assert send.environment["FANOUT_FUNCTION"] == ""
+
+
+def test_the_fanout_function_may_do_only_what_it_calls() -> None:
+    """Posts (ManageConnections) and the stale-id cleanup (``delete_many``: BatchWriteItem,
+    unconditional), on this table and this API's stage; nothing else."""
+    policies = _SOURCE["Resources"][FANOUT_FUNCTION]["Properties"]["Policies"]
+    grants = {
+        (action, json.dumps(statement["Resource"], sort_keys=True))
+        for policy in policies
+        for statement in as_list(policy["Statement"])
+        for action in as_list(statement["Action"])
+    }
+    table_arn = json.dumps({"Fn::GetAtt": ["ConnectionsTable", "Arn"]})
+    assert {action for action, _ in grants} == {
+        "dynamodb:BatchWriteItem",
+        "execute-api:ManageConnections",
+    }
+    assert ("dynamodb:BatchWriteItem", table_arn) in grants
 
 
 def test_shard_size_parameter_matches_the_handlers_default_and_bounds() -> None:

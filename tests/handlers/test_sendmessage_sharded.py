@@ -1,6 +1,8 @@
 """``sendmessage_sharded`` and ``fanout``: the audience split into shards, handed off by
 asynchronous Invoke, each shard posted once; small audiences and refused hand-offs
-posted by sendmessage itself; stale ids cleaned up by the fan-out.
+posted by sendmessage itself; an unknown sender refused; stale ids cleaned up by the
+fan-out, ids still in their handshake kept. Every test runs on both post clients
+(``POST_CLIENT``), which the fan-out honours as sendmessage does.
 
 moto's DynamoDB, the @connections stub and a Lambda Invoke stand-in are real HTTP
 servers, so boto3 does exactly what it does against AWS.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from callbacks import PostClientKind
 from fanbench_common.resources import FANOUT_FUNCTION
 from tests.handlers.lambda_stub import LambdaStub
 from tests.handlers.support import (
@@ -48,8 +52,16 @@ def lambda_stub(lambda_server: LambdaStub) -> LambdaStub:
 
 
 @pytest.fixture
-def load(table: Table, lambda_stub: LambdaStub, monkeypatch: pytest.MonkeyPatch) -> Loader:
-    """(Re)import fanout and sendmessage_sharded under the env; both read it at import."""
+def load(
+    table: Table,
+    lambda_stub: LambdaStub,
+    monkeypatch: pytest.MonkeyPatch,
+    post_client_kind: PostClientKind,
+) -> Loader:
+    """(Re)import fanout and sendmessage_sharded under the env; both read it at import.
+
+    Parametrized over ``post_client_kind`` (``POST_CLIENT``): each test runs on both.
+    """
     import fanout
     import sendmessage_sharded
 
@@ -67,6 +79,10 @@ def load(table: Table, lambda_stub: LambdaStub, monkeypatch: pytest.MonkeyPatch)
         return sendmessage_sharded
 
     return loader
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def ids(count: int) -> list[str]:
@@ -234,3 +250,64 @@ def test_the_fanout_drops_a_malformed_event_without_raising(load: Loader) -> Non
     response = fanout.handler({"endpoint": "https://x", "data": "!!", "recipients": []}, None)
     assert response["statusCode"] == 400
     assert "base64" in response["body"]
+
+
+def test_an_unknown_sender_gets_an_error_frame_and_nothing_is_handed_off(
+    table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader
+) -> None:
+    """Its room is unknown: sharding the whole table would cross rooms."""
+    sender = new_connection_id()
+    table.add(ids(2 * SHARD_SIZE + 1), room="blue")
+    table.add(ids(2 * SHARD_SIZE + 1))
+
+    response = send(load(), sender)
+
+    assert response["statusCode"] == 400
+    assert lambda_stub.invocations() == []
+    assert stub.posted_ids() == [sender]
+    frame = json.loads(stub.posts_to(sender)[0].body)
+    assert frame["error"] == "BadRequest"
+    assert "not in the connections table" in frame["message"]
+
+
+def test_the_fanout_keeps_an_id_whose_handshake_is_in_progress(
+    table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader
+) -> None:
+    """The shard carries each recipient's connect time: a 410 right after ``$connect``
+    is a client about to join, not a stale id, in a fan-out as in sendmessage."""
+    sender, stale, *others = ids(2 * SHARD_SIZE + 1)
+    connecting = new_connection_id()
+    table.add([sender, stale, *others])
+    table.add([connecting], connected_at_ms=now_ms())
+    stub.script(stale, GONE)
+    stub.script(connecting, GONE)
+    module = load()
+
+    counts = counts_of(send(module, sender))
+    results = [json.loads(r["body"]) for r in run_fanouts(lambda_stub)]
+
+    assert counts["Shards"] == 3
+    assert sum(r["Gone"] for r in results) == 2
+    assert sum(r["GoneInHandshake"] for r in results) == 1
+    assert sum(r["StaleRemoved"] for r in results) == 1
+    assert table.ids() == {sender, connecting, *others}
+
+
+def test_the_fanout_posts_with_the_post_client_setting(
+    table: Table,
+    stub: ConnectionsStub,
+    lambda_stub: LambdaStub,
+    load: Loader,
+    post_client_kind: PostClientKind,
+) -> None:
+    """boto3's client says so in its User-Agent; the signed client sends none."""
+    sender, *others = ids(2 * SHARD_SIZE + 1)
+    table.add([sender, *others])
+    module = load()
+
+    counts_of(send(module, sender))
+    run_fanouts(lambda_stub)
+
+    assert Counter(stub.posted_ids()) == Counter(others)
+    by_boto3 = {(r.header("User-Agent") or "").startswith("Boto3/") for r in stub.posts()}
+    assert by_boto3 == {post_client_kind == "boto3"}

@@ -158,6 +158,7 @@ async def _serve(
                 "tables": [table.name for table in template.tables],
                 "template": str(config.template or bundled_app().template),
                 "routes": {key: spec.logical_id for key, spec in template.routes.items()},
+                "unemulated_functions": template.unemulated,
                 "variant": config.variant,
                 "log_dir": str(log_dir),
                 "pid": os.getpid(),

@@ -83,6 +83,17 @@ def test_resolve_finds_known_functions_at_latest_only() -> None:
     assert rules.resolve(None, KNOWN, "r") is rules.NOT_AN_INVOKE
 
 
+def test_a_function_the_stage_cannot_run_is_not_found_with_the_reason() -> None:
+    why = "Report: Runtime java21 is not emulated by the local stage"
+    error = rules.resolve(InvokeTarget("Report", None), KNOWN, "r", {"Report": why})
+    assert isinstance(error, rules.LambdaApiError)
+    assert (error.status, error.error_type) == (404, "ResourceNotFoundException")
+    assert error.message.endswith(why)
+    assert rules.resolve(InvokeTarget("FanoutFunction", None), KNOWN, "r", {"Report": why}) == (
+        "FanoutFunction"
+    )
+
+
 def test_errors_name_their_type_for_boto3() -> None:
     error = rules.function_not_found("X", "us-east-1")
     assert error.headers()["x-amzn-ErrorType"] == "ResourceNotFoundException"

@@ -39,6 +39,7 @@ from fanbench_common.scenario import (
 from loadtest import run_context
 from loadtest.stage.config import (
     LOOPBACK,
+    VARIANTS,
     StageConfig,
     add_stage_arguments,
     config_from_args,
@@ -93,7 +94,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if action.dest == "variant":
             action.help = (
-                "sendmessage handler: baseline or optimized (default: optimized on the local "
+                f"sendmessage handler: {', '.join(VARIANTS)} (default: optimized on the local "
                 f"stage; against --target, {UNKNOWN_VARIANT!r} unless given)"
             )
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from fanbench_common.errors import RunDirError
 from fanbench_common.rundir import read_run
 from loadtest.run import RunError, execute, require_locust, summary_lines
+from loadtest.stage.config import VARIANTS
 from reports.analysis import analyze
 from reports.compare import write_comparison
 
-VARIANTS = ("baseline", "optimized")
 SIDES = "AB"
 DEFAULT_TRIALS = 3
 

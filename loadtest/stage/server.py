@@ -50,7 +50,13 @@ def _api_id() -> str:
 def _bound_socket(host: str, port: int) -> socket.socket:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        # bind's own text names neither the address nor the port.
+        reason = (error.strerror or str(error)).lower()
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {reason}") from None
     return listener
 
 

@@ -6,8 +6,8 @@ asynchronous retries are scaled down (first after 0.2 s instead of 60 s).
 
 from __future__ import annotations
 
-import base64
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +18,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+import sharding
+from connection_store import Member
 from fanbench_common.limits import LAMBDA_ASYNC_PAYLOAD_BYTES
 from fanbench_common.resources import FANOUT_FUNCTION, SEND_FUNCTION
 from loadtest.stage.config import StageConfig
@@ -62,13 +64,11 @@ def client(stage: LocalStage) -> LambdaClient:
 
 
 def shard(stage: LocalStage, message: str, recipients: list[str]) -> bytes:
-    return json.dumps(
-        {
-            "endpoint": stage.endpoints.callback_url,
-            "data": base64.b64encode(message.encode()).decode(),
-            "recipients": recipients,
-        }
-    ).encode()
+    """A fan-out event as sendmessage_sharded writes it; the recipients' connect time is
+    an hour ago, long past the handshake."""
+    connected_at_ms = int(time.time() * 1000) - 3_600_000
+    members = [Member(cid, connected_at_ms) for cid in recipients]
+    return sharding.encode(stage.endpoints.callback_url, message.encode(), members)
 
 
 def fail_next(stage: LocalStage, function: str, count: int) -> None:

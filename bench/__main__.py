@@ -26,6 +26,7 @@ BENCHMARKS = (
     "generator_capacity",
     "stage_headroom",
     "capacity_check",
+    "sharded_fanout",
 )
 Runner = Callable[[Size, Path], BenchResult]
 

@@ -16,7 +16,9 @@ CONNECT_FUNCTION = "ConnectFunction"
 DISCONNECT_FUNCTION = "DisconnectFunction"
 DEFAULT_FUNCTION = "DefaultFunction"
 SEND_FUNCTION = "SendMessageFunction"
-"""The bundled template's function logical IDs (tests/test_template.py holds them to it)."""
+FANOUT_FUNCTION = "FanoutFunction"
+"""The bundled template's function logical IDs (tests/test_template.py holds them to it).
+``FANOUT_FUNCTION`` exists only in the ``sharded`` variant."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,19 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 # Lambda
 LAMBDA_DEFAULT_TIMEOUT_S = 3.0
 LAMBDA_DEFAULT_CONCURRENCY = 1_000
+LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * KIB
+"""Largest request (and response) payload of a synchronous Invoke."""
+LAMBDA_ASYNC_PAYLOAD_BYTES = 256 * KIB
+"""Largest event of an asynchronous (``Event``) Invoke, as the quotas page long stated it.
+
+AWS announced 1 MB for asynchronous invocations in October 2025; staying within
+256 KB works under either limit."""
+LAMBDA_ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
+"""A failed asynchronous invocation is retried twice: 1 minute, then 2 minutes later."""
+LAMBDA_ASYNC_MAX_EVENT_AGE_S = 6 * 60 * 60.0
+"""How long Lambda keeps retrying a throttled asynchronous event (the default maximum age)."""
+LAMBDA_ASYNC_THROTTLE_RETRY_MAX_S = 5 * 60.0
+"""Throttled events are retried from 1 s, doubling, up to this interval."""
 
 # DynamoDB
 SCAN_PAGE_BYTES = 1024 * KIB

@@ -1,17 +1,53 @@
-"""The @connections management API: clients, error classification, retried posts."""
+"""The @connections management API: clients, error classification, retried posts.
+
+Two clients can post (``POST_CLIENTS``; the ``POST_CLIENT`` setting picks one):
+
+* ``boto3``: the SDK's ``post_to_connection``;
+* ``signed``: ``SignedPostClient``, the same request signed by botocore's own
+  SigV4 signer and sent on a keep-alive ``http.client`` connection per thread,
+  without the SDK's request pipeline (parameter validation, event hooks, the
+  retry handler, response parsing), which is most of boto3's CPU per post.
+  Its failures are boto3's: a non-2xx answer raises the ``ClientError``
+  subclass boto3 would (``GoneException``, ``LimitExceededException``, ...,
+  or a bare ``ClientError`` with the status as its code), built the way
+  botocore's rest-json parser builds it, and transport failures raise
+  botocore's own ``BotoCoreError`` subclasses. So ``classify_error`` and
+  ``post_with_retry`` serve both unchanged.
+"""
 
 from __future__ import annotations
 
 import enum
+import http.client
+import json
 import random
+import select
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from urllib.parse import quote, urlsplit
 
 import boto3
+import botocore.session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.errorfactory import BaseClientExceptions, ClientExceptionsFactory
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ReadTimeoutError,
+    SSLError,
+)
+from botocore.httpsession import get_cert_path
 
 from deadline import CALL_BUDGETS_S, call_budget_s, timeouts_s
 
@@ -59,6 +95,16 @@ def backoff_s(attempt: int, rng: random.Random, base_s: float = 0.02, cap_s: flo
     return rng.uniform(0.0, min(cap_s, base_s * 2**attempt))
 
 
+PostClientKind = Literal["boto3", "signed"]
+POST_CLIENTS: tuple[PostClientKind, ...] = ("boto3", "signed")
+
+
+class ConnectionPoster(Protocol):
+    """What posting needs of a client: boto3's and ``SignedPostClient`` both qualify."""
+
+    def post_to_connection(self, *, ConnectionId: str, Data: bytes) -> Any: ...  # noqa: N803 (boto3's names)
+
+
 _clients: dict[tuple[str, float], ApiGatewayManagementApiClient] = {}
 _clients_lock = threading.Lock()
 
@@ -87,7 +133,224 @@ def management_client(
         return client
 
 
-ClientForBudget = Callable[[float], "ApiGatewayManagementApiClient"]
+def post_client(
+    endpoint: str,
+    pool_size: int,
+    budget_s: float = CALL_BUDGETS_S[0],
+    kind: PostClientKind = "boto3",
+) -> ConnectionPoster:
+    """A poster of ``kind`` for ``endpoint`` whose timeouts fit ``budget_s``, reused while warm."""
+    if kind == "signed":
+        return signed_client(endpoint, budget_s)
+    return management_client(endpoint, pool_size, budget_s)
+
+
+SIGNING_NAME = "execute-api"
+"""The @connections API's SigV4 service name (boto3's service model says the same)."""
+OPERATION = "PostToConnection"
+_HAS_POLL = getattr(select, "poll", None) is not None
+"""poll(2) where the platform has it (Lambda: Linux); select(2) otherwise."""
+
+
+class SignedPostClient:
+    """``PostToConnection`` as one SigV4-signed POST on this thread's keep-alive connection.
+
+    One instance per endpoint and call budget (as ``management_client``); the
+    connections are per thread and per origin (``SigningIdentity.connections``),
+    shared by every budget, and each request sets its socket's timeouts from its
+    own budget.
+    """
+
+    def __init__(self, endpoint: str, budget_s: float, identity: SigningIdentity) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) endpoint: {endpoint!r}")
+        self.endpoint = endpoint.rstrip("/")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._prefix = parts.path.rstrip("/") + "/@connections/"
+        self._connect_s, self._read_s = timeouts_s(budget_s)
+        self._identity = identity
+
+    def post_to_connection(self, *, ConnectionId: str, Data: bytes) -> dict[str, Any]:  # noqa: N803 (boto3's names)
+        path = self._prefix + quote(ConnectionId, safe="")
+        headers = self._identity.sign(self._origin + path, Data)
+        status, response_headers, body = self._send(path, headers, Data)
+        if 200 <= status < 300:
+            return {"ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": 0}}
+        raise self._identity.client_error(status, response_headers, body)
+
+    def _send(
+        self, path: str, headers: dict[str, str], data: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        connection = self._connection()
+        try:
+            connection.request("POST", path, body=data, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+        except TimeoutError as error:
+            connection.close()
+            raise ReadTimeoutError(endpoint_url=self.endpoint, error=error) from error
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            raise ConnectionClosedError(endpoint_url=self.endpoint, error=error) from error
+        if response.status >= 300:
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+        return response.status, {}, body
+
+    def _connection(self) -> http.client.HTTPConnection:
+        held: dict[tuple[str, int, bool], http.client.HTTPConnection] | None
+        connections = self._identity.connections
+        held = getattr(connections, "held", None)
+        if held is None:
+            held = connections.held = {}
+        key = (self._host, self._port, self._https)
+        connection = held.get(key)
+        if connection is None:
+            connection = held[key] = self._new_connection()
+        elif connection.sock is not None and _dropped(connection.sock):
+            connection.close()  # the server closed it while idle: reconnect, as urllib3 does
+        if connection.sock is None:
+            connection.timeout = self._connect_s
+            try:
+                connection.connect()
+            except TimeoutError as error:
+                connection.close()
+                raise ConnectTimeoutError(endpoint_url=self.endpoint, error=error) from error
+            except ssl.SSLError as error:
+                connection.close()
+                raise SSLError(endpoint_url=self.endpoint, error=error) from error
+            except OSError as error:
+                connection.close()
+                raise EndpointConnectionError(endpoint_url=self.endpoint, error=error) from error
+        connection.sock.settimeout(self._read_s)
+        return connection
+
+    def _new_connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._connect_s, context=self._identity.tls()
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self._connect_s)
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """An idle keep-alive socket that is readable has been closed (or spoken on) by the server."""
+    if not _HAS_POLL:
+        return bool(select.select([sock], [], [], 0.0)[0])
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class SigningIdentity:
+    """What signing and error modelling need from the environment, resolved once.
+
+    Credentials, region and CA bundle come from a botocore session exactly as
+    boto3's client would find them (environment, config files, container or
+    instance metadata); refreshable credentials are frozen per request, as
+    botocore's own signer does.
+    """
+
+    def __init__(self) -> None:
+        session = botocore.session.get_session()
+        region = session.get_config_variable("region")
+        if not region:
+            raise NoRegionError()
+        self.region: str = region
+        self._credentials = session.get_credentials()
+        model = session.get_service_model("apigatewaymanagementapi")
+        self._exceptions: BaseClientExceptions = ClientExceptionsFactory().create_client_exceptions(
+            model
+        )
+        self._ca_bundle: str | None = session.get_config_variable("ca_bundle") or get_cert_path(
+            True
+        )
+        self._tls: ssl.SSLContext | None = None
+        self.connections = threading.local()
+        """Per thread: the keep-alive connections, by (host, port, https), made under this
+        identity's trust settings."""
+
+    def sign(self, url: str, data: bytes) -> dict[str, str]:
+        """The headers botocore's SigV4 signer adds: X-Amz-Date, Authorization, and the token."""
+        request = AWSRequest(method="POST", url=url, data=data)
+        if self._credentials is None:
+            raise NoCredentialsError()  # as boto3 raises it: when the call is made
+        frozen = self._credentials.get_frozen_credentials()
+        SigV4Auth(frozen, SIGNING_NAME, self.region).add_auth(request)
+        return dict(request.headers.items())
+
+    def tls(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=self._ca_bundle)
+        return self._tls
+
+    def client_error(self, status: int, headers: dict[str, str], body: bytes) -> ClientError:
+        """The exception boto3 raises for this answer (botocore's rest-json error parsing)."""
+        response = error_response(status, headers, body)
+        error_class = cast(
+            "type[ClientError]", self._exceptions.from_code(response["Error"]["Code"])
+        )
+        return error_class(response, OPERATION)  # type: ignore[arg-type]
+
+
+def error_response(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """botocore's parsed error for a rest-json answer (headers lower-cased).
+
+    A 5xx with an empty or HTML body is "generic" (code: the status); otherwise
+    the code is ``x-amzn-ErrorType``, else the body's ``code``, else its
+    ``__type``, else the status; a code's ``:...`` suffix and ``...#`` prefix
+    are dropped.
+    """
+    metadata: dict[str, Any] = {"HTTPStatusCode": status, "HTTPHeaders": headers}
+    stripped = body.strip()
+    if status >= 500 and (not stripped or stripped.startswith(b"<html>")):
+        code, message = str(status), http.client.responses.get(status, "")
+    else:
+        if "x-amzn-requestid" in headers:
+            metadata["RequestId"] = headers["x-amzn-requestid"]
+        parsed: Any
+        try:
+            parsed = json.loads(body.decode("utf-8")) if body else {}
+        except ValueError:
+            parsed = {"message": body.decode("utf-8", "replace")}
+        if not isinstance(parsed, dict):
+            parsed = {}  # botocore itself fails on a JSON body that is not an object
+        message = parsed.get("message", parsed.get("Message", ""))
+        code = str(parsed.get("__type", status))
+        if "x-amzn-errortype" in headers:
+            code = headers["x-amzn-errortype"]
+        elif "code" in parsed or "Code" in parsed:
+            code = str(parsed.get("code", parsed.get("Code", "")))
+        code = code.split(":", 1)[0].rsplit("#", 1)[-1]
+    metadata["RetryAttempts"] = 0
+    metadata["MaxAttemptsReached"] = True  # one attempt of one: retries are post_with_retry's
+    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": metadata}
+
+
+_signed: dict[tuple[str, float], SignedPostClient] = {}
+_identity: list[SigningIdentity] = []
+"""At most one: the environment's signing identity, resolved on first use."""
+
+
+def signed_client(endpoint: str, budget_s: float = CALL_BUDGETS_S[0]) -> SignedPostClient:
+    """One ``SignedPostClient`` per endpoint and call budget per execution environment."""
+    key = (endpoint, budget_s)
+    client = _signed.get(key)  # no lock on the hot path: a dict read is atomic
+    if client is not None:
+        return client
+    with _clients_lock:
+        client = _signed.get(key)
+        if client is None:
+            if not _identity:
+                _identity.append(SigningIdentity())
+            client = _signed[key] = SignedPostClient(endpoint, budget_s, _identity[0])
+        return client
+
+
+ClientForBudget = Callable[[float], ConnectionPoster]
 """Given a call budget in seconds, a client whose timeouts fit it."""
 
 

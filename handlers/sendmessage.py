@@ -7,6 +7,8 @@ What it does differently from ``sendmessage_baseline`` and why:
 * the sender's item is read consistently; a sender with no item gets an error
   frame and a 400 (its room is unknown, so a broadcast could cross rooms);
 * the audience comes from a paginated scan (or the room GSI), so no page is missed;
+* posts go through the client ``POST_CLIENT`` names (``callbacks``: boto3, or
+  the same request SigV4-signed on a keep-alive connection, half the CPU);
 * posts run with bounded concurrency, retrying 429/5xx and transport errors with
   jittered backoff; every attempt's timeouts fit the time left before the
   deadline (``deadline``), so a late post cannot run into Lambda's timeout;
@@ -26,19 +28,16 @@ import random
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 import connection_store
-from callbacks import PostResult, management_client, post_with_retry
+from callbacks import ConnectionPoster, PostResult, post_client, post_with_retry
 from deadline import monotonic_deadline
 from emf import emf_line
 from settings import Settings, callback_endpoint
 from validation import BadRequest, connection_id_of, parse_sendmessage_body
-
-if TYPE_CHECKING:
-    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
 UNKNOWN_SENDER = "this connection is not in the connections table; reconnect"
 
@@ -83,7 +82,7 @@ def _broadcast(
     try:
         sender = connection_id_of(event)
         endpoint = callback_endpoint(event, settings)
-        client = management_client(endpoint, settings.post_concurrency)
+        client = post_client(endpoint, settings.post_concurrency, kind=settings.post_client)
     except (BadRequest, ValueError, KeyError) as error:
         return {"statusCode": 400, "body": str(error)}
     try:
@@ -119,8 +118,8 @@ def _broadcast(
     deadline = invocation_ends - settings.deadline_reserve_ms / 1000
     rng = random.Random(_RNG.random())
 
-    def client_for(budget_s: float) -> ApiGatewayManagementApiClient:
-        return management_client(endpoint, settings.post_concurrency, budget_s)
+    def client_for(budget_s: float) -> ConnectionPoster:
+        return post_client(endpoint, settings.post_concurrency, budget_s, settings.post_client)
 
     results = list(
         _POOL.map(

@@ -10,7 +10,10 @@ import os
 from dataclasses import dataclass
 
 from aws_limits import INTEGRATION_TIMEOUT_S
+from callbacks import POST_CLIENTS, PostClientKind
 
+DEFAULT_POST_CLIENT: PostClientKind = "boto3"
+"""template.yaml's ``PostClient`` default says the same (a test holds them equal)."""
 CLOCK_SKEW_MS = 1000
 """Allowance between API Gateway's clock (``connectedAt``) and the function's."""
 
@@ -21,6 +24,14 @@ def _int(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{name}={value} is outside {low}..{high}")
     return value
+
+
+def _post_client(name: str, default: PostClientKind) -> PostClientKind:
+    raw = os.environ.get(name, "").strip() or default
+    for kind in POST_CLIENTS:
+        if raw == kind:
+            return kind
+    raise ValueError(f"{name}={raw} is not one of {', '.join(POST_CLIENTS)}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,8 @@ class Settings:
     """Time kept back from the Lambda deadline for cleanup and the metrics line."""
     handshake_grace_ms: int
     """A 410 for an id younger than this may be a handshake still in progress: not stale."""
+    post_client: PostClientKind
+    """How posts reach @connections (``callbacks.POST_CLIENTS``): the SDK, or signed HTTP."""
 
     @classmethod
     def from_environ(cls) -> Settings:
@@ -54,6 +67,7 @@ class Settings:
                 0,
                 3_600_000,
             ),
+            post_client=_post_client("POST_CLIENT", DEFAULT_POST_CLIENT),
         )
 
 

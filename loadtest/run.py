@@ -46,6 +46,7 @@ from loadtest.distributed import (
 )
 from loadtest.stage.config import (
     LOOPBACK,
+    VARIANTS,
     StageConfig,
     add_stage_arguments,
     config_from_args,
@@ -102,7 +103,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if action.dest == "variant":
             action.help = (
-                "sendmessage handler: baseline or optimized (default: optimized on the local "
+                f"sendmessage handler: {', '.join(VARIANTS)} (default: optimized on the local "
                 f"stage; against --target, {UNKNOWN_VARIANT!r} unless given)"
             )
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from loadtest.run import RunError, execute, require_locust, summarize_run
+from loadtest.stage.config import VARIANTS
 from reports.compare import write_comparison
 
-VARIANTS = ("baseline", "optimized")
 SIDES = "AB"
 DEFAULT_TRIALS = 3
 

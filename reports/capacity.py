@@ -133,7 +133,10 @@ AWS = Platform(
     scan_page_ms=20.0,
     item_bytes=62,
     sources={
-        "cpu_ms_per_post": f"{MEASURED_HERE}: cost_curve's FanoutMs slope, boto3 on one core",
+        "cpu_ms_per_post": f"{MEASURED_HERE}: cost_curve's FanoutMs slope, boto3 on one core "
+        "(PostClient=boto3, the template's default); PostClient=signed measured 0.23-0.27 ms of "
+        "Lambda CPU per post against boto3's 0.56-0.71 in the same runs (post_ceiling, "
+        "2026-11-30): pass --cpu-ms-per-post 0.27 to plan for it",
         "scan_ms_per_item": "measured here: boto3's client CPU parsing a 20,000-item projected "
         "scan from moto (0.0054-0.0056 ms per item)",
         "post_latency_ms": "assumption: AWS publishes no callback latency (IntegrationLatency is "
@@ -168,7 +171,8 @@ LOCAL_STAGE = Platform(
     host_cpu_ms_per_post=0.10,
     fixed_ms=15.0,
     sources={
-        "cpu_ms_per_post": f"{MEASURED_HERE}: cost_curve's FanoutMs slope",
+        "cpu_ms_per_post": f"{MEASURED_HERE}: cost_curve's FanoutMs slope (PostClient=boto3; "
+        "signed: 0.23-0.27 ms, post_ceiling 2026-11-30)",
         "scan_ms_per_item": f"{MEASURED_HERE}: cost_curve's ScanMs slope (moto's time included)",
         "post_latency_ms": "the benchmarks' injected @connections delay (--post-latency-ms 20)",
         "host_cpu_ms_per_post": f"{MEASURED_HERE}: stage_headroom's @connections CPU per POST",

@@ -27,22 +27,30 @@ from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.translator.transform import transform
 
 import aws_limits
+import sharding
+from callbacks import POST_CLIENTS
+from fanbench_common.resources import FANOUT_FUNCTION, SEND_FUNCTION
 from loadtest.stage.config import VARIANTS as STAGE_VARIANTS
 from loadtest.stage.template import load_template, stage_template
+from settings import DEFAULT_POST_CLIENT
 from tests.repo import HANDLERS_DIR, TEMPLATE_PATH
 
 Template = dict[str, Any]
 
-VARIANTS = ("baseline", "sequential", "optimized")
+VARIANTS = ("baseline", "sequential", "optimized", "sharded")
 VARIANT_HANDLERS = {
     "baseline": "sendmessage_baseline.handler",
     "sequential": "sendmessage_sequential.handler",
     "optimized": "sendmessage.handler",
+    "sharded": "sendmessage_sharded.handler",
 }
+SHARDED_CONDITION = "UseSharded"
+"""Creates the fan-out function and sendmessage's right to invoke it, for ``sharded`` only."""
 LINT_REGIONS = ["us-east-1"]
 RUNTIME = "python3.12"
 ROUTE_KEYS = {"$connect", "$disconnect", "$default", "sendmessage"}
 PLACEHOLDER_CODE_URI = "s3://bucket/key.zip"
+NO_VALUE = {"Ref": "AWS::NoValue"}
 LAMBDA_BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 """The one managed policy SAM attaches to every function role (CloudWatch Logs only)."""
 
@@ -179,6 +187,8 @@ class Scope:
         self.manage_connections = re.compile(
             re.escape(self.execute_api_prefix) + r"(GET|POST|DELETE)/@connections/\*"
         )
+        self.invocable = {"${" + FANOUT_FUNCTION + ".Arn}"}
+        """The one function a function of this stack may invoke."""
 
 
 def statement_violations(where: str, statement: Any, scope: Scope) -> list[str]:
@@ -219,6 +229,8 @@ def statement_violations(where: str, statement: Any, scope: Scope) -> list[str]:
             def allowed(resource: str) -> bool:
                 return scope.manage_connections.fullmatch(resource) is not None
 
+        elif action == "lambda:InvokeFunction":
+            allowed = scope.invocable.__contains__
         else:
             problems.append(f"{where}: action {action} is outside this stack's needs")
             continue
@@ -237,13 +249,17 @@ def sam_policy_violations(template: Template) -> list[str]:
         props = function.get("Properties", {})
         if "Role" in props:
             problems.append(f"{logical_id}: an external Role cannot be checked here")
-        for index, policy in enumerate(as_list(props.get("Policies", []))):
+        for index, conditional in enumerate(as_list(props.get("Policies", []))):
             where = f"{logical_id}.Policies[{index}]"
-            if not (isinstance(policy, dict) and set(policy) <= {"Version", "Statement"}):
-                problems.append(f"{where}: only inline statements are accepted: {policy!r}")
-                continue
-            for number, statement in enumerate(as_list(policy.get("Statement", []))):
-                problems += statement_violations(f"{where}.Statement[{number}]", statement, scope)
+            for policy in if_branches(conditional):
+                if policy == NO_VALUE:
+                    continue
+                if not (isinstance(policy, dict) and set(policy) <= {"Version", "Statement"}):
+                    problems.append(f"{where}: only inline statements are accepted: {policy!r}")
+                    continue
+                for number, statement in enumerate(as_list(policy.get("Statement", []))):
+                    where_statement = f"{where}.Statement[{number}]"
+                    problems += statement_violations(where_statement, statement, scope)
     return problems
 
 
@@ -260,11 +276,14 @@ def role_violations(translated: Template) -> list[str]:
         for arn in props.get("ManagedPolicyArns", []):
             if arn != LAMBDA_BASIC_EXECUTION:
                 problems.append(f"{logical_id}: managed policy {arn!r}")
-        for policy in props.get("Policies", []):
-            document = policy["PolicyDocument"]
-            for number, statement in enumerate(as_list(document.get("Statement", []))):
-                where = f"{logical_id}.{policy['PolicyName']}[{number}]"
-                problems += statement_violations(where, statement, scope)
+        for conditional in props.get("Policies", []):
+            for policy in if_branches(conditional):
+                if policy == NO_VALUE:
+                    continue
+                document = policy["PolicyDocument"]
+                for number, statement in enumerate(as_list(document.get("Statement", []))):
+                    where = f"{logical_id}.{policy['PolicyName']}[{number}]"
+                    problems += statement_violations(where, statement, scope)
     return problems
 
 
@@ -309,20 +328,22 @@ def route_functions(template: Template) -> dict[str, str]:
     return routes
 
 
+def if_branches(value: Any) -> list[Any]:
+    """Every value an ``Fn::If`` (nested or not) can take; a plain value is its own branch."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        _condition, if_true, if_false = value["Fn::If"]
+        return if_branches(if_true) + if_branches(if_false)
+    return [value]
+
+
 def handler_names(template: Template) -> list[tuple[str, str]]:
     """(function logical id, ``module.function``), with every branch of any (nested) ``Fn::If``."""
     default = template.get("Globals", {}).get("Function", {}).get("Handler")
     names: list[tuple[str, str]] = []
 
-    def branches_of(node: Any) -> list[Any]:
-        if isinstance(node, dict) and set(node) == {"Fn::If"}:
-            _condition, if_true, if_false = node["Fn::If"]
-            return branches_of(if_true) + branches_of(if_false)
-        return [node]
-
     for logical_id, function in resources_of(template, "AWS::Serverless::Function").items():
         handler = function.get("Properties", {}).get("Handler", default)
-        for branch in branches_of(handler):
+        for branch in if_branches(handler):
             assert isinstance(branch, str), f"{logical_id}: Handler {branch!r}"
             names.append((logical_id, branch))
     return names
@@ -344,13 +365,17 @@ def test_stage_loader_reads_what_cfn_lint_reads() -> None:
 def test_translates_and_the_translation_lints_clean(translated: Template) -> None:
     assert "Transform" not in translated
     assert not resources_of(translated, "AWS::Serverless::Function")
-    assert len(resources_of(translated, "AWS::Lambda::Function")) == 4
+    functions = resources_of(translated, "AWS::Lambda::Function")
+    assert set(functions) == set(route_functions(translated).values()) | {FANOUT_FUNCTION}
+    # the translator keeps conditions: CloudFormation creates these for sharded only
+    assert functions[FANOUT_FUNCTION]["Condition"] == SHARDED_CONDITION
+    assert translated["Resources"][FANOUT_FUNCTION + "Role"]["Condition"] == SHARDED_CONDITION
     assert lint_problems(json.dumps(translated)) == []
 
 
 def test_translator_accepts_the_stage_loaders_output() -> None:
     translated = translate(load_template(TEMPLATE_PATH), "baseline")
-    assert len(resources_of(translated, "AWS::Lambda::Function")) == 4
+    assert len(resources_of(translated, "AWS::Lambda::Function")) == 5
 
 
 # ---------------------------------------------------------------------------
@@ -438,6 +463,144 @@ def test_stage_template_picks_the_variants_handler(variant: str, handler: str) -
     assert stage.route_selection_expression == "$request.body.action"
     assert stage.table.ttl_attribute == aws_limits.TTL_ATTRIBUTE
     assert stage.routes["sendmessage"].environment["TABLE_NAME"] == "t"
+
+
+@pytest.mark.parametrize("kind", POST_CLIENTS)
+def test_post_client_parameter_reaches_sendmessage_and_the_fanout(kind: str) -> None:
+    parameters = {"PostClient": kind, "Variant": "sharded"}
+    stage = stage_template(load_template(TEMPLATE_PATH), parameters, "t")
+    assert stage.routes["sendmessage"].environment["POST_CLIENT"] == kind
+    assert stage.functions[FANOUT_FUNCTION].environment["POST_CLIENT"] == kind
+
+
+def test_post_client_parameter_allows_what_the_handlers_accept() -> None:
+    parameter = _SOURCE["Parameters"]["PostClient"]
+    assert parameter["AllowedValues"] == list(POST_CLIENTS)
+    assert parameter["Default"] == DEFAULT_POST_CLIENT
+    default = stage_template(load_template(TEMPLATE_PATH), {}, "t")
+    assert default.routes["sendmessage"].environment["POST_CLIENT"] == DEFAULT_POST_CLIENT
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_stage_template_has_the_fanout_function_for_sharded_only(variant: str) -> None:
+    stage = stage_template(load_template(TEMPLATE_PATH), {"Variant": variant}, "t")
+    send = stage.routes["sendmessage"]
+    routed = {spec.logical_id: spec for spec in stage.routes.values()}
+    assert {k: v for k, v in stage.functions.items() if k in routed} == routed
+    unrouted = set(stage.functions) - set(routed)
+    assert unrouted == ({FANOUT_FUNCTION} if variant == "sharded" else set())
+    assert stage.unemulated == {}
+    assert set(stage.by_function_name) == set(stage.functions)  # no FunctionName given
+    if variant == "sharded":
+        fanout = stage.functions[FANOUT_FUNCTION]
+        assert fanout.handler == "fanout.handler"
+        assert fanout.environment["TABLE_NAME"] == "t"
+        # on the stage a function's name is its logical id: what Ref gives sendmessage
+        assert send.environment["FANOUT_FUNCTION"] == FANOUT_FUNCTION
+        assert int(send.environment["SHARD_SIZE"]) >= 1
+    else:
+        assert FANOUT_FUNCTION not in stage.functions
+        assert send.environment["FANOUT_FUNCTION"] == ""
+
+
+def test_the_fanout_function_may_do_only_what_it_calls() -> None:
+    """Posts (ManageConnections) and the stale-id cleanup (``delete_many``: BatchWriteItem,
+    unconditional), on this table and this API's stage; nothing else."""
+    policies = _SOURCE["Resources"][FANOUT_FUNCTION]["Properties"]["Policies"]
+    grants = {
+        (action, json.dumps(statement["Resource"], sort_keys=True))
+        for policy in policies
+        for statement in as_list(policy["Statement"])
+        for action in as_list(statement["Action"])
+    }
+    table_arn = json.dumps({"Fn::GetAtt": ["ConnectionsTable", "Arn"]})
+    assert {action for action, _ in grants} == {
+        "dynamodb:BatchWriteItem",
+        "execute-api:ManageConnections",
+    }
+    assert ("dynamodb:BatchWriteItem", table_arn) in grants
+
+
+def test_shard_size_parameter_matches_the_handlers_default_and_bounds() -> None:
+    shard_size = _SOURCE["Parameters"]["ShardSize"]
+    assert shard_size["Default"] == sharding.DEFAULT_SHARD_SIZE
+    assert (shard_size["MinValue"], shard_size["MaxValue"]) == (1, sharding.MAX_SHARD_SIZE)
+
+
+def _invoke_statement(template: Template) -> dict[str, Any]:
+    """sendmessage's ``lambda:InvokeFunction`` statement (inside its ``Fn::If``)."""
+    policies = template["Resources"][SEND_FUNCTION]["Properties"]["Policies"]
+    (conditional,) = [p for p in policies if isinstance(p, dict) and "Fn::If" in p]
+    statement: dict[str, Any] = conditional["Fn::If"][1]["Statement"][0]
+    return statement
+
+
+def test_only_sendmessage_may_invoke_and_only_the_fanout_function() -> None:
+    grants: list[tuple[str, Any]] = []
+    for logical_id, function in resources_of(_SOURCE, "AWS::Serverless::Function").items():
+        for conditional in as_list(function["Properties"].get("Policies", [])):
+            for branch in if_branches(conditional):
+                if branch == NO_VALUE:
+                    continue
+                for statement in as_list(branch.get("Statement", [])):
+                    if any(a.startswith("lambda:") for a in as_list(statement["Action"])):
+                        grants.append((logical_id, conditional))
+    assert len(grants) == 1, grants
+    holder, conditional = grants[0]
+    assert holder == SEND_FUNCTION
+    condition, _if_true, if_false = conditional["Fn::If"]
+    assert (condition, if_false) == (SHARDED_CONDITION, NO_VALUE)
+    statement = _invoke_statement(_SOURCE)
+    assert statement["Action"] == ["lambda:InvokeFunction"]
+    assert statement["Resource"] == {"Fn::GetAtt": [FANOUT_FUNCTION, "Arn"]}
+
+
+def test_the_fanout_function_is_sharded_only_unrouted_and_named_to_sendmessage() -> None:
+    fanout = _SOURCE["Resources"][FANOUT_FUNCTION]
+    assert fanout["Condition"] == SHARDED_CONDITION
+    assert FANOUT_FUNCTION not in route_functions(_SOURCE).values()
+    assert _SOURCE["Conditions"][SHARDED_CONDITION] == {
+        "Fn::Equals": [{"Ref": "Variant"}, "sharded"]
+    }
+    variables = _SOURCE["Resources"][SEND_FUNCTION]["Properties"]["Environment"]["Variables"]
+    assert variables["FANOUT_FUNCTION"] == {
+        "Fn::If": [SHARDED_CONDITION, {"Ref": FANOUT_FUNCTION}, ""]
+    }
+    assert "sharded" in _SOURCE["Parameters"]["Variant"]["AllowedValues"]
+
+
+def _invoke_set(key: str, value: Any) -> Callable[[Template], None]:
+    def mutate(template: Template) -> None:
+        _invoke_statement(template)[key] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(_invoke_set("Resource", "*"), id="invoke-any-function"),
+        pytest.param(
+            _invoke_set("Resource", {"Fn::GetAtt": [SEND_FUNCTION, "Arn"]}), id="invoke-itself"
+        ),
+        pytest.param(
+            _invoke_set(
+                "Resource",
+                {"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:*"},
+            ),
+            id="invoke-any-function-in-the-account",
+        ),
+        pytest.param(_invoke_set("Action", ["lambda:*"]), id="lambda-star"),
+        pytest.param(_invoke_set("Action", ["lambda:UpdateFunctionCode"]), id="foreign-lambda"),
+    ],
+)
+def test_least_privilege_check_catches_a_broad_invoke_grant(
+    mutate: Callable[[Template], None],
+) -> None:
+    template = source_template()
+    mutate(template)
+    assert sam_policy_violations(template)
+    assert role_violations(translate(template, "sharded"))
 
 
 def test_stage_template_rejects_an_unknown_parameter() -> None:

@@ -17,6 +17,7 @@ from fanbench_common.limits import (
     ACCOUNT_THROTTLE_RPS,
     IDLE_TIMEOUT_S,
     INTEGRATION_TIMEOUT_S,
+    LAMBDA_ASYNC_RETRY_DELAYS_S,
     LAMBDA_DEFAULT_CONCURRENCY,
     MAX_CONNECTION_DURATION_S,
 )
@@ -26,7 +27,7 @@ from loadtest.stage.template import ApiSite, StageTemplate, read_stage_template
 
 LOOPBACK = "127.0.0.1"
 LAMBDA_OVERFLOWS = ("throttle", "queue")
-VARIANTS = ("baseline", "sequential", "optimized")
+VARIANTS = ("baseline", "sequential", "optimized", "sharded")
 """sendmessage handlers, as template.yaml's ``Variant`` parameter allows them."""
 AUTH_TOKEN_ENV = "FANBENCH_AUTH_TOKEN"
 """How a token reaches a stage subprocess: never on a command line, where ps shows it."""
@@ -82,12 +83,17 @@ class StageConfig:
     log_dir: Path | None = None
     event_log: Path | None = None
     """Append every event the gateway sends to a function to this JSON-lines file."""
+    async_retry_delay_s: float = LAMBDA_ASYNC_RETRY_DELAYS_S[0]
+    """Before the first retry of a failed asynchronous invocation; later intervals scale
+    alike (AWS: 60 s, then 120 s)."""
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             choices = f"{', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}"
             raise ValueError(f"variant must be {choices}, not {self.variant!r}")
+        if self.async_retry_delay_s < 0:
+            raise ValueError("async_retry_delay_s must not be negative")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not 0 <= self.provisioned <= self.concurrency:
@@ -184,6 +190,12 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--auth-token", "auth_token", str, f"require ?token= at $connect (or ${AUTH_TOKEN_ENV})"),
     ("--log-dir", "log_dir", Path, "where handler and emulator logs go"),
     ("--event-log", "event_log", Path, "append every Lambda event to this JSON-lines file"),
+    (
+        "--async-retry-delay",
+        "async_retry_delay_s",
+        float,
+        "seconds before an async invocation's first retry (AWS: 60, then 120)",
+    ),
     ("--post-latency-ms", "faults.post_latency_ms", float, "fault: fixed @connections delay"),
     (
         "--post-latency-jitter-ms",

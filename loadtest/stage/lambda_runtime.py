@@ -255,8 +255,9 @@ class LambdaRuntime:
         self._live.discard(env)
 
     async def invoke(
-        self, spec: FunctionSpec, event: dict[str, Any], request_id: str
+        self, spec: FunctionSpec, event: Any, request_id: str, inject_error: bool = False
     ) -> InvocationResult:
+        """Run one invocation; ``inject_error`` fails it in the worker before the handler runs."""
         name = spec.logical_id
         stats = self.stats
         if not lambda_admits(self._in_flight, self.concurrency_limit):
@@ -277,7 +278,7 @@ class LambdaRuntime:
                 stats.running += 1
                 stats.peak_running = max(stats.peak_running, stats.running)
                 try:
-                    return await self._invoke_in_slot(spec, event, request_id)
+                    return await self._invoke_in_slot(spec, event, request_id, inject_error)
                 finally:
                     stats.running -= 1
                     stats.invocations[name] += 1
@@ -287,7 +288,7 @@ class LambdaRuntime:
             self._in_flight -= 1
 
     async def _invoke_in_slot(
-        self, spec: FunctionSpec, event: dict[str, Any], request_id: str
+        self, spec: FunctionSpec, event: Any, request_id: str, inject_error: bool = False
     ) -> InvocationResult:
         name = spec.logical_id
         idle = self._idle[name]
@@ -298,7 +299,7 @@ class LambdaRuntime:
             self.stats.errors[name] += 1
             return InvocationResult(ok=False, error=str(error), cold=True)
         timeout_s = self.timeout_s(spec)
-        inject = fail_invocation(self.faults, self._rng)
+        inject = inject_error or fail_invocation(self.faults, self._rng)
         self.stats.injected_errors += inject
         request = {
             "request_id": request_id,

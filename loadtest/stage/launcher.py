@@ -48,6 +48,8 @@ class StageEndpoints:
     """``https://{domainName}/{stage}``, what handlers written for AWS post to."""
     ca_file: Path | None = None
     """The stage's certificate authority: trust it to use ``wss_url`` and https."""
+    lambda_url: str = ""
+    """Lambda's Invoke API on the stage (what ``AWS_ENDPOINT_URL_LAMBDA`` is set to)."""
 
 
 def _read_ready_line(stdout: IO[str], timeout_s: float) -> dict[str, Any] | None:
@@ -116,6 +118,7 @@ class LocalStage:
             wss_url=info["wss_url"],
             https_callback_url=info["https_callback_url"],
             ca_file=Path(info["ca_file"]),
+            lambda_url=info.get("lambda_url", ""),
         )
         return self._endpoints
 
@@ -126,6 +129,13 @@ class LocalStage:
     def stats(self) -> dict[str, Any]:
         """The stage's counters (gateway, @connections, Lambda runtime)."""
         with urllib.request.urlopen(self.stats_url, timeout=10) as response:
+            stats: dict[str, Any] = json.load(response)
+            return stats
+
+    def invoke_stats(self) -> dict[str, Any]:
+        """The Lambda Invoke API's counters (async events accepted, run, retried, dropped)."""
+        url = f"{self.endpoints.lambda_url}/_fanbench/invoke-stats"
+        with urllib.request.urlopen(url, timeout=10) as response:
             stats: dict[str, Any] = json.load(response)
             return stats
 

@@ -30,6 +30,8 @@ from loadtest.stage.config import StageConfig, resolve_template
 from loadtest.stage.dynamodb import LOCAL_CREDENTIALS, EmbeddedDynamoDB, create_table
 from loadtest.stage.events import ApiIdentity
 from loadtest.stage.gateway import Gateway
+from loadtest.stage.invoke_api import InvokeApi
+from loadtest.stage.invoke_rules import AsyncRetryPolicy
 from loadtest.stage.lambda_runtime import LambdaRuntime
 from loadtest.stage.management import ManagementApi
 from loadtest.stage.node_runtime import node_path
@@ -52,8 +54,9 @@ def _bound_socket(host: str, port: int) -> socket.socket:
         listener.bind((host, port))
     except OSError as error:
         listener.close()
+        # bind's own text names neither the address nor the port.
         reason = (error.strerror or str(error)).lower()
-        raise OSError(error.errno, f"cannot bind {host}:{port}: {reason}") from None
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {reason}") from None
     return listener
 
 
@@ -74,6 +77,9 @@ async def _serve(
     tls_socket = _bound_socket(config.host, config.tls_port)
     tls_port = tls_socket.getsockname()[1]
     callback_url = f"http://{config.host}:{management_port}/{config.stage}"
+    # Lambda's Invoke API, bound early too: its URL goes into every function's environment.
+    lambda_socket = _bound_socket(config.host, 0)
+    lambda_url = f"http://{config.host}:{lambda_socket.getsockname()[1]}"
     # As on AWS, the API's domain serves wss:// and https://{domainName}/{stage}/@connections
     # on one port: what handlers written for AWS build their callback URL from.
     domain_name = f"{config.host}:{tls_port}"
@@ -94,6 +100,7 @@ async def _serve(
         "NODE_PATH": node_path(os.environ.get("NODE_PATH", "")),
         "AWS_CA_BUNDLE": str(tls.ca_file),
         "NODE_EXTRA_CA_CERTS": str(tls.ca_file),
+        "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
     }
     runtime = LambdaRuntime(
         log_dir, runtime_environment, config.concurrency, config.faults,
@@ -104,8 +111,15 @@ async def _serve(
     management_runner = web.AppRunner(management.app, access_log=None, handle_signals=False)
     await management_runner.setup()
     await web.SockSite(management_runner, management_socket).start()
+    invoke_api = InvokeApi(
+        template.by_function_name, runtime, AsyncRetryPolicy.scaled(config.async_retry_delay_s),
+        LOCAL_CREDENTIALS["AWS_REGION"], template.unemulated,
+    )  # fmt: skip
+    invoke_runner = web.AppRunner(invoke_api.app, access_log=None, handle_signals=False)
+    await invoke_runner.setup()
+    await web.SockSite(invoke_runner, lambda_socket).start()
     if config.provisioned:
-        await runtime.provision(template.functions, config.provisioned)
+        await runtime.provision(list(template.functions.values()), config.provisioned)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,12 +157,14 @@ async def _serve(
                 "connections_url": f"{callback_url}/@connections",
                 "callback_url": callback_url,
                 "management_url": f"http://{config.host}:{management_port}",
+                "lambda_url": lambda_url,
                 "dynamodb_endpoint": dynamodb_endpoint,
                 "dynamodb_emulator": dynamodb_kind,
                 "table_name": template.tables[0].name if template.tables else config.table_name,
                 "tables": [table.name for table in template.tables],
                 "template": str(config.template or bundled_app().template),
                 "routes": {key: spec.logical_id for key, spec in template.routes.items()},
+                "unemulated_functions": template.unemulated,
                 "variant": config.variant,
                 "log_dir": str(log_dir),
                 "pid": os.getpid(),
@@ -159,8 +175,10 @@ async def _serve(
         reaper.cancel()
         await gateway.close_all()
         await gateway.drain(DRAIN_ON_EXIT_S)
+    await invoke_api.close()
     await runtime.close()
     await management_runner.cleanup()
+    await invoke_runner.cleanup()
 
 
 def run_stage(config: StageConfig, ready: Callable[[dict[str, Any]], None]) -> None:

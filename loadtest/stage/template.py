@@ -4,15 +4,17 @@ fanbench's own template.yaml is the default; a user's own template (``fanbench
 stage --template``) goes through the same resolver. What the stage needs is
 the WebSocket API's route selection expression and routes, the Lambda function
 behind each route (handler, runtime, code directory, environment, memory,
-timeout) and the DynamoDB tables. Resources no route depends on (an HTTP API,
-a scheduled function, a stream consumer) are left out.
+timeout), every other function the template creates (a handler may invoke it
+through Lambda's Invoke API) and the DynamoDB tables. Other resources no route
+depends on (an HTTP API, an event source mapping) are left out.
 
 Intrinsics are resolved as CloudFormation would with local names: ``Ref`` and
 ``Fn::GetAtt`` of parameters, pseudo parameters, tables, functions and the API;
 ``Fn::Sub``, ``Fn::Join``, ``Fn::Select``, ``Fn::Split``, ``Fn::FindInMap`` and
 the condition functions. Anything else a route depends on raises
 ``TemplateError`` with one line naming the resource and what it uses, so the
-stage never guesses.
+stage never guesses; a function no route reaches that uses it is listed in
+``StageTemplate.unemulated`` instead, with that line.
 """
 
 from __future__ import annotations
@@ -156,6 +158,12 @@ class StageTemplate:
     """Route key (``$connect``, ``sendmessage``, ...) to the function behind it."""
     route_selection_expression: str
     tables: tuple[TableSpec, ...] = ()
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    """Every function the template creates for these parameters, by logical id, routed
+    or not: what the gateway and Lambda's Invoke API run (the routes' specs among them)."""
+    unemulated: dict[str, str] = field(default_factory=dict)
+    """Functions no route reaches that the stage cannot run, by function name, with why:
+    left out rather than refusing the template, and named if something invokes them."""
 
     @property
     def table(self) -> TableSpec:
@@ -165,9 +173,10 @@ class StageTemplate:
         return self.tables[0]
 
     @property
-    def functions(self) -> list[FunctionSpec]:
-        """Each function behind a route, once."""
-        return list({spec.logical_id: spec for spec in self.routes.values()}.values())
+    def by_function_name(self) -> dict[str, FunctionSpec]:
+        """The functions by name (``FunctionName``, else the logical id): what Invoke takes,
+        and what ``Ref`` of a function gives a handler."""
+        return {spec.name: spec for spec in self.functions.values()}
 
 
 _NO_VALUE = object()
@@ -630,17 +639,33 @@ def stage_template(
         routes[route_key] = functions[function_id]
     if not routes:
         raise TemplateError(f"{api_id}: the WebSocket API has no routes")
+    unemulated: dict[str, str] = {}
+    for function_id in resolver.function_names:
+        if function_id in functions:
+            continue
+        # No route reaches it; a handler may invoke it (Lambda's Invoke API), so resolve it
+        # by the same rules, but one the stage cannot run need not refuse the whole API.
+        try:
+            functions[function_id] = _function(resolver, function_id, base_dir)
+        except TemplateError as error:
+            unemulated[resolver.function_names[function_id]] = str(error)
     tables = tuple(
         _table(resolver, logical_id)
         for logical_id, resource in resolver.resources.items()
         if resource.get("Type") in TABLE_TYPES
     )
-    return StageTemplate(routes=routes, route_selection_expression=expression, tables=tables)
+    return StageTemplate(
+        routes=routes,
+        route_selection_expression=expression,
+        tables=tables,
+        functions=functions,
+        unemulated=unemulated,
+    )
 
 
 def missing_code(stage: StageTemplate, node_installed: bool = True) -> str | None:
     """A line naming the first function that cannot run here (no code, no node), if any."""
-    for spec in stage.functions:
+    for spec in stage.functions.values():
         if not spec.inline_code and not spec.code_dir.is_dir():
             return f"{spec.logical_id}: code directory {spec.code_dir} does not exist"
         if spec.runtime.startswith("nodejs") and not node_installed:
@@ -684,11 +709,12 @@ def inline_code_file(spec: FunctionSpec) -> str:
 def write_inline_code(stage: StageTemplate, directory: Path) -> StageTemplate:
     """The stage with each function's inline code written to ``directory/<logical id>/``."""
     written: dict[str, FunctionSpec] = {}
-    for spec in stage.functions:
+    for spec in stage.functions.values():
         if spec.inline_code:
             code_dir = directory / spec.logical_id
             code_dir.mkdir(parents=True, exist_ok=True)
             (code_dir / inline_code_file(spec)).write_text(spec.inline_code, encoding="utf-8")
             written[spec.logical_id] = replace(spec, code_dir=code_dir)
     routes = {key: written.get(spec.logical_id, spec) for key, spec in stage.routes.items()}
-    return replace(stage, routes=routes)
+    functions = {name: written.get(name, spec) for name, spec in stage.functions.items()}
+    return replace(stage, routes=routes, functions=functions)

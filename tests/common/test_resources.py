@@ -22,6 +22,7 @@ def test_in_a_checkout_the_app_is_the_repository_root() -> None:
         resources.DISCONNECT_FUNCTION,
         resources.DEFAULT_FUNCTION,
         resources.SEND_FUNCTION,
+        resources.FANOUT_FUNCTION,
     ],
 )
 def test_each_function_name_is_a_function_of_the_template(name: str) -> None:

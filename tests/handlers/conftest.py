@@ -53,6 +53,7 @@ _CLEARED_ENV = (
     "POST_MAX_ATTEMPTS",
     "DEADLINE_RESERVE_MS",
     "HANDSHAKE_GRACE_MS",
+    "POST_CLIENT",
 )
 
 
@@ -88,6 +89,8 @@ def _reset_client_caches() -> None:
         connection_store._budget_clients.clear()
     with callbacks._clients_lock:
         callbacks._clients.clear()
+        callbacks._signed.clear()
+        callbacks._identity.clear()
 
 
 @pytest.fixture
@@ -123,9 +126,25 @@ def table(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Table]:
     client.delete_table(TableName=name)
 
 
+@pytest.fixture(params=callbacks.POST_CLIENTS)
+def post_client_kind(
+    request: pytest.FixtureRequest, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> callbacks.PostClientKind:
+    """Each way of posting in turn (``POST_CLIENT``): every test using it runs on both."""
+    kind: callbacks.PostClientKind = request.param
+    monkeypatch.setenv("POST_CLIENT", kind)
+    return kind
+
+
 @pytest.fixture
-def load_sendmessage(table: Table, monkeypatch: pytest.MonkeyPatch) -> SendMessageLoader:
-    """(Re)import the optimized handler under extra env; it reads Settings at import."""
+def load_sendmessage(
+    table: Table, monkeypatch: pytest.MonkeyPatch, post_client_kind: callbacks.PostClientKind
+) -> SendMessageLoader:
+    """(Re)import the optimized handler under extra env; it reads Settings at import.
+
+    Parametrized over ``post_client_kind``: each optimized-handler test runs with
+    boto3's client and with the signed one.
+    """
     import sendmessage
 
     def load(**env: str) -> Handler:

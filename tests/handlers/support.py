@@ -10,16 +10,28 @@ answers exactly as it would API Gateway's, so a scripted 410 with
 from __future__ import annotations
 
 import base64
+import datetime
+import ipaddress
 import json
 import os
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from aws_limits import CONNECTION_KEY, ROOM_ATTRIBUTE, TTL_ATTRIBUTE
 from connection_store import CONNECTED_AT, expires_at
@@ -171,6 +183,12 @@ class Request:
     method: str
     connection_id: str
     body: bytes
+    path: str = ""
+    """As sent: percent-encoded."""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
 
 class _StubServer(ThreadingHTTPServer):
@@ -207,7 +225,8 @@ class _StubHandler(BaseHTTPRequestHandler):
             self._send(404, "NotFoundException", {"message": f"no route for {path}"})
             return
         connection_id = unquote(path[len(prefix) :])
-        reply, epoch = stub.record_and_script(Request(self.command, connection_id, body))
+        request = Request(self.command, connection_id, body, path, tuple(self.headers.items()))
+        reply, epoch = stub.record_and_script(request)
         try:
             if reply.delay_s:
                 time.sleep(reply.delay_s)
@@ -253,8 +272,9 @@ class ConnectionsStub:
     no script get 200.
     """
 
-    def __init__(self, stage: str = STAGE) -> None:
+    def __init__(self, stage: str = STAGE, tls: ssl.SSLContext | None = None) -> None:
         self.stage = stage
+        self._scheme = "https" if tls is not None else "http"
         self._lock = threading.Lock()
         self._scripts: dict[str, list[Reply]] = {}
         self._requests: list[Request] = []
@@ -265,6 +285,8 @@ class ConnectionsStub:
         """The most requests this stub was answering at once since the last reset."""
         self._server = _StubServer(("127.0.0.1", 0), _StubHandler)
         self._server.stub = self
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -272,7 +294,7 @@ class ConnectionsStub:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/{self.stage}"
+        return f"{self._scheme}://{host!s}:{port}/{self.stage}"
 
     def start(self) -> None:
         self._thread.start()
@@ -401,3 +423,101 @@ class Table:
             if "LastEvaluatedKey" not in page:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+# --- SigV4, checked as API Gateway would -----------------------------------------------
+
+
+def sigv4_check(request: Request, secret_key: str, session_token: str | None = None) -> str:
+    """Why ``request``'s SigV4 signature is wrong for ``secret_key``; empty when it is right.
+
+    Recomputes the signature with botocore's signer from what arrived: the
+    headers the ``Authorization`` header names, the path as sent, the body and
+    the ``X-Amz-Date`` timestamp.
+    """
+    authorization = request.header("Authorization") or ""
+    fields = dict(
+        part.strip().split("=", 1)
+        for part in authorization.removeprefix("AWS4-HMAC-SHA256 ").split(",")
+        if "=" in part
+    )
+    if not authorization.startswith("AWS4-HMAC-SHA256 ") or fields.keys() != {
+        "Credential",
+        "SignedHeaders",
+        "Signature",
+    }:
+        return f"not a SigV4 Authorization header: {authorization!r}"
+    access_key, _date, region, service, terminal = fields["Credential"].split("/")
+    if (service, terminal) != ("execute-api", "aws4_request"):
+        return f"signed for {service}/{terminal}, not execute-api/aws4_request"
+    signed = fields["SignedHeaders"].split(";")
+    headers = {name: request.header(name) or "" for name in signed}
+    host = headers.get("host", "")
+    resigned = AWSRequest(
+        method=request.method, url=f"http://{host}{request.path}", data=request.body,
+        headers=headers,
+    )  # fmt: skip
+    resigned.context["timestamp"] = request.header("X-Amz-Date") or ""
+    signer = SigV4Auth(Credentials(access_key, secret_key, session_token), "execute-api", region)
+    canonical = signer.canonical_request(resigned)
+    expected = signer.signature(signer.string_to_sign(resigned, canonical), resigned)
+    if expected != fields["Signature"]:
+        return f"signature mismatch over {signed}"
+    if session_token is not None:
+        if request.header("X-Amz-Security-Token") != session_token:
+            return "the session token was not sent"
+        if "x-amz-security-token" not in signed:
+            return "the session token was not signed"
+    return ""
+
+
+# --- TLS: a private CA and a certificate for 127.0.0.1 ---------------------------------
+
+
+def tls_server_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context whose certificate (for IP 127.0.0.1) a fresh private CA signed,
+    and that CA's PEM file, for ``AWS_CA_BUNDLE``."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: Any, is_ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        )
+        if is_ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("fanbench test CA", ca_key, "fanbench test CA", ca_key, is_ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = certificate("127.0.0.1", server_key, "fanbench test CA", ca_key, is_ca=False)
+    ca_path, chain_path, key_path = (directory / n for n in ("ca.pem", "chain.pem", "key.pem"))
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain_path, key_path)
+    return context, ca_path

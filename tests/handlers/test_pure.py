@@ -7,7 +7,10 @@ import random
 import time
 from typing import Any
 
+import botocore.parsers
+import botocore.session
 import pytest
+from botocore.awsrequest import HTTPHeaders
 from botocore.exceptions import ClientError
 
 import callbacks
@@ -173,6 +176,46 @@ def test_classify_error_tolerates_a_bare_response() -> None:
     assert callbacks.classify_error(ClientError({}, "PostToConnection")) is Outcome.FAILED
 
 
+# --- callbacks.error_response: botocore's rest-json error parsing, for the signed client ---
+
+_TYPED = {"x-amzn-errortype": "GoneException", "x-amzn-requestid": "r-1"}
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body"),
+    [
+        (410, _TYPED, b'{"message": "Gone"}'),
+        (410, {}, b'{"message": "Gone"}'),
+        (410, {}, b""),
+        (429, {"x-amzn-errortype": "LimitExceededException:http://internal/"}, b"{}"),
+        (429, {}, b'{"Message": "Too Many Requests"}'),
+        (413, {"x-amzn-errortype": "PayloadTooLargeException"}, b'{"message": "too long"}'),
+        (400, {}, b'{"__type": "com.amazon.coral#BadRequestException", "message": "bad"}'),
+        (400, {}, b'{"code": "BadRequestException"}'),
+        (403, {}, b"not json at all"),
+        (500, {}, b""),
+        (500, _TYPED, b""),
+        (502, {}, b"<html><body>Bad Gateway</body></html>"),
+        (503, {}, b'{"message": "Service Unavailable"}'),
+        (504, {"x-amzn-errortype": "GatewayTimeoutException"}, b'{"message": "late"}'),
+    ],
+)
+def test_error_response_is_what_botocore_parses(
+    status: int, headers: dict[str, str], body: bytes
+) -> None:
+    model = botocore.session.get_session().get_service_model("apigatewaymanagementapi")
+    shape: Any = model.operation_model("PostToConnection").output_shape  # None: no output
+    parsed = botocore.parsers.RestJSONParser().parse(
+        {"status_code": status, "headers": HTTPHeaders.from_dict(headers), "body": body}, shape
+    )
+
+    ours = callbacks.error_response(status, headers, body)
+
+    assert ours["Error"] == parsed["Error"]
+    assert ours["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert ours["ResponseMetadata"].get("RequestId") == parsed["ResponseMetadata"].get("RequestId")
+
+
 @pytest.mark.parametrize("attempt", range(12))
 def test_backoff_is_full_jitter_within_the_capped_exponential(attempt: int) -> None:
     rng = random.Random(attempt)
@@ -270,6 +313,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "POST_MAX_ATTEMPTS",
         "DEADLINE_RESERVE_MS",
         "HANDSHAKE_GRACE_MS",
+        "POST_CLIENT",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CALLBACK_URL", "https://example.test/prod/")
@@ -279,6 +323,20 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (loaded.post_max_attempts, loaded.deadline_reserve_ms) == (5, 400)
     # Past API Gateway's 29 s integration timeout (plus clock skew) a handshake is over.
     assert loaded.handshake_grace_ms == 30_000
+    assert loaded.post_client == settings.DEFAULT_POST_CLIENT
+
+
+@pytest.mark.parametrize("kind", callbacks.POST_CLIENTS)
+def test_settings_read_the_post_client(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    monkeypatch.setenv("POST_CLIENT", f" {kind} ")
+    assert settings.Settings.from_environ().post_client == kind
+
+
+@pytest.mark.parametrize("value", ["urllib3", "Boto3", "signed,boto3"])
+def test_an_unknown_post_client_fails_loudly(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("POST_CLIENT", value)
+    with pytest.raises(ValueError, match=r"^POST_CLIENT=\S+ is not one of boto3, signed$"):
+        settings.Settings.from_environ()
 
 
 @pytest.mark.parametrize(

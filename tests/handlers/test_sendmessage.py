@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import boto3
 import pytest
 
 from aws_limits import MAX_MESSAGE_BYTES
@@ -26,6 +27,7 @@ from tests.handlers.support import (
     chat_body,
     message_event,
     new_connection_id,
+    sigv4_check,
 )
 
 
@@ -153,6 +155,29 @@ def test_audience_read_failure_is_500_and_posts_nothing(
 
     assert response["statusCode"] == 500
     assert stub.requests() == []
+
+
+def test_posts_carry_the_functions_session_credentials(
+    table: Table,
+    stub: ConnectionsStub,
+    load_sendmessage: SendMessageLoader,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lambda's role credentials are temporary: every post is signed with them, token included."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAROLEKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "role-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "role-session-token")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials it found
+    handler = load_sendmessage()
+    sender, *others = ids(3)
+    table.add([sender, *others])
+
+    summary = summary_of(send(handler, sender))
+
+    assert summary["Delivered"] == 2
+    assert len(stub.posts()) == 2
+    for request in stub.posts():
+        assert sigv4_check(request, "role-secret", "role-session-token") == ""
 
 
 # --- validation ----------------------------------------------------------------------

@@ -85,9 +85,37 @@ def test_tables_and_indexes_as_create_table_takes_them_on_demand() -> None:
     ]
 
 
+def test_functions_no_route_reaches_are_resolved_for_invoke_or_named_as_unemulated() -> None:
+    """A handler may invoke them (Lambda's Invoke API), by the name ``Ref`` gives it; one the
+    stage cannot run is named with why, without refusing the API its routes make."""
+    template = _python_api()
+    resources = template["Resources"]
+    resources["Worker"] = {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {"CodeUri": "src/", "Handler": "notes.shout", "FunctionName": "my-worker"},
+    }
+    resources["Report"] = {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {"CodeUri": "src/", "Handler": "Report::handle", "Runtime": "java21"},
+    }
+    resources["OnConnect"]["Properties"]["Environment"]["Variables"]["WORKER"] = {"Ref": "Worker"}
+
+    stage = _resolve(template)
+
+    assert set(stage.routes) == {"$connect", "note", "shout"}
+    assert set(stage.functions) == {"OnConnect", "TakeNote", "Shout", "Worker"}
+    assert stage.by_function_name["my-worker"] is stage.functions["Worker"]
+    assert stage.functions["Worker"].code_dir == APPS / "python_api" / "src/"
+    assert stage.routes["$connect"].environment["WORKER"] == "my-worker"
+    assert stage.unemulated == {
+        "Report": "Report: Runtime java21 is not emulated by the local stage"
+    }
+
+
 def test_fanbench_template_is_resolved_by_the_same_resolver() -> None:
     stage = stage_template(load_template(TEMPLATE_PATH), {}, "t", base_dir=TEMPLATE_PATH.parent)
-    assert {spec.code_dir for spec in stage.functions} == {TEMPLATE_PATH.parent / "handlers/"}
+    code_dirs = {spec.code_dir for spec in stage.functions.values()}
+    assert code_dirs == {TEMPLATE_PATH.parent / "handlers/"}
     assert [table.name for table in stage.tables] == ["t"]
 
 

@@ -1,0 +1,193 @@
+"""``sendmessage`` (sharded): read the audience, hand it to fan-out invocations in shards.
+
+One function posting a whole room is CPU-bound (boto3 signs and parses every
+post) and a room of tens of thousands cannot finish inside API Gateway's 29 s.
+Here sendmessage finds the sender (a consistent read; an unknown sender gets an
+error frame and a 400, as from the optimized handler), reads the audience (the
+room GSI when the sender is in a room, else the parallel scan) with each
+member's connect time, and splits it into shards of ``SHARD_SIZE``
+recipients (fewer when the 256 KB asynchronous event limit demands it: see
+``sharding``). Each shard goes to ``FANOUT_FUNCTION`` with ``Invoke(
+InvocationType="Event")``; those invocations run side by side, each posting its
+shard with the optimized handler's post client (``POST_CLIENT``), retries,
+deadlines and handshake-safe cleanup (``fanout.post_shard``).
+
+* An audience of at most ``SHARD_SIZE`` is posted here: a hand-off would only
+  add an invocation's latency to a single shard.
+* A shard whose hand-off fails (throttled, or Lambda unreachable after boto3's
+  retries) is posted here too, so a refused invocation loses nobody.
+* Delivery is at least once: Lambda retries a fan-out invocation that failed
+  before it posted; ``fanout`` never fails after it has begun.
+
+Why ``SHARD_SIZE`` 500 (measured: BENCHMARKS.md, "Sharded fan-out"): it is the
+largest shard that was not measurably slower. On the local stage at N = 2,000,
+three runs could not tell 125, 250 and 500 apart (medians 1.19, 1.17, 1.27 s),
+while 1,000 lost parallelism (slower than 500 in every run). Among equally fast
+sizes the largest needs the fewest Invoke calls and invocations (20 for a
+10,000 room), each of which pays a start-up before its first post. On AWS,
+where every fan-out has its own CPU share, a broadcast takes about the audience
+read + the hand-off + one shard's posting, and 500 posts at ~0.6 ms of CPU on
+a 1,024 MB function (about 0.6 vCPU) is about half a second. 500 recipients
+(~18 KB with their connect times) leave the 256 KB event limit to the message:
+even a 128 KB one still fits thousands of them, so ``sharding.split`` rarely
+has to cut a shard short.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+import connection_store
+import fanout
+import sharding
+from callbacks import post_client
+from deadline import monotonic_deadline
+from emf import emf_line
+from sendmessage import UNKNOWN_SENDER
+from settings import Settings, callback_endpoint
+from validation import BadRequest, connection_id_of, parse_sendmessage_body
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+HAND_OFF_CONCURRENCY = 16
+"""Invoke calls in flight at once: enough that handing off is never the slow part."""
+
+_SETTINGS = Settings.from_environ()
+_SHARDING = sharding.ShardSettings.from_environ()
+_POOL = ThreadPoolExecutor(max_workers=_SETTINGS.post_concurrency, thread_name_prefix="post")
+_HAND_OFF_POOL = ThreadPoolExecutor(max_workers=HAND_OFF_CONCURRENCY, thread_name_prefix="invoke")
+_lambda: LambdaClient | None = None
+_lambda_lock = threading.Lock()
+
+
+def lambda_client() -> LambdaClient:
+    """The environment's Lambda client, created on first use and kept warm.
+
+    boto3's standard retries (3 attempts) cover a throttled or failed Invoke; a
+    shard still refused after them is posted by sendmessage itself.
+    """
+    global _lambda
+    with _lambda_lock:
+        if _lambda is None:
+            config = Config(
+                max_pool_connections=HAND_OFF_CONCURRENCY,
+                connect_timeout=2,
+                read_timeout=5,
+                retries={"mode": "standard", "total_max_attempts": 3},
+            )
+            _lambda = boto3.client("lambda", config=config)
+        return _lambda
+
+
+def _hand_off(function: str, payload: bytes) -> bool:
+    """Queue one shard as an asynchronous invocation; False if Lambda did not accept it."""
+    try:
+        response = lambda_client().invoke(
+            FunctionName=function, InvocationType="Event", Payload=payload
+        )
+    except (ClientError, BotoCoreError):
+        logger.exception("could not hand off a shard of %d bytes", len(payload))
+        return False
+    return response["StatusCode"] == 202
+
+
+def _error_frame(client: Any, connection_id: str, reason: str) -> None:
+    frame = json.dumps({"error": "BadRequest", "message": reason})
+    try:
+        client.post_to_connection(ConnectionId=connection_id, Data=frame.encode())
+    except (ClientError, BotoCoreError):
+        logger.info("could not send the error frame to %s", connection_id)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    durations_ms: dict[str, float] = {}
+    result = _broadcast(event, context, counts, durations_ms)
+    status = result["statusCode"]
+    counts = {**counts, "BadRequest": int(status == 400), "AudienceError": int(status == 500)}
+    dimensions = {"Variant": "sharded", "Function": "sendmessage"}
+    print(emf_line(int(time.time() * 1000), dimensions, counts, durations_ms), flush=True)
+    return result
+
+
+def _broadcast(
+    event: dict[str, Any], context: Any, counts: dict[str, int], durations_ms: dict[str, float]
+) -> dict[str, Any]:
+    settings, shard_settings = _SETTINGS, _SHARDING
+    started = time.monotonic()
+    try:
+        sender = connection_id_of(event)
+        endpoint = callback_endpoint(event, settings)
+        client = post_client(endpoint, settings.post_concurrency, kind=settings.post_client)
+    except (BadRequest, ValueError, KeyError) as error:
+        return {"statusCode": 400, "body": str(error)}
+    try:
+        chat = parse_sendmessage_body(event.get("body"))
+    except BadRequest as error:
+        _error_frame(client, sender, str(error))
+        return {"statusCode": 400, "body": str(error)}
+
+    dynamodb = connection_store.dynamodb_client()
+    try:
+        found = connection_store.find_sender(dynamodb, settings.table_name, sender)
+        if found is None:
+            # Its room is unknown: broadcasting to everyone would leak across rooms.
+            counts["UnknownSender"] = 1
+            _error_frame(client, sender, UNKNOWN_SENDER)
+            return {"statusCode": 400, "body": UNKNOWN_SENDER}
+        if found.room is not None:
+            audience, pages, scanned = connection_store.query_room(
+                dynamodb, settings.table_name, found.room
+            )
+        else:
+            audience, pages, scanned = connection_store.scan_all(
+                dynamodb, settings.table_name, settings.scan_segments
+            )
+    except (ClientError, BotoCoreError):
+        logger.exception("could not read the audience")
+        return {"statusCode": 500, "body": "could not read the audience"}
+    read_at = time.monotonic()
+    durations_ms["ScanMs"] = (read_at - started) * 1000
+    counts.update({"ScanPages": pages, "ItemsScanned": scanned})
+
+    recipients = [m for m in audience if m.connection_id != sender]
+    data = chat.message.encode()
+    invocation_ends = monotonic_deadline(context, 0)
+    shards: list[bytes] = []
+    if shard_settings.fanout_function and len(recipients) > shard_settings.shard_size:
+        try:
+            shards = sharding.split(endpoint, data, recipients, shard_settings.shard_size)
+        except ValueError:
+            logger.exception("cannot shard a %d-byte message: posting it here", len(data))
+    handed = list(
+        _HAND_OFF_POOL.map(lambda p: _hand_off(shard_settings.fanout_function, p), shards)
+    )
+    durations_ms["HandOffMs"] = (time.monotonic() - read_at) * 1000
+    inline = [] if shards else recipients
+    for payload, accepted in zip(shards, handed, strict=True):
+        if not accepted:
+            inline.extend(sharding.decode(json.loads(payload)).recipients)
+    posted = fanout.post_shard(settings, _POOL, endpoint, data, inline, invocation_ends)
+    counts.update(
+        {
+            "Recipients": len(recipients),
+            "Shards": len(shards),
+            "HandedOff": sum(handed),
+            "HandOffFailed": len(shards) - sum(handed),
+            **{f"Inline{name}": value for name, value in posted.items()},
+        }
+    )
+    return {"statusCode": 200, "body": json.dumps(counts)}

@@ -145,7 +145,7 @@ class MasterState:
     def stop_sending(self) -> None:
         self.stop_sending_ns = time.time_ns()
         if self.local is not None:
-            self.local.sending = False
+            self.local.stop_sending()
         else:
             self.environment.runner.send_message(CONTROL, {"sending": False})
 
@@ -341,7 +341,8 @@ class WorkerState:
         environment.runner.send_message(FLUSHED, {"process": self.context.process})
 
     def on_control(self, environment: Any, msg: Any, **_: Any) -> None:
-        self.context.sending = bool(msg.data.get("sending", True))
+        if not msg.data.get("sending", True):
+            self.context.stop_sending()
 
     def on_ping(self, environment: Any, msg: Any, **_: Any) -> None:
         environment.runner.send_message(

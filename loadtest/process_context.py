@@ -7,6 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import gevent.event
+
 from fanbench_common.scenario import Scenario
 from loadtest.recorder import Recorder
 
@@ -21,12 +23,18 @@ class ProcessContext:
     recorder: Recorder
     sending: bool = True
     """Cleared when the test stops sending; receivers keep listening through the drain."""
+    sending_stopped: gevent.event.Event = field(default_factory=gevent.event.Event)
+    """Set with ``sending`` cleared: wakes senders sleeping until their next send."""
     send_lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     take_seat: Callable[[], str] | None = None
     """A new user's audience, from the swarm-wide seat numbering (``loadtest/seats.py``);
     ``None``: this process numbers its own users."""
     _numbers: itertools.count[int] = field(default_factory=itertools.count)
     _seats: itertools.count[int] = field(default_factory=itertools.count)
+
+    def stop_sending(self) -> None:
+        self.sending = False
+        self.sending_stopped.set()
 
     def next_user(self) -> tuple[int, int]:
         """(client id, user number within this process)."""

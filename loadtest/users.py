@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import gevent
-from locust import User, task
+from locust import User, constant, task
 from locust.exception import StopUser
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
@@ -31,6 +31,10 @@ class ChatUser(User):
 
     host = "ws://127.0.0.1:8080/local"
     abstract = False
+    wait_time = constant(3600)
+    """The task returns only when sending has stopped; then the user waits, interruptibly, for
+    Locust to stop it (a user still inside its task would hold Locust's stop for
+    ``--stop-timeout``)."""
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -116,10 +120,10 @@ class ChatUser(User):
         clock = self.shared.recorder.now_ns
         interval_ns = int(self.shared.scenario.send_interval_s * 1e9)
         intended = clock() + int(random.uniform(0, interval_ns))
-        while not self._stopping:
+        while not self._stopping and self.shared.sending:
             wait_s = (intended - clock()) / 1e9
-            if wait_s > 0:
-                gevent.sleep(wait_s)
+            if wait_s > 0 and self.shared.sending_stopped.wait(wait_s):
+                return
             if self.socket is None and not (self.shared.sending and self._reconnect()):
                 if not self.shared.sending:
                     return

@@ -300,14 +300,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         middle = (low + high) // 2
         low, high = (middle, high) if rung(middle) else (low, middle)
     before, first_lag = recorder.received, len(probe.samples)
+    cpu_before = process.cpu_times()
     started = time.perf_counter()
     reply = link.call({"cmd": "burst", "frames": args.burst})
     _drain(recorder, before + reply["sent"], 30.0)
     burst_s = time.perf_counter() - started
+    cpu_after = process.cpu_times()
+    cpu_s = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
     lags = probe.own[first_lag:]
     burst = {
         "sent": reply["sent"], "received": recorder.received - before, "seconds": burst_s,
         "receipts_per_s": (recorder.received - before) / burst_s if burst_s > 0 else 0.0,
+        "cpu_s": cpu_s,
+        "receipts_per_cpu_s": (recorder.received - before) / cpu_s if cpu_s > 0 else 0.0,
         "lag_p99_ms": _percentile(lags, 99), "lag_max_ms": max(lags, default=float("nan")),
     }  # fmt: skip
     runner.quit()

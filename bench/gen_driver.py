@@ -18,10 +18,15 @@ Users:
 * ``reference``: written the way Locust's SocketIO user works — a
   ``websocket-client`` connection from ``websocket.create_connection`` with the
   options python-engineio passes (``enable_multithread=True``; UTF-8 validation
-  left on) and one receive greenlet per user — doing the same per-frame work
+  left on) and one receive greenlet per user — doing fanbench-per-frame's work
   (decode, record, fire), so only the client library and its receive loop differ.
 * ``reference-noutf8``: the same with ``skip_utf8_validation=True`` (without
   the optional ``wsaccel``, websocket-client validates UTF-8 in pure Python).
+
+The process's resident memory is read before the users start and once all are
+connected (``rss_*``): with ``--rates ''`` and a large ``--users`` the run measures
+how many connections one process holds and the memory each costs, then bursts
+``--burst`` frames to every one of them.
 
 The result is one JSON line on stdout.
 """
@@ -33,26 +38,32 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
 import locust  # first: importing Locust applies gevent's monkey patching
 import numpy as np
+import psutil
 import websocket
 from locust import User, constant, task
 from locust.env import Environment
 from websockets.sync.client import ClientConnection, connect
 
+from bench.stagetools import raise_open_files
 from fanbench_common.scenario import Scenario
 from loadtest import envelope, process_context
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Recorder
-from loadtest.users import ChatUser
+from loadtest.users import FANOUT, REQUEST_TYPE, ChatUser
 
 LAG_TICK_S = 0.01
 MAX_FRAMES_PER_USER = 10**9
 CONNECT_TIMEOUT_S = 60.0
 SHIP_INTERVAL_S = 1.0
+SPARE_FILES = 512
+FILES_PER_CONNECTION = 3
+"""A websockets sync client holds its socket and a socketpair that wakes its reader at close."""
 
 
 class ServerLink:
@@ -112,6 +123,21 @@ class FanbenchUser(ChatUser):
     abstract = True
 
 
+class FanbenchPerFrameUser(ChatUser):
+    """ChatUser as it was before batching: one Locust request event per receipt."""
+
+    abstract = True
+
+    def _receipt_sink(self) -> Callable[[int, float], None]:
+        fire = self.environment.events.request.fire
+
+        def fire_one(_received_ns: int, response_time_ms: float) -> None:
+            fire(request_type=REQUEST_TYPE, name=FANOUT, response_time=response_time_ms,
+                 response_length=0, exception=None, context={})  # fmt: skip
+
+        return fire_one
+
+
 class ReferenceUser(User):
     """The Locust SocketIO user's shape on websocket-client: connect, one receive greenlet."""
 
@@ -166,11 +192,15 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-USER_KINDS = ("fanbench", "reference", "reference-noutf8")
+USER_KINDS = ("fanbench", "fanbench-per-frame", "reference", "reference-noutf8")
 
 
 def _user_class(kind: str, url: str) -> type[User]:
-    base: type[User] = FanbenchUser if kind == "fanbench" else ReferenceUser
+    bases: dict[str, type[User]] = {
+        "fanbench": FanbenchUser,
+        "fanbench-per-frame": FanbenchPerFrameUser,
+    }
+    base = bases.get(kind, ReferenceUser)
     attributes: dict[str, Any] = {"host": url, "abstract": False}
     if kind == "reference-noutf8":
         attributes["skip_utf8_validation"] = True
@@ -209,6 +239,7 @@ def _step(
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    open_files = raise_open_files(FILES_PER_CONNECTION * args.users + SPARE_FILES)
     context = ProcessContext(0, Scenario(send_interval_s=1.0, message_bytes=64), Recorder(0))
     context.sending = False
     process_context.install(context)
@@ -226,16 +257,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     environment = Environment(user_classes=[_user_class(args.user, url)], events=locust.events)
     runner = environment.create_local_runner()
     link = ServerLink(args.port)
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
     began = time.perf_counter()
-    runner.start(args.users, spawn_rate=args.users * 2)
+    runner.start(args.users, spawn_rate=args.spawn_rate or args.users * 2)
     connected = 0
-    for _ in range(int(CONNECT_TIMEOUT_S / 0.1)):
+    connect_timeout_s = CONNECT_TIMEOUT_S + args.users / max(args.spawn_rate, 1.0)
+    for _ in range(int(connect_timeout_s / 0.1)):
         connected = int(link.call({"cmd": "count"})["connections"])
-        if connected >= args.users:
+        if connected >= args.users or time.perf_counter() - began > connect_timeout_s:
             break
         gevent.sleep(0.1)
     connect_s = time.perf_counter() - began
     gevent.sleep(0.5)
+    rss_connected = process.memory_info().rss
+    memory = {
+        "open_files_limit": open_files, "rss_before": rss_before, "rss_connected": rss_connected,
+        "rss_per_connection": (rss_connected - rss_before) / connected if connected else 0.0,
+        "connect_failures": environment.stats.total.num_failures,
+    }  # fmt: skip
     steps: list[dict[str, Any]] = []
 
     def rung(rate: int) -> bool:
@@ -260,20 +300,28 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         middle = (low + high) // 2
         low, high = (middle, high) if rung(middle) else (low, middle)
     before, first_lag = recorder.received, len(probe.samples)
+    cpu_before = process.cpu_times()
     started = time.perf_counter()
     reply = link.call({"cmd": "burst", "frames": args.burst})
     _drain(recorder, before + reply["sent"], 30.0)
     burst_s = time.perf_counter() - started
+    cpu_after = process.cpu_times()
+    cpu_s = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
     lags = probe.own[first_lag:]
     burst = {
         "sent": reply["sent"], "received": recorder.received - before, "seconds": burst_s,
         "receipts_per_s": (recorder.received - before) / burst_s if burst_s > 0 else 0.0,
+        "cpu_s": cpu_s,
+        "receipts_per_cpu_s": (recorder.received - before) / cpu_s if cpu_s > 0 else 0.0,
         "lag_p99_ms": _percentile(lags, 99), "lag_max_ms": max(lags, default=float("nan")),
     }  # fmt: skip
     runner.quit()
     link.close()
+    fanout = environment.stats.entries.get((FANOUT, REQUEST_TYPE))
     return {"user": args.user, "users": args.users, "connected": connected,
-            "connect_s": connect_s, "steps": steps, "burst": burst}  # fmt: skip
+            "connect_s": connect_s, "steps": steps, "burst": burst, **memory,
+            "locust_fanout_requests": fanout.num_requests if fanout else 0,
+            "recorded": recorder.received}  # fmt: skip
 
 
 def sustained(step: dict[str, Any], lag_limit_ms: float) -> bool:
@@ -302,7 +350,10 @@ def main() -> None:
     parser.add_argument("--user", choices=USER_KINDS, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], required=True)
+    parser.add_argument(
+        "--rates", type=lambda s: [int(x) for x in s.split(",") if x], required=True
+    )
+    parser.add_argument("--spawn-rate", type=float, default=0.0, help="0: twice --users")
     parser.add_argument("--step-s", type=float, default=2.0)
     parser.add_argument("--drain-s", type=float, default=1.0)
     parser.add_argument("--burst", type=int, default=200, help="frames per connection")

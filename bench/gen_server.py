@@ -30,6 +30,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from bench.stagetools import raise_open_files
 from loadtest.envelope import Envelope, encode
 
 HOST = "127.0.0.1"
@@ -39,6 +40,11 @@ BURST_CHUNK = 256
 IDLE_S = 0.0005
 MAX_SECONDS = 120.0
 MAX_COMMANDS = 10_000
+MAX_CONNECTIONS = 20_000
+"""Open files wanted (never above the hard limit): the connection-holding run's 10,000 and more."""
+LISTEN_BACKLOG = 4096
+"""Connects queued before accept (capped by net.core.somaxconn): a spawn of thousands of
+users must not overflow it into SYN retries."""
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -143,9 +149,10 @@ class Broadcaster:
 
 async def main(message_bytes: int) -> None:
     broadcaster = Broadcaster(message_bytes)
+    raise_open_files(MAX_CONNECTIONS)
     async with serve(
         broadcaster.serve, HOST, 0, compression=None, ping_interval=None, close_timeout=1,
-        max_size=2**16,
+        max_size=2**16, backlog=LISTEN_BACKLOG,
     ) as server:  # fmt: skip
         port = next(iter(server.sockets)).getsockname()[1]
         print(json.dumps({"port": port}), flush=True)

@@ -7,14 +7,22 @@ At each rung of a rate ladder the process has *sustained* the rate when: the
 server never found a write buffer full, ≥ 95 % of frames were received by the
 rung's end, every frame was recorded after a 1 s drain, and the receive-loop
 lag p99 (oversleep of ``gevent.sleep(0.01)``) stayed under 5 ms. Capacity is
-the highest sustained rung; rounds alternate the two users against the same
+the highest sustained rung; rounds alternate the users against the same
 server, and medians are kept. A final burst (M frames per connection, as fast
-as the sockets take them) gives the saturated receive rate.
+as the sockets take them) gives the saturated receive rate. fanbench's user
+(receipts into Locust's statistics a batch at a time) runs beside the same user
+firing Locust's request event per frame, for the per-batch / per-frame ratio.
+
+Then one Locust process of fanbench users holds as many connections as asked
+(10,000 by default) or as many as the open-files hard limit allows, whichever is
+fewer: the memory each costs (resident-set growth from before the first user to
+all connected, per connection) and a burst to every one of them.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -24,12 +32,20 @@ from typing import Any
 
 from bench import REPO_ROOT
 from bench.child import JsonLineChild
+from bench.gen_driver import FILES_PER_CONNECTION, SPARE_FILES
 from bench.record import BenchResult, Ratio, Scalar, Size, median, now_utc, safe_ratio
 
 NAME = "generator_capacity"
-USERS = ("fanbench", "reference", "reference-noutf8")
+USERS = ("fanbench", "fanbench-per-frame", "reference", "reference-noutf8")
+CORE_USERS = USERS[:3]
+"""Every round; reference-noutf8 only in ``Plan.extra_rounds``."""
 TARGET_RECEIPTS_PER_S = 20_000
 TARGET_RATIO = 1.5
+TARGET_BATCH_RATIO = 1.25
+TARGET_CONNECTIONS = 10_000
+HOLD_SPAWN_RATE = 400.0
+"""Users started per second in the connection-holding run: fast, without overflowing the
+server's listen backlog into SYN retries."""
 LAG_LIMIT_MS = 5.0
 
 
@@ -46,13 +62,19 @@ class Plan:
     extra_rounds: int = 1
     """Rounds that also run the reference-noutf8 user (informative, no target)."""
     message_bytes: int = 64
+    hold: int = TARGET_CONNECTIONS
+    """Connections one process is asked to hold (fewer if the open-files limit says so)."""
+    hold_burst: int = 5
+    """Frames to every held connection."""
 
 
 PLANS: dict[str, Plan] = {
-    "smoke": Plan(users=10, rates=(1000, 2000), step_s=0.5, rounds=1, burst=50, refine=0),
+    "smoke": Plan(
+        users=10, rates=(1000, 2000), step_s=0.5, rounds=1, burst=50, refine=0, hold=300,
+    ),
     "default": Plan(
         users=100, rates=(*range(10_000, 100_001, 10_000), 120_000, 140_000),
-        step_s=1.5, rounds=3, burst=200,
+        step_s=1.5, rounds=3, burst=1000,
     ),
     "full": Plan(
         users=100, rates=(*range(5_000, 100_001, 5_000), 120_000, 140_000, 160_000),
@@ -71,6 +93,29 @@ def drive(port: int, user: str, plan: Plan) -> dict[str, Any]:
         "--lag-limit-ms", str(LAG_LIMIT_MS), "--max-seconds", str(budget_s),
         "--refine", str(plan.refine),
     ]  # fmt: skip
+    return _driver(argv, user, budget_s)
+
+
+def holdable(hard_limit: int, wanted: int) -> int:
+    """Connections one process can hold under an open-files hard limit (all of ``wanted``
+    when unlimited)."""
+    if hard_limit == resource.RLIM_INFINITY:
+        return wanted
+    return max(0, min(wanted, (hard_limit - SPARE_FILES) // FILES_PER_CONNECTION))
+
+
+def hold(port: int, users: int, frames: int) -> dict[str, Any]:
+    """One Locust process holding ``users`` fanbench users; memory, and a burst to all."""
+    budget_s = 120 + users / HOLD_SPAWN_RATE * 3
+    argv = [
+        sys.executable, "-m", "bench.gen_driver", "--user", "fanbench", "--port", str(port),
+        "--users", str(users), "--rates", "", "--burst", str(frames),
+        "--spawn-rate", str(HOLD_SPAWN_RATE), "--max-seconds", str(budget_s),
+    ]  # fmt: skip
+    return _driver(argv, "fanbench (holding)", budget_s)
+
+
+def _driver(argv: list[str], user: str, budget_s: float) -> dict[str, Any]:
     done = subprocess.run(
         argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=budget_s, check=False
     )
@@ -98,6 +143,7 @@ def _summary(user: str, runs: list[dict[str, Any]]) -> dict[str, Scalar]:
         "lag p99 ms at that rung": median(top.get("lag_p99_ms", float("nan")) for top in tops),
         "burst receipts/s": median(run["burst"]["receipts_per_s"] for run in runs),
         "burst lag p99 ms": median(run["burst"]["lag_p99_ms"] for run in runs),
+        "burst receipts per CPU-second": median(run["burst"]["receipts_per_cpu_s"] for run in runs),
         "every receipt recorded": all(  # sustained rungs require it; the burst drains 30 s
             step["received"] == step["sent"]
             for run in runs
@@ -105,6 +151,9 @@ def _summary(user: str, runs: list[dict[str, Any]]) -> dict[str, Scalar]:
             if step["sustained"]
         )
         and all(run["burst"]["received"] == run["burst"]["sent"] for run in runs),
+        "Locust counted every receipt": all(
+            run["locust_fanout_requests"] == run["recorded"] for run in runs
+        ),
         "rounds": len(runs),
     }
 
@@ -139,6 +188,25 @@ def _ladder(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Scalar]]:
     return rows
 
 
+def _held(result: dict[str, Any], asked: int, target: int, hard_limit: int) -> dict[str, Scalar]:
+    burst = result["burst"]
+    return {
+        "asked": target,
+        "held (connected)": int(result["connected"]),
+        "bounded by": "the request"
+        if asked == target
+        else f"open files: hard limit {hard_limit:,} / {FILES_PER_CONNECTION} per connection",
+        "connect s": float(result["connect_s"]),
+        "connect failures": int(result["connect_failures"]),
+        "RSS before MB": result["rss_before"] / 2**20,
+        "RSS held MB": result["rss_connected"] / 2**20,
+        "RSS KB per connection": result["rss_per_connection"] / 1024,
+        "burst frames": int(burst["sent"]),
+        "burst received": int(burst["received"]),
+        "Locust counted every receipt": result["locust_fanout_requests"] == result["recorded"],
+    }
+
+
 def run(size: Size, work_dir: Path) -> BenchResult:
     plan = PLANS[size]
     started, began = now_utc(), time.perf_counter()
@@ -147,15 +215,34 @@ def run(size: Size, work_dir: Path) -> BenchResult:
     with JsonLineChild(argv, ready_timeout_s=30.0) as server:
         port = int(server.ready["port"])
         for round_ in range(plan.rounds):
-            users = USERS if round_ < plan.extra_rounds else USERS[:2]
+            users = USERS if round_ < plan.extra_rounds else CORE_USERS
             for user in users if round_ % 2 == 0 else users[::-1]:
                 runs[user].append(drive(port, user, plan))
+        hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        asked = holdable(hard_limit, plan.hold)
+        holding = hold(port, asked, plan.hold_burst)
+    held = _held(holding, asked, plan.hold, hard_limit)
     rows = [_summary(user, runs[user]) for user in USERS]
     rate = {str(r["user"]): float(r["receipts/s at that rung"] or 0.0) for r in rows}
     burst = {str(r["user"]): float(r["burst receipts/s"] or 0.0) for r in rows}
-    fan_rate, ref_rate, raw_rate = (rate[user] for user in USERS)
-    fan_burst, ref_burst, raw_burst = (burst[user] for user in USERS)
+    per_cpu = {str(r["user"]): float(r["burst receipts per CPU-second"] or 0.0) for r in rows}
+    fan_rate, frame_rate, ref_rate, raw_rate = (rate[user] for user in USERS)
+    fan_burst, frame_burst, ref_burst, raw_burst = (burst[user] for user in USERS)
+    connections = int(holding["connected"])
     ratios = [
+        Ratio("fanbench per-batch / per-frame sustained receipts/s",
+              safe_ratio(fan_rate, frame_rate), TARGET_BATCH_RATIO,
+              f"{fan_rate:,.0f} / {frame_rate:,.0f}: Locust statistics per batch of receipts "
+              "vs a request event per receipt"),
+        Ratio("fanbench per-batch / per-frame burst receipts/s",
+              safe_ratio(fan_burst, frame_burst), None, f"{fan_burst:,.0f} / {frame_burst:,.0f}"),
+        Ratio("fanbench per-batch / per-frame burst receipts per CPU-second",
+              safe_ratio(per_cpu["fanbench"], per_cpu["fanbench-per-frame"]), TARGET_BATCH_RATIO,
+              f"{per_cpu['fanbench']:,.0f} / {per_cpu['fanbench-per-frame']:,.0f}: the generator "
+              "process's own CPU (user + system) over the burst"),
+        Ratio(f"connections held by one process / {plan.hold:,}", connections / plan.hold, 1.0,
+              f"{connections:,} held, {held['RSS KB per connection']:.1f} KB RSS each; "
+              f"bounded by {held['bounded by']}"),
         Ratio("fanbench sustained receipts/s / 20,000", fan_rate / TARGET_RECEIPTS_PER_S, 1.0,
               f"{fan_rate:,.0f} receipts/s with lag p99 < {LAG_LIMIT_MS:.0f} ms"),
         Ratio("fanbench / reference sustained receipts/s", safe_ratio(fan_rate, ref_rate),
@@ -176,9 +263,16 @@ def run(size: Size, work_dir: Path) -> BenchResult:
         "rung(s) between the highest sustained rung and the failure above it; capacity is the "
         f"highest sustained rung, median of {plan.rounds} rounds "
         f"(reference-noutf8: {min(plan.extra_rounds, plan.rounds)}).",
-        "Both users do the same per-frame work (envelope decode, recorder.delivery, one Locust "
-        "request event) and batches leave the recorder every second; only the client library "
-        "and its receive loop differ. The server runs in its own process, on the other core.",
+        "fanbench-per-frame and both references do the same per-frame work (envelope decode, "
+        "recorder.delivery, one Locust request event); fanbench does the same but puts "
+        "receipts into Locust's statistics a batch at a time (loadtest/receipt_stats.py). "
+        "Batches leave the recorder every second. The server runs in its own process, on "
+        "the other core.",
+        f"Holding: {plan.hold:,} fanbench users asked of one process, started "
+        f"{HOLD_SPAWN_RATE:.0f}/s, unless the open-files hard limit allows fewer (a websockets "
+        f"sync client holds {FILES_PER_CONNECTION} descriptors: its socket and a socketpair "
+        "that wakes its reader at close); RSS growth from before the first user to all "
+        f"connected, per connection; then {plan.hold_burst} frames to every connection.",
         "Lag is the oversleep of gevent.sleep(0.01) net of the run-queue wait the kernel "
         "reports for the process (/proc/self/schedstat) — other tenants of this shared host "
         "are not the generator's lag; a saturated receive loop still counts in full. The raw "
@@ -187,7 +281,13 @@ def run(size: Size, work_dir: Path) -> BenchResult:
         "without the optional wsaccel runs in pure Python); reference-noutf8 skips validation.",
     ]
     parameters: dict[str, Any] = {**asdict(plan), "lag_limit_ms": LAG_LIMIT_MS}
+    figures: dict[str, Scalar] = {
+        "connections held by one process": connections,
+        "RSS per held connection, KB": held["RSS KB per connection"],
+        "open-files hard limit": hard_limit,
+    }
+    tables = {"ladder": _ladder(runs), "connections held": [held]}
     return BenchResult(
-        NAME, size, parameters, rows, ratios, notes, {}, {"ladder": _ladder(runs)},
+        NAME, size, parameters, rows, ratios, notes, figures, tables,
         started_at=started, duration_s=time.perf_counter() - began,
     )  # fmt: skip

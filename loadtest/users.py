@@ -4,12 +4,17 @@ Client library: ``websockets``' sync client. Under Locust's gevent patching its
 I/O thread becomes a greenlet; it receives at about 2x websocket-client's rate
 (74-85k vs 39-44k frames/s in a raw burst; bench/generator_capacity.py measures
 the same comparison), which is the generator's ceiling, so it is the one used.
+
+Fan-out receipts reach Locust's statistics a batch at a time
+(``loadtest.receipt_stats``: same counts and percentiles, a fraction of the CPU);
+connects, sends and error frames fire Locust's request event one by one.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -21,8 +26,10 @@ from websockets.sync.client import ClientConnection, connect
 from fanbench_common.redaction import redact_text
 from fanbench_common.scenario import connect_url
 from loadtest import envelope, process_context
+from loadtest.receipt_stats import receipt_stats
 
 REQUEST_TYPE = "WS"
+FANOUT = "fanout"
 OPEN_TIMEOUT_S = 10.0
 
 
@@ -51,6 +58,11 @@ class ChatUser(User):
             request_type=REQUEST_TYPE, name=name, response_time=response_time_ms,
             response_length=0, exception=exception, context={},
         )  # fmt: skip
+
+    def _receipt_sink(self) -> Callable[[int, float], None]:
+        """Where each fan-out receipt's (receipt time ns, response time ms) goes: Locust's
+        statistics a batch at a time (``loadtest.receipt_stats``), not a request event each."""
+        return receipt_stats(self.environment, REQUEST_TYPE, FANOUT).add
 
     def on_start(self) -> None:
         self._connect()
@@ -83,6 +95,7 @@ class ChatUser(User):
     def _receive(self, socket: ClientConnection) -> None:
         recorder = self.shared.recorder
         me = self.client_id
+        count_receipt = self._receipt_sink()
         while True:
             try:
                 frame = socket.recv()
@@ -98,7 +111,7 @@ class ChatUser(User):
             message = envelope.decode(frame)
             if message is not None:
                 recorder.delivery(me, message.client, message.seq, now)
-                self._fire("fanout", (now - message.sent_ns) / 1e6)
+                count_receipt(now, (now - message.sent_ns) / 1e6)
             elif frame.startswith('{"message"') or frame.startswith('{"error"'):
                 recorder.error(me, now, "error_frame", frame)
                 self._fire("error_frame", 0.0, RuntimeError(frame[:120]))
@@ -161,3 +174,4 @@ class ChatUser(User):
         if self._receiver is not None:
             self._receiver.join(timeout=2)
             self._receiver.kill(block=False)
+        receipt_stats(self.environment, REQUEST_TYPE, FANOUT).flush()

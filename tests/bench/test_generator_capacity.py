@@ -24,9 +24,10 @@ def test_result_is_well_formed(result: BenchResult) -> None:
     assert result.tables["ladder"]
 
 
-def test_both_users_record_every_receipt(result: BenchResult) -> None:
+def test_every_user_records_every_receipt(result: BenchResult) -> None:
     for row in result.rows:
         assert row["every receipt recorded"] is True, row
+        assert row["Locust counted every receipt"] is True, row
         assert finite_non_negative(row["sustained rung, frames/s"]), row
         assert finite_positive(row["burst receipts/s"]), row
 
@@ -35,3 +36,19 @@ def test_ladder_rungs_are_sane(result: BenchResult) -> None:
     for rung in result.tables["ladder"]:
         assert rung["server skipped"] == 0, rung
         assert finite_positive(rung["receipts/s by rung end"]), rung
+
+
+def test_one_process_holds_its_connections_and_each_receives(result: BenchResult) -> None:
+    (held,) = result.tables["connections held"]
+    asked = generator_capacity.PLANS["smoke"].hold
+    assert held["held (connected)"] == asked, held
+    assert held["connect failures"] == 0, held
+    assert held["burst received"] == held["burst frames"] == asked * 5, held
+    assert held["Locust counted every receipt"] is True, held
+    assert finite_positive(held["RSS KB per connection"]), held
+
+
+def test_holdable_follows_the_open_files_limit() -> None:
+    assert generator_capacity.holdable(20_000, 10_000) == 6_496
+    assert generator_capacity.holdable(1_000_000, 10_000) == 10_000
+    assert generator_capacity.holdable(100, 10_000) == 0

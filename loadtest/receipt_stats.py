@@ -16,8 +16,9 @@ these statistics to their master as before; the last batch is merged when the
 test stops (``test_stop``, and each user's ``on_stop``), before a worker's final
 report.
 
-Listeners of the ``request`` event other than Locust's statistics (OpenTelemetry,
-plugins) no longer see fan-out receipts one by one.
+Listeners of the ``request`` event other than Locust's statistics (plugins) no
+longer see fan-out receipts one by one; with Locust's OpenTelemetry export on
+(``--otel``) the users fire the event per receipt as before (``ChatUser``).
 """
 
 from __future__ import annotations

@@ -61,8 +61,17 @@ class ChatUser(User):
 
     def _receipt_sink(self) -> Callable[[int, float], None]:
         """Where each fan-out receipt's (receipt time ns, response time ms) goes: Locust's
-        statistics a batch at a time (``loadtest.receipt_stats``), not a request event each."""
+        statistics a batch at a time (``loadtest.receipt_stats``), not a request event each.
+
+        With Locust's OpenTelemetry export on (``--otel``), whose metrics listen to the
+        request event, every receipt fires the event as before, so the export sees them."""
+        options = self.environment.parsed_options
+        if options is not None and getattr(options, "otel", False):
+            return self._fire_receipt
         return receipt_stats(self.environment, REQUEST_TYPE, FANOUT).add
+
+    def _fire_receipt(self, _received_ns: int, response_time_ms: float) -> None:
+        self._fire(FANOUT, response_time_ms)
 
     def on_start(self) -> None:
         self._connect()

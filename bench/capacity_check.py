@@ -36,6 +36,11 @@ VALIDATED_UP_TO = 2000
 class Plan:
     audiences: tuple[int, ...]
     calibration: tuple[int, int] = (50, 400)
+    """Two audiences one function posts alone: the slope is the time per post, the intercept
+    the fixed overhead."""
+    parallel_calibration: int | None = 1500
+    """An audience several fan-out functions share (sharded): how much of the host one post
+    takes when they run at once, all processes counted."""
     reps: int = 3
     post_latency_ms: float = 20.0
     concurrency: int = 8
@@ -44,7 +49,7 @@ class Plan:
 
 
 PLANS: dict[str, Plan] = {
-    "smoke": Plan(audiences=(20,), calibration=(10, 60), reps=1),
+    "smoke": Plan(audiences=(20,), calibration=(10, 60), parallel_calibration=None, reps=1),
     "default": Plan(audiences=(100, 500, 1000, 2000)),
     "full": Plan(audiences=(100, 500, 1000, 2000, 5000)),
 }
@@ -102,9 +107,11 @@ def run(size: Size, work_dir: Path) -> BenchResult:
     ratios: list[Ratio] = []
     figures: dict[str, Scalar] = {}
     for variant in _variants():
+        parallel = plan.parallel_calibration if VARIANTS[variant].shard_size else None
+        sizes = (*plan.calibration, parallel) if parallel else plan.calibration
         with bench_stage(_config(variant, plan, 0.0), work_dir / f"calibrate-{variant}") as stage:
-            times = asyncio.run(_times(stage, plan.calibration, plan.reps))
-        (n_small, t_small), (n_large, t_large) = sorted(times.items())
+            times = asyncio.run(_times(stage, sizes, plan.reps))
+        (n_small, t_small), (n_large, t_large) = sorted(times.items())[:2]
         per_post_ms = (t_large - t_small) / (n_large - n_small) * 1000
         if per_post_ms <= 0:
             raise RuntimeError(
@@ -114,9 +121,17 @@ def run(size: Size, work_dir: Path) -> BenchResult:
         fixed_ms = max(0.0, t_small * 1000 - (n_small - 1) * per_post_ms)
         figures[f"{variant}: calibrated ms per post"] = per_post_ms
         figures[f"{variant}: calibrated fixed ms"] = fixed_ms
+        host_ms = LOCAL_STAGE.host_cpu_ms_per_post
+        if parallel and LOCAL_STAGE.host_cores:
+            n_parallel, t_parallel = max(times.items())
+            # Every core busy: the wall time per post, times the cores, is one post's host CPU.
+            whole_ms = LOCAL_STAGE.host_cores * (t_parallel * 1000 - fixed_ms) / (n_parallel - 1)
+            host_ms = max(0.0, whole_ms - per_post_ms)
+            figures[f"{variant}: calibrated host ms per post besides the handler"] = host_ms
         platform = replace(
             LOCAL_STAGE,
             cpu_ms_per_post=per_post_ms,
+            host_cpu_ms_per_post=host_ms,
             fixed_ms=fixed_ms,
             post_latency_ms=plan.post_latency_ms,
         )
@@ -143,7 +158,9 @@ def run(size: Size, work_dir: Path) -> BenchResult:
             )
     notes = [
         "Calibration: time to last delivery at two N with no injected latency, on its own "
-        "stage; its slope is the stage's time per post, its intercept the fixed overhead. "
+        "stage; its slope is the stage's time per post, its intercept the fixed overhead; for "
+        "sharded, a third N that several fan-out functions share gives the host CPU one post "
+        "takes besides the handler's (gateway, emulator, clients, contention). "
         f"Validation: {plan.post_latency_ms:.0f} ms injected on every post, another stage.",
         "predicted/measured above 1 means the model is pessimistic; the target is an error "
         f"within ±25 % (accuracy >= 0.75) for N <= {VALIDATED_UP_TO:,}.",

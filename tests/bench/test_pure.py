@@ -85,3 +85,12 @@ def test_unknown_benchmark_names_are_refused(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         main(["nonesuch"])
     assert "unknown benchmark nonesuch" in capsys.readouterr().err
+
+
+def test_a_measured_zero_stays_zero_and_only_a_missing_figure_is_unknown() -> None:
+    from bench.post_ceiling import _number
+
+    assert _number(0.0) == 0.0
+    assert _number(0) == 0.0
+    assert _number(0.25) == 0.25
+    assert math.isnan(_number(None))

@@ -49,7 +49,7 @@ class Plan:
 
 
 PLANS: dict[str, Plan] = {
-    "smoke": Plan(audiences=(20,), calibration=(10, 60), parallel_calibration=None, reps=1),
+    "smoke": Plan(audiences=(20,), calibration=(10, 120), parallel_calibration=None, reps=3),
     "default": Plan(audiences=(100, 500, 1000, 2000)),
     "full": Plan(audiences=(100, 500, 1000, 2000, 5000)),
 }

@@ -31,7 +31,7 @@ from bench.stagetools import BenchStage, bench_stage, raise_open_files
 from fanbench_common.resources import SEND_FUNCTION
 from loadtest.stage.config import StageConfig
 from loadtest.stage.faults import Faults
-from reports.prices import Prices
+from reports.prices import Prices, lambda_usd_per_million_sends
 
 NAME = "handler_fanout"
 VARIANTS = ("baseline", "optimized")
@@ -114,9 +114,7 @@ async def _one_send(
 
 def lambda_usd_per_million(lambda_ms: float, prices: Prices) -> float:
     """Lambda's part of a million sends: requests plus GB-seconds at the measured duration."""
-    gb_seconds = lambda_ms / 1000 * MEMORY_GB
-    per_send = prices.lambda_per_million_requests / 1e6 + gb_seconds * prices.lambda_per_gb_second
-    return 1e6 * per_send
+    return lambda_usd_per_million_sends(lambda_ms, MEMORY_GB, prices)
 
 
 def _row(samples: list[Sample], connect_rate: float | None) -> dict[str, Scalar]:

@@ -44,7 +44,7 @@ from bench.stagetools import BenchStage, bench_stage, raise_open_files
 from loadtest.stage.config import StageConfig
 from loadtest.stage.dynamodb import LOCAL_CREDENTIALS
 from loadtest.stage.faults import Faults
-from reports.prices import Prices
+from reports.prices import Prices, Usage, priced
 
 NAME = "variant_faults"
 VARIANTS = ("baseline", "optimized")
@@ -372,6 +372,7 @@ def run(size: Size, work_dir: Path) -> BenchResult:
         posts = median(s.recipients + s.gone for s in sends)
         ms_per_post = safe_ratio(stale_ms, posts)
         per_message = stale_posts[variant] / len(sends)
+        stale_gb_s_per_million = 1e6 * per_message * ms_per_post / 1000 * MEMORY_GB
         rows.append({
             "experiment": f"{seen.vanished} of {plan.audience} vanished without $disconnect, "
                           f"next {len(sends)} broadcasts",
@@ -387,7 +388,9 @@ def run(size: Size, work_dir: Path) -> BenchResult:
             "Lambda $/M msgs (clean)": lambda_usd_per_million(clean_ms, prices),
             "Lambda $/M msgs (stale)": lambda_usd_per_million(stale_ms, prices),
             "stale posts add $/M msgs": (
-                per_message * ms_per_post / 1000 * MEMORY_GB * prices.lambda_per_gb_second * 1e6
+                priced(Usage(sendmessage_gb_seconds=stale_gb_s_per_million), prices)[
+                    "sendmessage_compute"
+                ]
             ),
         })  # fmt: skip
     ratios.append(Ratio(

@@ -44,7 +44,7 @@ from fanbench_common.limits import (
     METERING_INCREMENT_BYTES,
     SCAN_PAGE_BYTES,
 )
-from reports.prices import Prices
+from reports.prices import Prices, Usage, priced
 
 MB_PER_VCPU = 1769
 """Lambda allocates CPU in proportion to memory: 1,769 MB is one vCPU (Lambda docs, memory)."""
@@ -251,12 +251,13 @@ def _cost(
 ) -> float:
     units = max(1, math.ceil(message_bytes / METERING_INCREMENT_BYTES))
     messages = (1 + reached) * units
-    return (
-        messages * prices.api_gateway_per_million_messages / 1e6
-        + invocations * prices.lambda_per_million_requests / 1e6
-        + gb_seconds * prices.lambda_per_gb_second
-        + read_units * prices.dynamodb_per_million_read_request_units / 1e6
+    usage = Usage(
+        api_gateway_messages=messages,
+        sendmessage_requests=invocations,
+        sendmessage_gb_seconds=gb_seconds,
+        dynamodb_read_units=read_units,
     )
+    return sum(priced(usage, prices).values())
 
 
 def predict(

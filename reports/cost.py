@@ -56,7 +56,7 @@ from fanbench_common.resources import (
 )
 from fanbench_common.rundir import STILL_CONNECTED, Run, Table
 from fanbench_common.scenario import GLOBAL_AUDIENCE
-from reports.prices import REGION, SOURCES, Prices
+from reports.prices import REGION, SOURCES, Prices, Usage, priced
 
 CONNECT, DISCONNECT, DEFAULT, SENDMESSAGE = (
     CONNECT_FUNCTION, DISCONNECT_FUNCTION, DEFAULT_FUNCTION, SEND_FUNCTION,
@@ -232,10 +232,6 @@ def _mean_completion_ms(run: Run, send_index: npt.NDArray[np.int64]) -> float | 
     return float(np.mean((last[reached] - run.sends["sent_ns"][reached]) / 1e6))
 
 
-def _per_million(quantity: float, usd_per_million: float) -> float:
-    return quantity * usd_per_million / 1e6
-
-
 def estimate(run: Run, prices: Prices) -> dict[str, Any]:
     """The run's cost at ``prices``, its breakdown, and the rates derived from it."""
     times = run.meta["times"]
@@ -249,34 +245,28 @@ def estimate(run: Run, prices: Prices) -> dict[str, Any]:
     dynamodb = dynamodb_units(run)
     p, send = prices, functions[SENDMESSAGE]
     other = [use for name, use in functions.items() if name != SENDMESSAGE]
-    lines = {
-        "api_gateway_messages": _per_million(messages["total"], p.api_gateway_per_million_messages),
-        "api_gateway_connection_minutes": _per_million(
-            minutes, p.api_gateway_per_million_connection_minutes
+    lines = priced(
+        Usage(
+            api_gateway_messages=messages["total"],
+            connection_minutes=minutes,
+            sendmessage_requests=send["requests"],
+            sendmessage_gb_seconds=send["gb_seconds"],
+            connection_lambda_requests=sum(use["requests"] for use in other),
+            connection_lambda_gb_seconds=sum(use["gb_seconds"] for use in other),
+            dynamodb_read_units=dynamodb["read_units"],
+            dynamodb_write_units=dynamodb["write_units"],
         ),
-        "sendmessage_requests": _per_million(send["requests"], p.lambda_per_million_requests),
-        "sendmessage_compute": send["gb_seconds"] * p.lambda_per_gb_second,
-        "connection_lambda_requests": _per_million(
-            sum(use["requests"] for use in other), p.lambda_per_million_requests
-        ),
-        "connection_lambda_compute": sum(use["gb_seconds"] for use in other)
-        * p.lambda_per_gb_second,
-        "dynamodb_reads": _per_million(
-            dynamodb["read_units"], p.dynamodb_per_million_read_request_units
-        ),
-        "dynamodb_writes": _per_million(
-            dynamodb["write_units"], p.dynamodb_per_million_write_request_units
-        ),
-    }
+        p,
+    )
     sends = len(run.sends["client"])
     connections = len(run.membership["client"])
     per_message = sum(lines[k] for k in MESSAGE_DRIVEN) / sends if sends else None
     session_lines = ("connection_lambda_requests", "connection_lambda_compute", "dynamodb_writes")
     mean_connections = connection_seconds(run.membership, start, stop) / sending_s
     send_rate = sends / sending_s
-    hour_of_minutes = _per_million(
-        mean_connections * 60, p.api_gateway_per_million_connection_minutes
-    )
+    hour_of_minutes = priced(Usage(connection_minutes=mean_connections * 60), p)[
+        "api_gateway_connection_minutes"
+    ]
     return {
         "region": REGION,
         "prices": asdict(prices),
@@ -357,28 +347,19 @@ def cost_from_counts(
             unknown.append(f"{line}_compute")
         else:
             gb_seconds[side] += duration_ms / 1000 * memory_mb / 1024
-    p = prices
-    lines = {
-        "api_gateway_messages": _per_million(
-            known(api_gateway_messages, "api_gateway_messages"), p.api_gateway_per_million_messages
+    lines = priced(
+        Usage(
+            api_gateway_messages=known(api_gateway_messages, "api_gateway_messages"),
+            connection_minutes=connection_minutes,
+            sendmessage_requests=requests[SENDMESSAGE],
+            sendmessage_gb_seconds=gb_seconds[SENDMESSAGE],
+            connection_lambda_requests=requests["other"],
+            connection_lambda_gb_seconds=gb_seconds["other"],
+            dynamodb_read_units=known(dynamodb_read_units, "dynamodb_reads"),
+            dynamodb_write_units=known(dynamodb_write_units, "dynamodb_writes"),
         ),
-        "api_gateway_connection_minutes": _per_million(
-            connection_minutes, p.api_gateway_per_million_connection_minutes
-        ),
-        "sendmessage_requests": _per_million(requests[SENDMESSAGE], p.lambda_per_million_requests),
-        "sendmessage_compute": gb_seconds[SENDMESSAGE] * p.lambda_per_gb_second,
-        "connection_lambda_requests": _per_million(
-            requests["other"], p.lambda_per_million_requests
-        ),
-        "connection_lambda_compute": gb_seconds["other"] * p.lambda_per_gb_second,
-        "dynamodb_reads": _per_million(
-            known(dynamodb_read_units, "dynamodb_reads"), p.dynamodb_per_million_read_request_units
-        ),
-        "dynamodb_writes": _per_million(
-            known(dynamodb_write_units, "dynamodb_writes"),
-            p.dynamodb_per_million_write_request_units,
-        ),
-    }
+        prices,
+    )
     return {
         "breakdown_usd": lines,
         "run_total_usd": sum(lines.values()),

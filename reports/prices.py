@@ -71,3 +71,62 @@ class Prices:
                 raise ValueError(f"--price {pair!r}: a price must be a finite number >= 0")
             changes[name] = value
         return replace(cls(), **changes)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Billable quantities of one deployment over some stretch of traffic.
+
+    Every cost fanbench states (a run's estimate, CloudWatch's measured counts, the
+    capacity model, the benchmarks' Lambda figures) prices one of these with
+    :func:`priced`, so a price is applied in exactly one place.
+    """
+
+    api_gateway_messages: float = 0.0
+    connection_minutes: float = 0.0
+    sendmessage_requests: float = 0.0
+    sendmessage_gb_seconds: float = 0.0
+    connection_lambda_requests: float = 0.0
+    connection_lambda_gb_seconds: float = 0.0
+    dynamodb_read_units: float = 0.0
+    dynamodb_write_units: float = 0.0
+
+
+def priced(usage: Usage, prices: Prices) -> dict[str, float]:
+    """USD per line of the bill; the line names are the reports' breakdown keys."""
+    p, per_million = prices, 1e-6
+    return {
+        "api_gateway_messages": usage.api_gateway_messages
+        * p.api_gateway_per_million_messages
+        * per_million,
+        "api_gateway_connection_minutes": usage.connection_minutes
+        * p.api_gateway_per_million_connection_minutes
+        * per_million,
+        "sendmessage_requests": usage.sendmessage_requests
+        * p.lambda_per_million_requests
+        * per_million,
+        "sendmessage_compute": usage.sendmessage_gb_seconds * p.lambda_per_gb_second,
+        "connection_lambda_requests": usage.connection_lambda_requests
+        * p.lambda_per_million_requests
+        * per_million,
+        "connection_lambda_compute": usage.connection_lambda_gb_seconds * p.lambda_per_gb_second,
+        "dynamodb_reads": usage.dynamodb_read_units
+        * p.dynamodb_per_million_read_request_units
+        * per_million,
+        "dynamodb_writes": usage.dynamodb_write_units
+        * p.dynamodb_per_million_write_request_units
+        * per_million,
+    }
+
+
+def lambda_usd_per_million_sends(duration_ms: float, memory_gb: float, prices: Prices) -> float:
+    """Lambda's part of a million invocations of ``duration_ms`` each: requests plus GB-seconds."""
+    million = 1e6
+    bill = priced(
+        Usage(
+            sendmessage_requests=million,
+            sendmessage_gb_seconds=million * duration_ms / 1000 * memory_gb,
+        ),
+        prices,
+    )
+    return bill["sendmessage_requests"] + bill["sendmessage_compute"]

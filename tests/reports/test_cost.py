@@ -22,7 +22,13 @@ from reports.cost import (
     scan_read_units,
     send_index_of,
 )
-from reports.prices import LAMBDA_ARM64_PER_GB_SECOND, Prices
+from reports.prices import (
+    LAMBDA_ARM64_PER_GB_SECOND,
+    Prices,
+    Usage,
+    lambda_usd_per_million_sends,
+    priced,
+)
 from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.reports.synthetic import SECOND, START_NS, build_run
 
@@ -228,3 +234,32 @@ def test_bad_price_overrides_raise_one_line_value_errors(pair: str, words: str) 
         Prices.with_overrides([pair])
     assert words in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_priced_applies_each_list_price_to_its_own_quantity_once() -> None:
+    usage = Usage(
+        api_gateway_messages=2e6,
+        connection_minutes=4e6,
+        sendmessage_requests=3e6,
+        sendmessage_gb_seconds=10.0,
+        connection_lambda_requests=1e6,
+        connection_lambda_gb_seconds=5.0,
+        dynamodb_read_units=8e6,
+        dynamodb_write_units=2e6,
+    )
+    assert priced(usage, Prices()) == pytest.approx({
+        "api_gateway_messages": 2.0,
+        "api_gateway_connection_minutes": 1.0,
+        "sendmessage_requests": 0.6,
+        "sendmessage_compute": 10 * LAMBDA_ARM64_PER_GB_SECOND,
+        "connection_lambda_requests": 0.2,
+        "connection_lambda_compute": 5 * LAMBDA_ARM64_PER_GB_SECOND,
+        "dynamodb_reads": 1.0,
+        "dynamodb_writes": 1.25,
+    })  # fmt: skip
+
+
+def test_a_million_sends_of_100_ms_at_1_gb_cost_requests_plus_100k_gb_seconds() -> None:
+    assert lambda_usd_per_million_sends(100.0, 1.0, Prices()) == pytest.approx(
+        0.20 + 100_000 * LAMBDA_ARM64_PER_GB_SECOND
+    )

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 
 class FanbenchError(Exception):
-    """A problem the user can fix; ``str(error)`` is the whole explanation."""
+    """The root of every error fanbench raises on purpose.
+
+    Apart from :class:`FanbenchBug`, a problem the user can fix; ``str(error)`` is
+    the whole explanation.
+    """
+
+
+class FanbenchBug(FanbenchError, RuntimeError):
+    """fanbench caught itself in an inconsistency: a bug to report, never the user's input.
+
+    The CLI lets it through with its traceback instead of printing one line.
+    """
 
 
 class RunDirError(FanbenchError, ValueError):

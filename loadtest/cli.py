@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fanbench_common.errors import FanbenchError
+from fanbench_common.errors import FanbenchBug, FanbenchError
 from loadtest.stage.config import LOOPBACK, add_stage_arguments, config_from_args
 
 EXIT_USAGE = 2
@@ -149,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_arguments(argv)
         code: int = args.func(args)
         return code
+    except FanbenchBug:
+        raise
     except ValueError as error:
         print(f"fanbench: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,6 +19,7 @@ from typing import Any
 import gevent
 from gevent.event import AsyncResult
 
+from fanbench_common.errors import FanbenchError
 from fanbench_common.scenario import Scenario
 
 SEAT_REQUEST, SEAT = "fanbench_seat_request", "fanbench_seat"
@@ -65,7 +66,7 @@ class MasterSeats:
         )
 
 
-class SeatTimeout(RuntimeError):
+class SeatTimeout(FanbenchError, RuntimeError):
     """The master did not answer a seat request in time."""
 
 

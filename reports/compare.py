@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fanbench_common.errors import FanbenchError
 from fanbench_common.rundir import read_run
 from reports import page
 from reports.analysis import analyze, gather, per_message, per_second
@@ -46,7 +47,7 @@ ONE_RUN_A_SIDE = (
 )
 
 
-class ScenarioMismatch(ValueError):
+class ScenarioMismatch(FanbenchError, ValueError):
     """The runs were made under different scenarios, so their figures are not comparable."""
 
 

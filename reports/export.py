@@ -38,7 +38,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from hdrh.histogram import HdrHistogram
 
-from fanbench_common.errors import FanbenchError
+from fanbench_common.errors import FanbenchBug, FanbenchError
 from fanbench_common.loss import Ledger, ledger
 from fanbench_common.rundir import STILL_CONNECTED, Run
 from reports.analysis import _settle_ns, measured_window_start
@@ -88,7 +88,7 @@ class ExportError(FanbenchError):
     """The export could not be written (the message says where and why)."""
 
 
-class LedgerMismatchError(RuntimeError):
+class LedgerMismatchError(FanbenchBug):
     """The listed pairs disagree with the loss ledger's counts: a bug, never a user error."""
 
 

@@ -31,6 +31,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from fanbench_common.errors import FanbenchError
 from loadtest.stage import lambda_worker
 from loadtest.stage.faults import Faults, fail_invocation
 from loadtest.stage.node_runtime import NodeProcess, is_node, start_node_worker
@@ -72,7 +73,7 @@ class InvocationResult:
         return None
 
 
-class EnvironmentFailed(RuntimeError):
+class EnvironmentFailed(FanbenchError, RuntimeError):
     """An execution environment could not start (the handler failed to import)."""
 
 

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import psutil
 
+from fanbench_common.errors import FanbenchError
 from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv, resolve_template
 
 STARTUP_TIMEOUT_S = 60.0
@@ -28,7 +29,7 @@ STOP_TIMEOUT_S = 15.0
 GROUP_EXIT_TIMEOUT_S = 5.0
 
 
-class StageError(RuntimeError):
+class StageError(FanbenchError, RuntimeError):
     """The stage failed to start or stopped unexpectedly."""
 
 

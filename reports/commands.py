@@ -108,11 +108,12 @@ def register(commands: Any) -> None:
         "check", help="exit non-zero when a run misses a threshold (for CI)"
     )
     check.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    check.add_argument("--max-p50-ms", type=float)
-    check.add_argument("--max-p99-ms", type=float)
-    check.add_argument("--max-loss-rate", type=float)
-    check.add_argument("--max-duplicates", type=int)
-    check.add_argument("--max-error-frames", type=int)
+    check.add_argument("--max-p50-ms", type=float, help="fail if fan-out p50 exceeds this")
+    check.add_argument("--max-p99-ms", type=float, help="fail if fan-out p99 exceeds this")
+    check.add_argument("--max-loss-rate", type=float,
+                       help="fail if lost/expected exceeds this fraction, e.g. 0.001")  # fmt: skip
+    check.add_argument("--max-duplicates", type=int, help="fail past this many duplicates")
+    check.add_argument("--max-error-frames", type=int, help="fail past this many error frames")
     check.add_argument(
         "--allow-invalid", action="store_true",
         help="check a run whose validity banner lists problems (default: fail it)",
@@ -190,8 +191,10 @@ def register_plan(commands: Any) -> None:
     plan = commands.add_parser(
         "plan", help="predict time to last delivery and cost by room size and variant"
     )
-    plan.add_argument("--platform", choices=sorted(PLATFORMS), default="aws")
-    plan.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    plan.add_argument("--platform", choices=sorted(PLATFORMS), default="aws",
+                      help="whose CPU and limits to model (default: aws)")  # fmt: skip
+    plan.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                      help="handler variants to predict (default: all)")  # fmt: skip
     plan.add_argument("--sizes", type=_sizes, default=list(ROOM_SIZES),
                       help="comma-separated room sizes (default: 100 to 100,000)")  # fmt: skip
     plan.add_argument("--post-latency-ms", type=float, help="PostToConnection round trip")
@@ -199,6 +202,7 @@ def register_plan(commands: Any) -> None:
     plan.add_argument("--memory-mb", type=int, help="Lambda memory (sets the vCPU share)")
     plan.add_argument("--concurrency", type=int, help="Lambda concurrency available")
     plan.add_argument("--shard-size", type=int, help="recipients per fan-out invocation (sharded)")
-    plan.add_argument("--price", action="append", default=[], metavar="NAME=USD")
+    plan.add_argument("--price", action="append", default=[], metavar="NAME=USD",
+                      help="override a price, e.g. lambda_per_gb_second=0.0000166667")  # fmt: skip
     plan.add_argument("--json", action="store_true", help="JSON instead of Markdown")
     plan.set_defaults(func=_plan)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fanbench_common.rundir import STILL_CONNECTED, Table
+from fanbench_common.rundir import STILL_CONNECTED, ErrorKind, Table
 
 I64 = npt.NDArray[np.int64]
 _CHUNK = 2048
@@ -221,7 +221,7 @@ def account(
         late=late,
         unexpected=int(np.sum(facts.receipt_first & ~facts.receipt_expected)),
         negative_latency=int(np.sum(found & (deliveries["received_ns"] < sent))),
-        error_frames=int(np.sum(errors["kind"] == "error_frame")),
+        error_frames=int(np.sum(errors["kind"] == ErrorKind.ERROR_FRAME)),
         receipts=len(deliveries["client"]),
-        dropped=int(np.sum(errors["kind"] == "dropped")),
+        dropped=int(np.sum(errors["kind"] == ErrorKind.DROPPED)),
     )

@@ -32,6 +32,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,25 @@ COLUMNS: dict[str, dict[str, str]] = {
         "send_lag_ms": "f8", "loop_lag_ms": "f8",
     },
 }  # fmt: skip
+
+
+class ErrorKind(StrEnum):
+    """The ``kind`` column of ``errors``: what went wrong for one client at one moment."""
+
+    CONNECT_FAILED = "connect_failed"
+    """The handshake was refused or failed; ``detail`` has the status or exception."""
+    DROPPED = "dropped"
+    """The server closed the connection (idle timeout, two-hour limit, DeleteConnection)."""
+    ERROR_FRAME = "error_frame"
+    """API Gateway answered with an error frame (Forbidden, Internal server error, ...)."""
+    BINARY_FRAME = "binary_frame"
+    """A binary frame arrived where chat sends text."""
+    UNRECOGNIZED_FRAME = "unrecognized_frame"
+    """A text frame that is neither an envelope nor an error frame."""
+    SEND_FAILED = "send_failed"
+    """The client could not send its message."""
+
+
 REQUIRED_META = ("schema_version", "scenario", "target", "variant", "times")
 
 Table = dict[str, npt.NDArray[Any]]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fanbench_common.rundir import COLUMNS, STILL_CONNECTED, write_run
+from fanbench_common.rundir import COLUMNS, STILL_CONNECTED, ErrorKind, write_run
 from loadtest.clock import NO_SKEW, ClockFit, Skew, skew_for
 
 TIME_COLUMNS = {
@@ -89,7 +89,7 @@ class Recorder:
     def dropped_by_server(self, client: int, t_ns: int, detail: str) -> None:
         """The server closed the connection: membership ends here, and the drop is counted."""
         self.disconnecting(client, t_ns)
-        self.error(client, t_ns, "dropped", detail)
+        self.error(client, t_ns, ErrorKind.DROPPED, detail)
         self.dropped += 1
 
     def _membership(
@@ -101,11 +101,11 @@ class Recorder:
         t["connected_ns"].append(connected_ns)
         t["disconnected_ns"].append(disconnected_ns)
 
-    def error(self, client: int, t_ns: int, kind: str, detail: str) -> None:
+    def error(self, client: int, t_ns: int, kind: ErrorKind, detail: str) -> None:
         t = self._tables["errors"]
         t["client"].append(client)
         t["t_ns"].append(t_ns)
-        t["kind"].append(kind)
+        t["kind"].append(kind.value)
         t["detail"].append(detail[:200])
 
     def health(self, t_ns: int, cpu_percent: float, send_lag_ms: float, loop_lag_ms: float) -> None:
@@ -143,7 +143,7 @@ class Recorder:
             "sends": self.sent,
             "receipts": self.received,
             "clients": self.clients,
-            "dropped": self.dropped,
+            ErrorKind.DROPPED: self.dropped,
         }
 
     def has_more(self) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 
 from fanbench_common.errors import FanbenchError, RunDirError, ScenarioError
 from fanbench_common.redaction import SECRET_KEYS, redact_mapping
-from fanbench_common.rundir import Run, default_run_dir, read_run
+from fanbench_common.rundir import ErrorKind, Run, default_run_dir, read_run
 from fanbench_common.scenario import (
     KNOBS,
     TOKEN_ENV,
@@ -351,7 +351,7 @@ def _stage_meta(config: Any) -> dict[str, Any]:
 
 
 def _connect_failures(run: Run) -> str:
-    failed = run.errors["kind"] == "connect_failed"
+    failed = run.errors["kind"] == ErrorKind.CONNECT_FAILED
     count = int(np.sum(failed))
     if not count:
         return "connect failures 0"

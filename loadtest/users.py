@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from fanbench_common.redaction import redact_text
+from fanbench_common.rundir import ErrorKind
 from fanbench_common.scenario import connect_url
 from loadtest import envelope, process_context
 from loadtest.receipt_stats import receipt_stats
@@ -90,7 +91,7 @@ class ChatUser(User):
             )  # fmt: skip
         except (OSError, TimeoutError, WebSocketException) as error:
             detail = redact_text(f"{type(error).__name__}: {error}", scenario.token)
-            recorder.error(self.client_id, recorder.now_ns(), "connect_failed", detail)
+            recorder.error(self.client_id, recorder.now_ns(), ErrorKind.CONNECT_FAILED, detail)
             self._fire("connect", (time.perf_counter() - began) * 1000, RuntimeError(detail))
             # The user stops from its task: Locust logs a traceback for a StopUser raised
             # in on_start, and a refused connect is a recorded failure, not a crash.
@@ -115,17 +116,17 @@ class ChatUser(User):
                 return
             now = recorder.now_ns()
             if isinstance(frame, bytes):
-                recorder.error(me, now, "binary_frame", f"{len(frame)} bytes")
+                recorder.error(me, now, ErrorKind.BINARY_FRAME, f"{len(frame)} bytes")
                 continue
             message = envelope.decode(frame)
             if message is not None:
                 recorder.delivery(me, message.client, message.seq, now)
                 count_receipt(now, (now - message.sent_ns) / 1e6)
             elif frame.startswith('{"message"') or frame.startswith('{"error"'):
-                recorder.error(me, now, "error_frame", frame)
-                self._fire("error_frame", 0.0, RuntimeError(frame[:120]))
+                recorder.error(me, now, ErrorKind.ERROR_FRAME, frame)
+                self._fire(ErrorKind.ERROR_FRAME, 0.0, RuntimeError(frame[:120]))
             else:
-                recorder.error(me, now, "unrecognized_frame", frame[:120])
+                recorder.error(me, now, ErrorKind.UNRECOGNIZED_FRAME, frame[:120])
 
     def _reconnect(self) -> bool:
         """After the server dropped the connection: rejoin the same audience as a new client
@@ -167,7 +168,7 @@ class ChatUser(User):
         try:
             self.socket.send(envelope.sendmessage_frame(text))
         except (ConnectionClosed, OSError) as error:
-            recorder.error(self.client_id, sent_ns, "send_failed", repr(error))
+            recorder.error(self.client_id, sent_ns, ErrorKind.SEND_FAILED, repr(error))
             self._fire("send", 0.0, error)
             return
         recorder.send(self.client_id, seq, intended_ns, sent_ns, len(text))

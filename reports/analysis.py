@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fanbench_common.loss import Ledger, LossAccount, account, ledger
-from fanbench_common.rundir import Run
+from fanbench_common.rundir import ErrorKind, Run
 from reports import saturation
 from reports.stats import clustered_rate_interval, percentiles, wilson_interval
 
@@ -260,7 +260,7 @@ def _saturation(run: Run, loss: LossAccount, lat: Latencies) -> dict[str, Any]:
     sent_s = run.sends["sent_ns"][lat.message] / 1e9
     seen = saturation.client_reasons(
         loss.as_dict(),
-        int(np.sum(run.errors["kind"] == "connect_failed")),
+        int(np.sum(run.errors["kind"] == ErrorKind.CONNECT_FAILED)),
         saturation.p50_trend(sent_s, lat.from_sent_ms),
     )
     stage = saturation.stage_reasons(run.meta.get("stage") or {}, corroborated=bool(seen))

@@ -54,7 +54,7 @@ from fanbench_common.resources import (
     DISCONNECT_FUNCTION,
     SEND_FUNCTION,
 )
-from fanbench_common.rundir import STILL_CONNECTED, Run, Table
+from fanbench_common.rundir import STILL_CONNECTED, ErrorKind, Run, Table
 from fanbench_common.scenario import GLOBAL_AUDIENCE
 from reports.prices import REGION, SOURCES, Prices, Usage, priced
 
@@ -117,7 +117,7 @@ def api_gateway_messages(run: Run, send_index: npt.NDArray[np.int64]) -> dict[st
     sends = run.sends
     default_bytes = int(run.scenario.get("message_bytes", 0))
     out_bytes = np.where(send_index >= 0, sends["bytes"][np.maximum(send_index, 0)], default_bytes)
-    error_frames = int(np.sum(run.errors["kind"] == "error_frame"))
+    error_frames = int(np.sum(run.errors["kind"] == ErrorKind.ERROR_FRAME))
     inbound = int(metering_increments(sends["bytes"] + SENDMESSAGE_WRAPPER_BYTES).sum())
     outbound = int(metering_increments(out_bytes).sum()) + error_frames
     return {"in": inbound, "out": outbound, "total": inbound + outbound}

@@ -14,6 +14,7 @@ from fanbench_common.rundir import (
     COLUMNS,
     SCHEMA_VERSION,
     STILL_CONNECTED,
+    ErrorKind,
     as_table,
     empty_table,
     read_run,
@@ -214,3 +215,12 @@ def test_as_table_coerces_to_the_schema() -> None:
     assert table["cpu_percent"].dtype == np.float64
     assert table["process"].dtype == np.int64
     assert all(len(values) == 0 for values in empty_table("errors").values())
+
+
+def test_error_kinds_are_the_strings_the_run_directory_stores() -> None:
+    assert [kind.value for kind in ErrorKind] == [
+        "connect_failed", "dropped", "error_frame", "binary_frame", "unrecognized_frame",
+        "send_failed",
+    ]  # fmt: skip
+    stored = np.array([ErrorKind.DROPPED.value, "error_frame"])
+    assert list(stored == ErrorKind.ERROR_FRAME) == [False, True]

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from fanbench_common.rundir import COLUMNS, STILL_CONNECTED, read_run
+from fanbench_common.rundir import COLUMNS, STILL_CONNECTED, ErrorKind, read_run
 from loadtest.clock import ClockFit
 from loadtest.recorder import TIME_COLUMNS, Batch, Collector, Recorder, batch_columns
 
@@ -25,7 +25,7 @@ def filled(process: int = 0, base: int = 1_000_000) -> Recorder:
     recorder.connected(10, "*", base + 100)
     recorder.connected(11, "p0-r1", base + 101)
     recorder.disconnecting(10, base + 200)
-    recorder.error(11, base + 30, "error_frame", '{"message": "Internal server error"}')
+    recorder.error(11, base + 30, ErrorKind.ERROR_FRAME, '{"message": "Internal server error"}')
     recorder.health(base + 40, 55.5, 1.25, 0.5)
     return recorder
 
@@ -187,7 +187,7 @@ def test_final_batch_of_many_open_connections_is_bounded_too() -> None:
 def test_counters_and_error_detail_truncation() -> None:
     recorder = filled()
     assert (recorder.sent, recorder.received) == (3, 2)
-    recorder.error(1, 1, "unrecognized_frame", "x" * 1000)
+    recorder.error(1, 1, ErrorKind.UNRECOGNIZED_FRAME, "x" * 1000)
     errors = batch_columns(recorder.take_batch())["errors"]
     assert len(errors["detail"][-1]) == 200
 

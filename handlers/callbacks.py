@@ -50,6 +50,7 @@ from botocore.exceptions import (
 from botocore.httpsession import get_cert_path
 
 from deadline import CALL_BUDGETS_S, call_budget_s, timeouts_s
+from pacing import Pacer
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -357,9 +358,40 @@ ClientForBudget = Callable[[float], ConnectionPoster]
 class PostResult(enum.Enum):
     DELIVERED = "delivered"
     GONE = "gone"
-    THROTTLED = "throttled"
-    """Still throttled when attempts or time ran out."""
+    UNDELIVERED = "undelivered"
+    """Certainly not delivered, and worth retrying, when the deadline came: still throttled,
+    5xx or unreachable after the attempts allowed, or never attempted in time."""
+    UNKNOWN = "unknown"
+    """An attempt was sent and its answer never came (a read timeout): API Gateway may
+    well have delivered it, so it is not sent again."""
     FAILED = "failed"
+    """Will not succeed on retry: a 4xx other than 410/429, or no region or credentials."""
+
+
+LATENCY_MARGIN = 1.5
+"""An attempt starts only if its read timeout is at least this many times the slowest
+answer seen so far in the invocation: a shorter one would likely time out on a post
+that is delivered anyway, and a timed-out post is ``UNKNOWN``."""
+MAX_THROTTLED_ATTEMPTS = 1_000
+"""A bound on one post's 429 answers; the deadline ends the loop long before."""
+TRANSIENT_TRANSPORT = (ConnectTimeoutError, EndpointConnectionError, ConnectionClosedError)
+"""Transport failures where the request was not answered and is retried: it was never
+sent, or the server closed the connection without answering (as it does to an idle
+keep-alive connection; botocore's own retries treat it alike)."""
+
+
+def transport_outcome(error: BotoCoreError) -> PostResult | None:
+    """What a botocore (non-HTTP) error means for the post; None: retry it.
+
+    A read timeout is ``UNKNOWN`` (the request was sent). A missing region or
+    credentials, an untrusted certificate, or any other botocore error is
+    ``FAILED``: retrying cannot change it.
+    """
+    if isinstance(error, ReadTimeoutError):
+        return PostResult.UNKNOWN
+    if isinstance(error, SSLError) or not isinstance(error, TRANSIENT_TRANSPORT):
+        return PostResult.FAILED
+    return None
 
 
 def post_with_retry(
@@ -369,36 +401,66 @@ def post_with_retry(
     deadline: float,
     max_attempts: int,
     rng: random.Random,
+    pacer: Pacer | None = None,
 ) -> PostResult:
-    """Post once, retrying 429/5xx/transport errors with jittered backoff until ``deadline``.
+    """Post once, until delivered, known gone or failed, or ``deadline``.
 
-    Every attempt, the first included, starts only if a call budget still fits
-    before ``deadline`` and runs on a client whose timeouts fit that budget, so
-    no attempt outlives the deadline by more than scheduling noise. Otherwise
-    every recipient waiting for a pool worker would make one more call after the
-    deadline, and a large throttled audience would run the invocation into
-    Lambda's timeout, losing the stale-id cleanup and the metrics line. A post
-    never attempted is ``FAILED``.
+    * 429s are retried for as long as time allows, each attempt starting at the
+      time the invocation's shared ``pacer`` gives it (``pacing``): throttled
+      posts slow down together instead of giving up one by one;
+    * 5xx answers and transient transport errors are retried with jittered
+      backoff, ``max_attempts`` attempts in all;
+    * every attempt, the first included, starts only if a call budget still fits
+      before ``deadline`` and runs on a client whose timeouts fit that budget, so
+      no attempt outlives the deadline by more than scheduling noise (a large
+      throttled audience would otherwise run the invocation into Lambda's
+      timeout, losing the stale-id cleanup and the metrics line); and only if
+      that budget's read timeout is ``LATENCY_MARGIN`` times the slowest answer
+      seen, so it can hear the answer;
+    * an attempt whose answer never came (a read timeout) ends the post as
+      ``UNKNOWN`` and is not retried. This is the deliberate choice between a
+      possible loss and a likely duplicate: API Gateway delivers a post it has
+      accepted whether or not its answer arrives in time, and re-posting one
+      was measured to send a duplicate frame for most of them (BENCHMARKS.md,
+      "At the limits").
+
+    A post not attempted before the deadline is ``UNDELIVERED``.
     """
-    throttled = False
-    for attempt in range(max_attempts):
-        budget_s = call_budget_s(deadline - time.monotonic())
-        if budget_s is None:
+    pacer = pacer if pacer is not None else Pacer(time.monotonic())
+    failures = 0
+    for _ in range(max_attempts + MAX_THROTTLED_ATTEMPTS):
+        now = time.monotonic()
+        start = pacer.reserve(now, deadline - CALL_BUDGETS_S[-1])
+        if start is None:
             break
+        if start > now:
+            time.sleep(start - now)
+        budget_s = call_budget_s(deadline - time.monotonic())
+        if budget_s is None or timeouts_s(budget_s)[1] < LATENCY_MARGIN * pacer.slowest_s:
+            break
+        client = client_for(budget_s)  # built outside the timing: a new client is not latency
+        started = time.monotonic()
         try:
-            client_for(budget_s).post_to_connection(ConnectionId=connection_id, Data=data)
+            client.post_to_connection(ConnectionId=connection_id, Data=data)
+            pacer.delivered(started, time.monotonic())
             return PostResult.DELIVERED
         except ClientError as error:
             outcome = classify_error(error)
+            if is_throttle(error):
+                pacer.throttled(started, time.monotonic())
+                continue
+            pacer.answered(started, time.monotonic())
             if outcome is Outcome.GONE:
                 return PostResult.GONE
             if outcome is Outcome.FAILED:
                 return PostResult.FAILED
-            throttled = is_throttle(error)
-        except BotoCoreError:
-            throttled = False
-        pause = backoff_s(attempt, rng)
-        if attempt + 1 == max_attempts or time.monotonic() + pause >= deadline:
+        except BotoCoreError as error:
+            result = transport_outcome(error)
+            if result is not None:
+                return result
+        failures += 1
+        pause = backoff_s(failures - 1, rng)
+        if failures >= max_attempts or time.monotonic() + pause >= deadline:
             break
         time.sleep(pause)
-    return PostResult.THROTTLED if throttled else PostResult.FAILED
+    return PostResult.UNDELIVERED

@@ -46,15 +46,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-import connection_store
-import fanout
 import sharding
-from callbacks import post_client
-from deadline import monotonic_deadline
+from broadcast import Broadcast, post_all, prepare
+from deadline import CALL_BUDGETS_S, call_budget_s, monotonic_deadline, timeouts_s
 from emf import emf_line
-from sendmessage import UNKNOWN_SENDER
-from settings import Settings, callback_endpoint
-from validation import BadRequest, connection_id_of, parse_sendmessage_body
+from settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -69,47 +65,48 @@ _SETTINGS = Settings.from_environ()
 _SHARDING = sharding.ShardSettings.from_environ()
 _POOL = ThreadPoolExecutor(max_workers=_SETTINGS.post_concurrency, thread_name_prefix="post")
 _HAND_OFF_POOL = ThreadPoolExecutor(max_workers=HAND_OFF_CONCURRENCY, thread_name_prefix="invoke")
-_lambda: LambdaClient | None = None
+_lambda: dict[float, LambdaClient] = {}
 _lambda_lock = threading.Lock()
 
 
-def lambda_client() -> LambdaClient:
-    """The environment's Lambda client, created on first use and kept warm.
+def lambda_client(budget_s: float = CALL_BUDGETS_S[0]) -> LambdaClient:
+    """The environment's Lambda client for one call budget, created on first use, kept warm.
 
-    boto3's standard retries (3 attempts) cover a throttled or failed Invoke; a
-    shard still refused after them is posted by sendmessage itself.
+    One attempt per call, whose timeouts add up to ``budget_s``: botocore's own
+    retries would Invoke again after a read timeout, when Lambda may already
+    have queued the first event (a shard sent twice), and could run past the
+    deadline. A shard not accepted is posted by sendmessage itself instead.
     """
-    global _lambda
     with _lambda_lock:
-        if _lambda is None:
+        client = _lambda.get(budget_s)
+        if client is None:
+            connect_s, read_s = timeouts_s(budget_s)
             config = Config(
                 max_pool_connections=HAND_OFF_CONCURRENCY,
-                connect_timeout=2,
-                read_timeout=5,
-                retries={"mode": "standard", "total_max_attempts": 3},
+                connect_timeout=connect_s,
+                read_timeout=read_s,
+                retries={"mode": "standard", "total_max_attempts": 1},
             )
-            _lambda = boto3.client("lambda", config=config)
-        return _lambda
+            client = _lambda[budget_s] = boto3.client("lambda", config=config)
+        return client
 
 
-def _hand_off(function: str, payload: bytes) -> bool:
-    """Queue one shard as an asynchronous invocation; False if Lambda did not accept it."""
+def _hand_off(function: str, payload: bytes, deadline: float) -> bool:
+    """Queue one shard as an asynchronous invocation; False if Lambda did not accept it.
+
+    One Invoke, started only if its timeouts fit before ``deadline``.
+    """
+    budget_s = call_budget_s(deadline - time.monotonic())
+    if budget_s is None:
+        return False
     try:
-        response = lambda_client().invoke(
+        response = lambda_client(budget_s).invoke(
             FunctionName=function, InvocationType="Event", Payload=payload
         )
     except (ClientError, BotoCoreError):
         logger.exception("could not hand off a shard of %d bytes", len(payload))
         return False
     return response["StatusCode"] == 202
-
-
-def _error_frame(client: Any, connection_id: str, reason: str) -> None:
-    frame = json.dumps({"error": "BadRequest", "message": reason})
-    try:
-        client.post_to_connection(ConnectionId=connection_id, Data=frame.encode())
-    except (ClientError, BotoCoreError):
-        logger.info("could not send the error frame to %s", connection_id)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -127,60 +124,30 @@ def _broadcast(
     event: dict[str, Any], context: Any, counts: dict[str, int], durations_ms: dict[str, float]
 ) -> dict[str, Any]:
     settings, shard_settings = _SETTINGS, _SHARDING
-    started = time.monotonic()
-    try:
-        sender = connection_id_of(event)
-        endpoint = callback_endpoint(event, settings)
-        client = post_client(endpoint, settings.post_concurrency, kind=settings.post_client)
-    except (BadRequest, ValueError, KeyError) as error:
-        return {"statusCode": 400, "body": str(error)}
-    try:
-        chat = parse_sendmessage_body(event.get("body"))
-    except BadRequest as error:
-        _error_frame(client, sender, str(error))
-        return {"statusCode": 400, "body": str(error)}
-
-    dynamodb = connection_store.dynamodb_client()
-    try:
-        found = connection_store.find_sender(dynamodb, settings.table_name, sender)
-        if found is None:
-            # Its room is unknown: broadcasting to everyone would leak across rooms.
-            counts["UnknownSender"] = 1
-            _error_frame(client, sender, UNKNOWN_SENDER)
-            return {"statusCode": 400, "body": UNKNOWN_SENDER}
-        if found.room is not None:
-            audience, pages, scanned = connection_store.query_room(
-                dynamodb, settings.table_name, found.room
-            )
-        else:
-            audience, pages, scanned = connection_store.scan_all(
-                dynamodb, settings.table_name, settings.scan_segments
-            )
-    except (ClientError, BotoCoreError):
-        logger.exception("could not read the audience")
-        return {"statusCode": 500, "body": "could not read the audience"}
-    read_at = time.monotonic()
-    durations_ms["ScanMs"] = (read_at - started) * 1000
-    counts.update({"ScanPages": pages, "ItemsScanned": scanned})
-
-    recipients = [m for m in audience if m.connection_id != sender]
-    data = chat.message.encode()
     invocation_ends = monotonic_deadline(context, 0)
+    prepared = prepare(event, settings, counts, durations_ms)
+    if not isinstance(prepared, Broadcast):
+        return prepared
+    endpoint, data, recipients = prepared.endpoint, prepared.data, prepared.recipients
+    read_at = time.monotonic()
     shards: list[bytes] = []
     if shard_settings.fanout_function and len(recipients) > shard_settings.shard_size:
         try:
             shards = sharding.split(endpoint, data, recipients, shard_settings.shard_size)
         except ValueError:
             logger.exception("cannot shard a %d-byte message: posting it here", len(data))
+    hand_off_by = invocation_ends - settings.deadline_reserve_ms / 1000
     handed = list(
-        _HAND_OFF_POOL.map(lambda p: _hand_off(shard_settings.fanout_function, p), shards)
+        _HAND_OFF_POOL.map(
+            lambda p: _hand_off(shard_settings.fanout_function, p, hand_off_by), shards
+        )
     )
     durations_ms["HandOffMs"] = (time.monotonic() - read_at) * 1000
     inline = [] if shards else recipients
     for payload, accepted in zip(shards, handed, strict=True):
         if not accepted:
             inline.extend(sharding.decode(json.loads(payload)).recipients)
-    posted = fanout.post_shard(settings, _POOL, endpoint, data, inline, invocation_ends)
+    posted = post_all(settings, _POOL, endpoint, data, inline, invocation_ends)
     counts.update(
         {
             "Recipients": len(recipients),

@@ -5,6 +5,7 @@ signatures and session tokens, and its keep-alive connections."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import threading
@@ -26,6 +27,7 @@ from botocore.exceptions import (
 
 import callbacks
 from callbacks import PostClientKind, PostResult, management_client, post_client, post_with_retry
+from pacing import FLOOR_RPS, Pacer
 from tests.handlers.support import (
     GONE,
     GONE_UNTYPED,
@@ -77,11 +79,11 @@ class Timed:
                 self.timed.ends.append(time.monotonic())
 
 
-def test_backs_off_between_attempts(
+def test_backs_off_between_attempts_after_a_5xx(
     stub: ConnectionsStub, post_client_kind: PostClientKind
 ) -> None:
     target = new_connection_id()
-    stub.script(target, THROTTLED, THROTTLED, OK)
+    stub.script(target, SERVER_ERROR, SERVER_ERROR, OK)
     timed = Timed(stub.url, post_client_kind)
 
     result = post_with_retry(timed, target, b"m", time.monotonic() + 10, 5, UpperBound())
@@ -95,18 +97,87 @@ def test_backs_off_between_attempts(
     assert starts[2] - timed.ends[1] >= 0.04
 
 
-def test_a_transport_error_is_retried(
+def test_429s_are_paced_and_not_limited_by_max_attempts(
     stub: ConnectionsStub, post_client_kind: PostClientKind
 ) -> None:
-    """A read timeout (``ReadTimeoutError``, a ``BotoCoreError``) is worth another try."""
+    """Six 429s with ``max_attempts`` 2: still delivered, at the pacer's floor rate."""
+    target = new_connection_id()
+    stub.script(target, *[THROTTLED] * 6, OK)
+    timed = Timed(stub.url, post_client_kind)
+    pacer = Pacer(time.monotonic())
+
+    result = post_with_retry(timed, target, b"m", time.monotonic() + 10, 2, UpperBound(), pacer)
+
+    assert result is PostResult.DELIVERED
+    assert len(stub.posts_to(target)) == 7
+    assert pacer.throttles == 6
+    starts = [at for at, _ in timed.attempts]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.9 / FLOOR_RPS
+
+
+def test_a_read_timeout_is_unknown_and_never_sent_again(
+    stub: ConnectionsStub, post_client_kind: PostClientKind
+) -> None:
+    """The post was sent and may have been delivered: re-sending it is a likely duplicate."""
     target = new_connection_id()
     stub.script(target, Reply(200, delay_s=0.6), OK)
     short = cast("Any", lambda budget_s: post_client(stub.url, 4, 0.3, post_client_kind))
 
     result = post_with_retry(short, target, b"m", time.monotonic() + 10, 3, random.Random(1))
 
-    assert result is PostResult.DELIVERED
-    assert len(stub.posts_to(target)) == 2
+    assert result is PostResult.UNKNOWN
+    assert len(stub.posts_to(target)) == 1
+
+
+def test_a_refused_connection_is_retried_then_undelivered(
+    aws_env: None, post_client_kind: PostClientKind
+) -> None:
+    """Nothing was sent: retrying cannot duplicate it, and giving up is certain loss."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    timed = Timed(f"http://127.0.0.1:{port}/test", post_client_kind)
+
+    result = post_with_retry(timed, "c", b"m", time.monotonic() + 10, 3, random.Random(1))
+
+    assert result is PostResult.UNDELIVERED
+    assert len(timed.attempts) == 3
+
+
+@pytest.mark.parametrize("error", [NoCredentialsError(), NoRegionError()], ids=str)
+def test_missing_credentials_or_region_fail_at_once(error: Exception) -> None:
+    """Not transient: retrying would only spend the invocation's time."""
+    calls: list[float] = []
+
+    class Broken:
+        def post_to_connection(self, **_: Any) -> Any:
+            calls.append(time.monotonic())
+            raise error
+
+    result = post_with_retry(
+        lambda _budget: Broken(), "c", b"m", time.monotonic() + 10, 5, random.Random(1)
+    )
+
+    assert result is PostResult.FAILED
+    assert len(calls) == 1
+
+
+def test_no_attempt_too_short_to_hear_the_answer(
+    stub: ConnectionsStub, post_client_kind: PostClientKind
+) -> None:
+    """Answers take 0.4 s: with 0.5 s left only a 0.3 s budget fits, whose read timeout
+    (0.21 s) would time out on a post that is delivered anyway. It is not started."""
+    target = new_connection_id()
+    pacer = Pacer(time.monotonic())
+    pacer.answered(0.0, 0.4)
+    timed = Timed(stub.url, post_client_kind)
+
+    result = post_with_retry(timed, target, b"m", time.monotonic() + 0.5, 5, UpperBound(), pacer)
+
+    assert result is PostResult.UNDELIVERED
+    assert timed.attempts == []
+    assert stub.posts() == []
 
 
 def test_every_attempt_fits_before_the_deadline(
@@ -121,8 +192,8 @@ def test_every_attempt_fits_before_the_deadline(
     result = post_with_retry(timed, target, b"m", deadline, 5, random.Random(1))
     returned = time.monotonic()
 
-    assert result is PostResult.FAILED
-    assert timed.attempts, "it should have tried"
+    assert result is PostResult.UNKNOWN
+    assert len(timed.attempts) == 1
     for started, budget_s in timed.attempts:
         assert started + budget_s <= deadline
     assert returned - deadline < 0.25, f"returned {returned - deadline:.2f} s past the deadline"
@@ -136,7 +207,7 @@ def test_no_attempt_when_no_budget_fits(
 
     result = post_with_retry(timed, target, b"m", time.monotonic() + 0.05, 5, random.Random(1))
 
-    assert result is PostResult.FAILED
+    assert result is PostResult.UNDELIVERED
     assert timed.attempts == []
     assert stub.posts() == []
 

@@ -104,10 +104,11 @@ _AUDIENCE_PROJECTION = {
 }
 
 
-_NO_ROOM_FILTER = {
+_NO_ROOM_FILTER: dict[str, Any] = {
     "FilterExpression": "attribute_not_exists(#room)",
     "ExpressionAttributeNames": {
-        **_AUDIENCE_PROJECTION["ExpressionAttributeNames"],
+        "#id": CONNECTION_KEY,
+        "#at": CONNECTED_AT,
         "#room": ROOM_ATTRIBUTE,
     },
 }

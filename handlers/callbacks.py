@@ -9,17 +9,19 @@ Two clients can post (``POST_CLIENTS``; the ``POST_CLIENT`` setting picks one):
   retry handler, response parsing), which is most of boto3's CPU per post.
   Its failures are boto3's: a non-2xx answer raises the ``ClientError``
   subclass boto3 would (``GoneException``, ``LimitExceededException``, ...,
-  or a bare ``ClientError`` with the status as its code), built the way
-  botocore's rest-json parser builds it, and transport failures raise
+  or a bare ``ClientError`` with the status as its code), parsed by botocore's
+  own rest-json parser, and transport failures raise
   botocore's own ``BotoCoreError`` subclasses. So ``classify_error`` and
-  ``post_with_retry`` serve both unchanged.
+  ``post_with_retry`` serve both unchanged. Credentials are read per request
+  (refreshable ones refresh), and ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+  are honoured as botocore honours them (an http:// proxy: CONNECT for https).
+  It is the default (``settings.DEFAULT_POST_CLIENT``).
 """
 
 from __future__ import annotations
 
 import enum
 import http.client
-import json
 import random
 import select
 import socket
@@ -33,7 +35,7 @@ from urllib.parse import quote, urlsplit
 import boto3
 import botocore.session
 from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSRequest, HeadersDict
 from botocore.config import Config
 from botocore.errorfactory import BaseClientExceptions, ClientExceptionsFactory
 from botocore.exceptions import (
@@ -44,10 +46,13 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
+    ProxyConnectionError,
     ReadTimeoutError,
     SSLError,
 )
-from botocore.httpsession import get_cert_path
+from botocore.httpsession import ProxyConfiguration, get_cert_path
+from botocore.parsers import ResponseParser, create_parser
+from botocore.utils import get_environ_proxies
 
 from deadline import CALL_BUDGETS_S, call_budget_s, timeouts_s
 from pacing import Pacer
@@ -149,6 +154,8 @@ def post_client(
 SIGNING_NAME = "execute-api"
 """The @connections API's SigV4 service name (boto3's service model says the same)."""
 OPERATION = "PostToConnection"
+PROTOCOL = "rest-json"
+"""The @connections API's protocol (its service model says the same; a test holds them equal)."""
 _HAS_POLL = getattr(select, "poll", None) is not None
 """poll(2) where the platform has it (Lambda: Linux); select(2) otherwise."""
 
@@ -174,6 +181,20 @@ class SignedPostClient:
         self._prefix = parts.path.rstrip("/") + "/@connections/"
         self._connect_s, self._read_s = timeouts_s(budget_s)
         self._identity = identity
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, resolved as botocore resolves them for boto3.
+        proxies = ProxyConfiguration(proxies=get_environ_proxies(self.endpoint))
+        self._proxy_url: str | None = proxies.proxy_url_for(self.endpoint)
+        self._proxy_headers: dict[str, str] = {}
+        self._absolute = ""
+        """The origin put before each path: requests to a plain-http proxy name their URL."""
+        if self._proxy_url is not None:
+            proxy = urlsplit(self._proxy_url)
+            if proxy.scheme != "http" or not proxy.hostname:
+                raise ValueError(f"only http:// proxies are supported: {self._proxy_url!r}")
+            self._proxy = (proxy.hostname, proxy.port or 80)
+            self._proxy_headers = dict(proxies.proxy_headers_for(self._proxy_url))
+            if not self._https:
+                self._absolute = self._origin
 
     def post_to_connection(self, *, ConnectionId: str, Data: bytes) -> dict[str, Any]:  # noqa: N803 (boto3's names)
         path = self._prefix + quote(ConnectionId, safe="")
@@ -187,8 +208,10 @@ class SignedPostClient:
         self, path: str, headers: dict[str, str], data: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         connection = self._connection()
+        if self._absolute and self._proxy_headers:
+            headers = {**headers, **self._proxy_headers}
         try:
-            connection.request("POST", path, body=data, headers=headers)
+            connection.request("POST", self._absolute + path, body=data, headers=headers)
             response = connection.getresponse()
             body = response.read()
         except TimeoutError as error:
@@ -202,12 +225,12 @@ class SignedPostClient:
         return response.status, {}, body
 
     def _connection(self) -> http.client.HTTPConnection:
-        held: dict[tuple[str, int, bool], http.client.HTTPConnection] | None
+        held: dict[tuple[str, int, bool, str], http.client.HTTPConnection] | None
         connections = self._identity.connections
         held = getattr(connections, "held", None)
         if held is None:
             held = connections.held = {}
-        key = (self._host, self._port, self._https)
+        key = (self._host, self._port, self._https, self._proxy_url or "")
         connection = held.get(key)
         if connection is None:
             connection = held[key] = self._new_connection()
@@ -225,16 +248,22 @@ class SignedPostClient:
                 raise SSLError(endpoint_url=self.endpoint, error=error) from error
             except OSError as error:
                 connection.close()
+                if self._proxy_url is not None:
+                    raise ProxyConnectionError(proxy_url=self._proxy_url, error=error) from error
                 raise EndpointConnectionError(endpoint_url=self.endpoint, error=error) from error
         connection.sock.settimeout(self._read_s)
         return connection
 
     def _new_connection(self) -> http.client.HTTPConnection:
+        host, port = self._proxy if self._proxy_url is not None else (self._host, self._port)
         if self._https:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._connect_s, context=self._identity.tls()
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=self._connect_s, context=self._identity.tls()
             )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._connect_s)
+            if self._proxy_url is not None:  # CONNECT through the proxy, then TLS end to end
+                connection.set_tunnel(self._host, self._port, headers=self._proxy_headers)
+            return connection
+        return http.client.HTTPConnection(host, port, timeout=self._connect_s)
 
 
 def _dropped(sock: socket.socket) -> bool:
@@ -297,38 +326,28 @@ class SigningIdentity:
         return error_class(response, OPERATION)  # type: ignore[arg-type]
 
 
-def error_response(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """botocore's parsed error for a rest-json answer (headers lower-cased).
+_ERROR_PARSERS: dict[str, ResponseParser] = {}
 
-    A 5xx with an empty or HTML body is "generic" (code: the status); otherwise
-    the code is ``x-amzn-ErrorType``, else the body's ``code``, else its
-    ``__type``, else the status; a code's ``:...`` suffix and ``...#`` prefix
-    are dropped.
-    """
-    metadata: dict[str, Any] = {"HTTPStatusCode": status, "HTTPHeaders": headers}
-    stripped = body.strip()
-    if status >= 500 and (not stripped or stripped.startswith(b"<html>")):
-        code, message = str(status), http.client.responses.get(status, "")
-    else:
-        if "x-amzn-requestid" in headers:
-            metadata["RequestId"] = headers["x-amzn-requestid"]
-        parsed: Any
-        try:
-            parsed = json.loads(body.decode("utf-8")) if body else {}
-        except ValueError:
-            parsed = {"message": body.decode("utf-8", "replace")}
-        if not isinstance(parsed, dict):
-            parsed = {}  # botocore itself fails on a JSON body that is not an object
-        message = parsed.get("message", parsed.get("Message", ""))
-        code = str(parsed.get("__type", status))
-        if "x-amzn-errortype" in headers:
-            code = headers["x-amzn-errortype"]
-        elif "code" in parsed or "Code" in parsed:
-            code = str(parsed.get("code", parsed.get("Code", "")))
-        code = code.split(":", 1)[0].rsplit("#", 1)[-1]
+
+def error_response(
+    status: int, headers: dict[str, str], body: bytes, protocol: str = PROTOCOL
+) -> dict[str, Any]:
+    """The error boto3 reports for this answer, parsed by botocore's own parser for the
+    service's protocol (rest-json), so the two clients cannot disagree on a code."""
+    parser = _ERROR_PARSERS.get(protocol)
+    if parser is None:
+        parser = _ERROR_PARSERS.setdefault(protocol, create_parser(protocol))
+    response = {
+        "status_code": status,
+        "headers": HeadersDict(headers),
+        "body": body,
+        "context": {"operation_name": OPERATION},
+    }
+    parsed: dict[str, Any] = parser.parse(response, None)  # type: ignore[arg-type]  # an error: no shape
+    metadata = parsed.setdefault("ResponseMetadata", {})
     metadata["RetryAttempts"] = 0
     metadata["MaxAttemptsReached"] = True  # one attempt of one: retries are post_with_retry's
-    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": metadata}
+    return parsed
 
 
 _signed: dict[tuple[str, float], SignedPostClient] = {}
@@ -374,7 +393,12 @@ answer seen so far in the invocation: a shorter one would likely time out on a p
 that is delivered anyway, and a timed-out post is ``UNKNOWN``."""
 MAX_THROTTLED_ATTEMPTS = 1_000
 """A bound on one post's 429 answers; the deadline ends the loop long before."""
-TRANSIENT_TRANSPORT = (ConnectTimeoutError, EndpointConnectionError, ConnectionClosedError)
+TRANSIENT_TRANSPORT = (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ProxyConnectionError,
+)
 """Transport failures where the request was not answered and is retried: it was never
 sent, or the server closed the connection without answering (as it does to an idle
 keep-alive connection; botocore's own retries treat it alike)."""
@@ -440,6 +464,8 @@ def post_with_retry(
             break
         client = client_for(budget_s)  # built outside the timing: a new client is not latency
         started = time.monotonic()
+        if started + budget_s > deadline:
+            continue  # building that budget's client took the time: pick a budget again
         try:
             client.post_to_connection(ConnectionId=connection_id, Data=data)
             pacer.delivered(started, time.monotonic())

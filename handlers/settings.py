@@ -13,7 +13,7 @@ from typing import Literal
 from aws_limits import INTEGRATION_TIMEOUT_S
 from callbacks import POST_CLIENTS, PostClientKind
 
-DEFAULT_POST_CLIENT: PostClientKind = "boto3"
+DEFAULT_POST_CLIENT: PostClientKind = "signed"
 """template.yaml's ``PostClient`` default says the same (a test holds them equal)."""
 RoomlessAudience = Literal["roomless", "everyone"]
 ROOMLESS_AUDIENCES: tuple[RoomlessAudience, ...] = ("roomless", "everyone")

@@ -58,6 +58,12 @@ _CLEARED_ENV = (
     "FANOUT_FUNCTION",
     "SHARD_SIZE",
     "LEDGER_TABLE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
 )
 
 

@@ -5,8 +5,11 @@ signatures and session tokens, and its keep-alive connections."""
 
 from __future__ import annotations
 
+import datetime
 import itertools
+import json
 import random
+import select
 import socket
 import threading
 import time
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -470,3 +474,136 @@ def test_an_untrusted_certificate_is_a_transport_error_on_both(
         with pytest.raises(SSLError):
             client.post_to_connection(ConnectionId=new_connection_id(), Data=b"m")
     assert stub.posts() == []
+
+
+class _CredentialsServer(ThreadingHTTPServer):
+    """Container credentials (``AWS_CONTAINER_CREDENTIALS_FULL_URI``) that expire in
+    5 minutes, inside botocore's mandatory refresh window: every use refreshes them,
+    and each answer carries a new key."""
+
+    daemon_threads = True
+    served = 0
+
+
+class _CredentialsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        server = cast("_CredentialsServer", self.server)
+        server.served += 1
+        expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
+        body = json.dumps(
+            {
+                "AccessKeyId": f"ASIAROTATED{server.served}",
+                "SecretAccessKey": f"secret-{server.served}",
+                "Token": f"token-{server.served}",
+                "Expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_both_clients_sign_with_refreshed_credentials(
+    aws_env: None, stub: ConnectionsStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm environment outlives temporary credentials: each post is signed with the
+    credentials as they are now, never with a copy frozen when the client was built."""
+    server = _CredentialsServer(("127.0.0.1", 0), _CredentialsHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        host, port = server.server_address[:2]
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://{host!s}:{port}/creds")
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        for kind in callbacks.POST_CLIENTS:
+            target = new_connection_id()
+            client = post_client(stub.url, 4, kind=kind)
+            for _ in range(2):
+                client.post_to_connection(ConnectionId=target, Data=b"m")
+            first, second = stub.posts_to(target)
+            keys = [
+                (r.header("Authorization") or "").split("Credential=")[1].split("/")[0]
+                for r in (first, second)
+            ]
+            assert keys[0] != keys[1], kind  # refreshed between the two posts
+            for request, key in zip((first, second), keys, strict=True):
+                serial = key.removeprefix("ASIAROTATED")
+                assert sigv4_check(request, f"secret-{serial}", f"token-{serial}") == ""
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _TunnelProxy(ThreadingHTTPServer):
+    """An HTTP proxy that only tunnels (CONNECT), recording each tunnel's target."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TunnelHandler)
+        self.targets: list[str] = []
+
+
+class _TunnelHandler(BaseHTTPRequestHandler):
+    def do_CONNECT(self) -> None:
+        server = cast("_TunnelProxy", self.server)
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        server.targets.append(self.path)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        ends = [self.connection, upstream]
+        deadline = time.monotonic() + 10  # a bound: the test is over long before
+        try:
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select(ends, [], [], 0.2)
+                for end in readable:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    (upstream if end is self.connection else self.connection).sendall(data)
+        except OSError:
+            return
+        finally:
+            upstream.close()
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_both_clients_post_through_https_proxy(
+    aws_env: None, tls_stub: tuple[ConnectionsStub, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a VPC's egress proxy: CONNECT through it, TLS (and its certificate check)
+    end to end with API Gateway, as boto3 does."""
+    stub, ca_bundle = tls_stub
+    stub.reset()
+    proxy = _TunnelProxy()
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        host, port = proxy.server_address[:2]
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(ca_bundle))
+        monkeypatch.setenv("HTTPS_PROXY", f"http://{host!s}:{port}")
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        target = new_connection_id()
+
+        for kind in callbacks.POST_CLIENTS:
+            post_client(stub.url, 4, kind=kind).post_to_connection(ConnectionId=target, Data=b"p")
+
+        assert [r.body for r in stub.posts_to(target)] == [b"p"] * 2
+        endpoint = urlsplit(stub.url)
+        assert proxy.targets == [f"{endpoint.hostname}:{endpoint.port}"] * 2
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(timeout=5)

@@ -593,3 +593,21 @@ def test_rejected_body_still_prints_one_emf_line(
     record = json.loads(lines[0])
     assert record["BadRequest"] == 1
     assert record["AudienceError"] == 0
+
+
+def test_posting_ends_deadline_reserve_ms_before_the_invocation_does(
+    table: Table, stub: ConnectionsStub, load_sendmessage: SendMessageLoader
+) -> None:
+    """The reserve is kept for the cleanup and the metrics line: with 2.5 s left and
+    1.8 s kept back, a post that hangs is given up by about 0.7 s, not 2.5 s."""
+    handler = load_sendmessage(DEADLINE_RESERVE_MS="1800")
+    sender, hanging = ids(2)
+    table.add([sender, hanging])
+    stub.script(hanging, Reply(200, delay_s=4.0))
+
+    started = time.monotonic()
+    summary = summary_of(send(handler, sender, remaining_ms=2_500))
+    elapsed_s = time.monotonic() - started
+
+    assert summary["Unknown"] == 1
+    assert elapsed_s < 1.1, f"posting ran {elapsed_s:.2f} s into a 0.7 s window"

@@ -29,6 +29,7 @@ from tests.handlers.support import (
     GONE,
     ConnectionsStub,
     LambdaContext,
+    Reply,
     Table,
     chat_body,
     message_event,
@@ -435,3 +436,25 @@ def test_an_invoke_without_an_answer_is_posted_once_by_whoever_claims_it(
     assert counts["InlineDelivered"] == SHARD_SIZE
     assert sorted(r["DuplicateShards"] for r in results) == [0, 1]
     assert Counter(stub.posted_ids()) == Counter(others)
+
+
+def test_a_fanout_ends_posting_deadline_reserve_ms_before_its_deadline(
+    table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader
+) -> None:
+    sender, *others = ids(2 * SHARD_SIZE + 1)
+    table.add([sender, *others])
+    module = load(DEADLINE_RESERVE_MS="1800")
+    import fanout
+
+    counts_of(send(module, sender))
+    event = lambda_stub.accepted()[0].event()
+    hanging = event["recipients"][0][0]
+    stub.script(hanging, Reply(200, delay_s=4.0))
+
+    started = time.monotonic()
+    counts = counts_of(fanout.handler(event, LambdaContext(remaining_ms=2_500)))
+    elapsed_s = time.monotonic() - started
+
+    assert counts["Unknown"] == 1
+    assert counts["Delivered"] == SHARD_SIZE - 1
+    assert elapsed_s < 1.1, f"posting ran {elapsed_s:.2f} s into a 0.7 s window"

@@ -50,10 +50,17 @@ class Plan:
     deadline_timeout_s: float = 3.0
     shards: int = 3
     concurrency: int = 8
+    variants: tuple[str, ...] = VARIANTS
 
 
 PLANS: dict[str, Plan] = {
-    "smoke": Plan(receivers=30, reps=1, throttle_rps=30.0, throttle_burst=10.0),
+    "smoke": Plan(
+        receivers=20,
+        reps=1,
+        throttle_rps=20.0,
+        throttle_burst=5.0,
+        variants=("optimized", "sharded"),
+    ),
     "default": Plan(receivers=300),
     "full": Plan(receivers=300, reps=5),
 }
@@ -134,6 +141,13 @@ async def _sends(stage: BenchStage, experiment: str, variant: str, plan: Plan) -
     return samples
 
 
+def counts_match(sample: Sample) -> bool:
+    """The handler's counts bound what the receivers got: everything counted delivered
+    arrived, and what else arrived was counted unknown (sent, answer not heard)."""
+    delivered, unknown = sample.emf.get("Delivered", 0), sample.emf.get("Unknown", 0)
+    return delivered <= sample.delivered <= delivered + unknown
+
+
 def _row(samples: list[Sample]) -> dict[str, Scalar]:
     first = samples[0]
     row: dict[str, Scalar] = {
@@ -160,17 +174,18 @@ def run(size: Size, work_dir: Path) -> BenchResult:
     rows: list[dict[str, Scalar]] = []
     notes: list[str] = []
     for experiment in ("throttled", "near the deadline"):
-        for variant in VARIANTS:
+        for variant in plan.variants:
             config = _config(variant, experiment, plan)
             where = work_dir / f"{experiment.replace(' ', '-')}-{variant}"
             with bench_stage(config, where) as stage:
                 samples = asyncio.run(_sends(stage, experiment, variant, plan))
             rows.append(_row(samples))
             for sample in samples:
-                if sample.emf and sample.emf.get("Delivered", 0) > sample.delivered:
+                if sample.emf and not counts_match(sample):
                     notes.append(
-                        f"{experiment}, {variant}: EMF says {sample.emf['Delivered']} "
-                        f"delivered, the receivers got {sample.delivered}"
+                        f"{experiment}, {variant}: EMF says {sample.emf.get('Delivered')} "
+                        f"delivered and {sample.emf.get('Unknown')} unknown, the receivers "
+                        f"got {sample.delivered}"
                     )
     notes.append(
         f"throttled: @connections token bucket {plan.throttle_rps:g}/s, burst "
@@ -180,7 +195,7 @@ def run(size: Size, work_dir: Path) -> BenchResult:
         f"{math.ceil(plan.receivers / plan.shards)} ({plan.shards} fan-outs). "
         f"{plan.concurrency} local Lambda slots."
     )
-    parameters: dict[str, Any] = {**asdict(plan), "variants": list(VARIANTS)}
+    parameters: dict[str, Any] = {**asdict(plan), "variants": list(plan.variants)}
     return BenchResult(
         NAME, size, parameters, rows, [], notes,
         started_at=started, duration_s=time.perf_counter() - began,

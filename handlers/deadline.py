@@ -12,8 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-CALL_BUDGETS_S = (7.0, 3.0, 1.0, 0.3, 0.1)
-"""Largest first. 7 s is the default 2 s connect + 5 s read; under the last, no call starts."""
+CALL_BUDGETS_S = (7.0, 3.0, 2.0, 1.5, 1.0, 0.6, 0.3, 0.1)
+"""Largest first. 7 s is the default 2 s connect + 5 s read; under the last, no call starts.
+Close steps below 3 s: near the deadline a call gets nearly all the time left, so a slow
+answer (400 ms) is still heard instead of the call being refused as too short for it
+(``callbacks.LATENCY_MARGIN``)."""
 CONNECT_SHARE = 2 / 7
 """The default timeouts' split (2 s of 7 s to connect), kept at every budget."""
 UNKNOWN_REMAINING_MS = 3000

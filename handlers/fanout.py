@@ -1,20 +1,18 @@
 """``fanout`` (sharded variant): post one shard of a broadcast, invoked asynchronously.
 
 The event is a shard (``sharding.decode``): the @connections endpoint, the
-message and the recipients with their connect times. Each is posted exactly as
-the optimized handler posts: through the client ``POST_CLIENT`` names
-(``callbacks.post_client``), with ``callbacks.post_with_retry`` (bounded
-concurrency, 429/5xx retried with jittered backoff, every attempt's timeouts
-fitting the deadline). Ids answered 410 once their handshake is over
-(``connection_store.past_handshake``) are batch-deleted
-(``connection_store.delete_many``), the deadline checked before every batch.
-``sendmessage_sharded`` also calls ``post_shard`` for audiences too small to
+message and the recipients with their connect times. They are posted by the
+optimized handler's own code (``broadcast.post_all``: paced under 429s, every
+attempt fitting the deadline, unknown outcomes not re-sent, stale ids
+batch-deleted). ``sendmessage_sharded`` also calls it for audiences too small to
 shard and for shards it could not hand off.
 
-The handler never raises once posting has begun: Lambda retries a failed
-asynchronous invocation (twice, 1 and 2 minutes later) by re-running the whole
-event, which would post the shard again to everyone who already had it. Errors
-before the first post (a crash, a timeout at start-up) are retried, and lose
+Lambda delivers an asynchronous event at least once: twice sometimes, and again
+(twice more, 1 and 2 minutes later) after an invocation that failed or timed
+out, even after it had posted. So the fan-out first claims the shard in the
+ledger (``ledger``; ``post_once``): a shard already posted, or being posted by
+another run, is skipped. The handler never raises once posting has begun, and
+raises before it when the ledger cannot be written, so Lambda's retry loses
 nothing. A malformed event is logged and dropped: a retry would fail alike.
 """
 
@@ -22,17 +20,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 import connection_store
+import ledger
 import sharding
-from callbacks import ConnectionPoster, PostResult, post_client, post_with_retry
-from connection_store import Member
-from deadline import monotonic_deadline
+from broadcast import post_all
+from deadline import call_budget_s, monotonic_deadline
 from emf import emf_line
 from settings import Settings
 
@@ -40,70 +38,67 @@ logger = logging.getLogger()
 logger.setLevel(logging.INFO)
 
 _SETTINGS = Settings.from_environ()
+_SHARDING = sharding.ShardSettings.from_environ()
 _POOL = ThreadPoolExecutor(max_workers=_SETTINGS.post_concurrency, thread_name_prefix="post")
-_RNG = random.Random()
 _DIMENSIONS = {"Variant": "sharded", "Function": "fanout"}
 
 
-def post_shard(
+class LedgerUnavailable(Exception):
+    """The ledger could not be written before posting: nothing has been posted."""
+
+
+def post_once(
     settings: Settings,
+    ledger_table: str,
     pool: ThreadPoolExecutor,
-    endpoint: str,
-    data: bytes,
-    recipients: list[Member],
+    shard: sharding.Shard,
     invocation_ends: float,
+    *,
+    post_if_unavailable: bool,
 ) -> dict[str, int]:
-    """Post ``data`` to every recipient, then delete the stale ids, as sendmessage does.
+    """Post a shard unless another run has posted it or is posting it (``ledger``).
 
-    ``invocation_ends`` is the invocation's own deadline (``time.monotonic()``):
-    posts end ``DEADLINE_RESERVE_MS`` before it, the cleanup half that before it.
-    Returns the counts for the metrics line: Recipients, Delivered, Gone,
-    GoneInHandshake, Throttled, Failed, StaleRemoved.
+    A shard without a key, or without a ledger table, is simply posted. When the
+    ledger cannot be written, ``post_if_unavailable`` decides: sendmessage posts
+    anyway (a possible duplicate beats a loss it could not retry), the fan-out
+    raises ``LedgerUnavailable`` before posting anything, so Lambda retries the
+    event later and nothing is lost or doubled.
     """
-    deadline = invocation_ends - settings.deadline_reserve_ms / 1000
-    rng = random.Random(_RNG.random())
-
-    def client_for(budget_s: float) -> ConnectionPoster:
-        return post_client(endpoint, settings.post_concurrency, budget_s, settings.post_client)
-
-    results = list(
-        pool.map(
-            lambda m: post_with_retry(
-                client_for, m.connection_id, data, deadline, settings.post_max_attempts, rng
-            ),
-            recipients,
+    if not (ledger_table and shard.key):
+        return post_all(
+            settings, pool, shard.endpoint, shard.data, shard.recipients, invocation_ends
         )
-    )
-    outcomes = Counter(results)
-    gone = [m for m, result in zip(recipients, results, strict=True) if result is PostResult.GONE]
-    stale = connection_store.past_handshake(
-        gone, int(time.time() * 1000), settings.handshake_grace_ms
-    )
-    removed = 0
-    if stale:
-        cleanup = connection_store.delete_many(
-            connection_store.dynamodb_client_within,
-            settings.table_name,
-            stale,
-            invocation_ends - settings.deadline_reserve_ms / 2000,
+    claimed = ledger.Claim.CLAIMED
+    budget_s = call_budget_s(invocation_ends - time.monotonic())
+    try:
+        if budget_s is None:
+            raise LedgerUnavailable("no time left to claim the shard")
+        claimed = ledger.claim(
+            connection_store.dynamodb_client_within(budget_s),
+            ledger_table,
+            shard.key,
+            ledger.now_s(),
+            invocation_ends - time.monotonic(),
         )
-        removed = cleanup.removed
-        if cleanup.left:
-            logger.warning(
-                "%d of %d stale connections not removed: %s",
-                cleanup.left,
-                len(stale),
-                cleanup.error or "out of time or attempts",
-            )
-    return {
-        "Recipients": len(recipients),
-        "Delivered": outcomes[PostResult.DELIVERED],
-        "Gone": outcomes[PostResult.GONE],
-        "GoneInHandshake": len(gone) - len(stale),
-        "Throttled": outcomes[PostResult.THROTTLED],
-        "Failed": outcomes[PostResult.FAILED],
-        "StaleRemoved": removed,
-    }
+    except (ClientError, BotoCoreError, LedgerUnavailable) as error:
+        if not post_if_unavailable:
+            raise LedgerUnavailable(str(error)) from error
+        logger.warning("could not claim shard %s (%s): posting it anyway", shard.key, error)
+    if claimed is ledger.Claim.TAKEN:
+        logger.info("shard %s is posted by another run: skipped", shard.key)
+        return {"Recipients": len(shard.recipients), "DuplicateShards": 1}
+    counts = post_all(settings, pool, shard.endpoint, shard.data, shard.recipients, invocation_ends)
+    counts["DuplicateShards"] = 0
+    budget_s = call_budget_s(invocation_ends - time.monotonic())
+    try:
+        if budget_s is None:
+            raise LedgerUnavailable("no time left to mark the shard done")
+        ledger.mark_done(connection_store.dynamodb_client_within(budget_s), ledger_table, shard.key)
+    except (ClientError, BotoCoreError, LedgerUnavailable) as error:
+        # The claim lapses at this invocation's deadline; a retry after that posts again.
+        logger.warning("could not mark shard %s done: %s", shard.key, error)
+        counts["LedgerNotDone"] = 1
+    return counts
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
@@ -117,8 +112,14 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         print(emf_line(int(time.time() * 1000), _DIMENSIONS, counts, {}), flush=True)
         return {"statusCode": 400, "body": str(error)}
     invocation_ends = monotonic_deadline(context, 0)
-    counts = post_shard(
-        settings, _POOL, shard.endpoint, shard.data, shard.recipients, invocation_ends
+    # Raises LedgerUnavailable before any post: Lambda retries the event, which loses nothing.
+    counts = post_once(
+        settings,
+        _SHARDING.ledger_table,
+        _POOL,
+        shard,
+        invocation_ends,
+        post_if_unavailable=False,
     )
     durations = {"FanoutMs": (time.monotonic() - started) * 1000}
     print(emf_line(int(time.time() * 1000), _DIMENSIONS, counts, durations), flush=True)

@@ -9,15 +9,23 @@ member's connect time, and splits it into shards of ``SHARD_SIZE``
 recipients (fewer when the 256 KB asynchronous event limit demands it: see
 ``sharding``). Each shard goes to ``FANOUT_FUNCTION`` with ``Invoke(
 InvocationType="Event")``; those invocations run side by side, each posting its
-shard with the optimized handler's post client (``POST_CLIENT``), retries,
-deadlines and handshake-safe cleanup (``fanout.post_shard``).
+shard with the optimized handler's own code (``broadcast.post_all``: paced under
+429s, deadline-fitting attempts, unknown outcomes not re-sent, handshake-safe
+cleanup).
 
 * An audience of at most ``SHARD_SIZE`` is posted here: a hand-off would only
   add an invocation's latency to a single shard.
-* A shard whose hand-off fails (throttled, or Lambda unreachable after boto3's
-  retries) is posted here too, so a refused invocation loses nobody.
-* Delivery is at least once: Lambda retries a fan-out invocation that failed
-  before it posted; ``fanout`` never fails after it has begun.
+* Each Invoke is one attempt of botocore's (its own retries would Invoke again
+  after a read timeout, when Lambda may have queued the first), started only if
+  its timeouts fit before the deadline; ``_hand_off`` retries only answers that
+  certainly queued nothing (429, 5xx, no connection), ``HAND_OFF_ATTEMPTS`` in all.
+* A shard certainly not queued is posted here, so a refused invocation loses
+  nobody. A shard whose Invoke got no answer may have been queued: it is posted
+  here under the ledger's claim (``fanout.post_once``), so whichever of the two
+  claims it first posts it, once.
+* Lambda delivers each queued shard at least once; the fan-out's ledger
+  (``ledger``) makes a second delivery, or a retry after a failure that came
+  after posting, post nothing twice.
 
 Why ``SHARD_SIZE`` 500 (measured: BENCHMARKS.md, "Sharded fan-out"): it is the
 largest shard that was not measurably slower. On the local stage at N = 2,000,
@@ -35,26 +43,35 @@ has to cut a shard short.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
+import random
 import threading
 import time
+import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
-import connection_store
 import fanout
 import sharding
-from callbacks import post_client
-from deadline import monotonic_deadline
+from broadcast import Broadcast, post_all, prepare
+from callbacks import backoff_s
+from deadline import CALL_BUDGETS_S, call_budget_s, monotonic_deadline, timeouts_s
 from emf import emf_line
-from sendmessage import UNKNOWN_SENDER
-from settings import Settings, callback_endpoint
-from validation import BadRequest, connection_id_of, parse_sendmessage_body
+from settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -69,47 +86,78 @@ _SETTINGS = Settings.from_environ()
 _SHARDING = sharding.ShardSettings.from_environ()
 _POOL = ThreadPoolExecutor(max_workers=_SETTINGS.post_concurrency, thread_name_prefix="post")
 _HAND_OFF_POOL = ThreadPoolExecutor(max_workers=HAND_OFF_CONCURRENCY, thread_name_prefix="invoke")
-_lambda: LambdaClient | None = None
+_RNG = random.Random()
+_lambda: dict[float, LambdaClient] = {}
 _lambda_lock = threading.Lock()
 
 
-def lambda_client() -> LambdaClient:
-    """The environment's Lambda client, created on first use and kept warm.
+def lambda_client(budget_s: float = CALL_BUDGETS_S[0]) -> LambdaClient:
+    """The environment's Lambda client for one call budget, created on first use, kept warm.
 
-    boto3's standard retries (3 attempts) cover a throttled or failed Invoke; a
-    shard still refused after them is posted by sendmessage itself.
+    One attempt per call, whose timeouts add up to ``budget_s``: botocore's own
+    retries would Invoke again after a read timeout, when Lambda may already
+    have queued the first event (a shard sent twice), and could run past the
+    deadline. A shard not accepted is posted by sendmessage itself instead.
     """
-    global _lambda
     with _lambda_lock:
-        if _lambda is None:
+        client = _lambda.get(budget_s)
+        if client is None:
+            connect_s, read_s = timeouts_s(budget_s)
             config = Config(
                 max_pool_connections=HAND_OFF_CONCURRENCY,
-                connect_timeout=2,
-                read_timeout=5,
-                retries={"mode": "standard", "total_max_attempts": 3},
+                connect_timeout=connect_s,
+                read_timeout=read_s,
+                retries={"mode": "standard", "total_max_attempts": 1},
             )
-            _lambda = boto3.client("lambda", config=config)
-        return _lambda
+            client = _lambda[budget_s] = boto3.client("lambda", config=config)
+        return client
 
 
-def _hand_off(function: str, payload: bytes) -> bool:
-    """Queue one shard as an asynchronous invocation; False if Lambda did not accept it."""
-    try:
-        response = lambda_client().invoke(
-            FunctionName=function, InvocationType="Event", Payload=payload
-        )
-    except (ClientError, BotoCoreError):
-        logger.exception("could not hand off a shard of %d bytes", len(payload))
-        return False
-    return response["StatusCode"] == 202
+class HandOff(enum.Enum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    """Certainly not queued: a 4xx, or still throttled/unreachable after the tries allowed."""
+    UNKNOWN = "unknown"
+    """The Invoke was sent and its answer never came: Lambda may have queued the shard."""
 
 
-def _error_frame(client: Any, connection_id: str, reason: str) -> None:
-    frame = json.dumps({"error": "BadRequest", "message": reason})
-    try:
-        client.post_to_connection(ConnectionId=connection_id, Data=frame.encode())
-    except (ClientError, BotoCoreError):
-        logger.info("could not send the error frame to %s", connection_id)
+HAND_OFF_ATTEMPTS = 3
+"""Tries per shard for answers that certainly queued nothing (429, 5xx, no connection)."""
+_RETRYABLE_INVOKE = frozenset(
+    {"TooManyRequestsException", "ServiceException", "EC2ThrottledException"}
+)
+_UNANSWERED = (ReadTimeoutError, ConnectionClosedError)
+
+
+def _hand_off(function: str, payload: bytes, deadline: float, rng: random.Random) -> HandOff:
+    """Queue one shard as an asynchronous invocation: one Invoke per try, each started
+    only if its timeouts fit before ``deadline``, retried only when nothing was queued."""
+    for attempt in range(HAND_OFF_ATTEMPTS):
+        budget_s = call_budget_s(deadline - time.monotonic())
+        if budget_s is None:
+            return HandOff.REFUSED
+        try:
+            response = lambda_client(budget_s).invoke(
+                FunctionName=function, InvocationType="Event", Payload=payload
+            )
+            return HandOff.ACCEPTED if response["StatusCode"] == 202 else HandOff.REFUSED
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code not in _RETRYABLE_INVOKE and status < 500:
+                logger.warning("shard of %d bytes refused: %s", len(payload), error)
+                return HandOff.REFUSED
+        except _UNANSWERED:
+            logger.warning("no answer to the Invoke of a shard of %d bytes", len(payload))
+            return HandOff.UNKNOWN
+        except BotoCoreError as error:
+            if not isinstance(error, (ConnectTimeoutError, EndpointConnectionError)):
+                return HandOff.REFUSED
+        pause = backoff_s(attempt, rng, base_s=0.05)
+        if time.monotonic() + pause >= deadline:
+            break
+        time.sleep(pause)
+    return HandOff.REFUSED
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -127,66 +175,55 @@ def _broadcast(
     event: dict[str, Any], context: Any, counts: dict[str, int], durations_ms: dict[str, float]
 ) -> dict[str, Any]:
     settings, shard_settings = _SETTINGS, _SHARDING
-    started = time.monotonic()
-    try:
-        sender = connection_id_of(event)
-        endpoint = callback_endpoint(event, settings)
-        client = post_client(endpoint, settings.post_concurrency, kind=settings.post_client)
-    except (BadRequest, ValueError, KeyError) as error:
-        return {"statusCode": 400, "body": str(error)}
-    try:
-        chat = parse_sendmessage_body(event.get("body"))
-    except BadRequest as error:
-        _error_frame(client, sender, str(error))
-        return {"statusCode": 400, "body": str(error)}
-
-    dynamodb = connection_store.dynamodb_client()
-    try:
-        found = connection_store.find_sender(dynamodb, settings.table_name, sender)
-        if found is None:
-            # Its room is unknown: broadcasting to everyone would leak across rooms.
-            counts["UnknownSender"] = 1
-            _error_frame(client, sender, UNKNOWN_SENDER)
-            return {"statusCode": 400, "body": UNKNOWN_SENDER}
-        if found.room is not None:
-            audience, pages, scanned = connection_store.query_room(
-                dynamodb, settings.table_name, found.room
-            )
-        else:
-            audience, pages, scanned = connection_store.scan_all(
-                dynamodb, settings.table_name, settings.scan_segments
-            )
-    except (ClientError, BotoCoreError):
-        logger.exception("could not read the audience")
-        return {"statusCode": 500, "body": "could not read the audience"}
-    read_at = time.monotonic()
-    durations_ms["ScanMs"] = (read_at - started) * 1000
-    counts.update({"ScanPages": pages, "ItemsScanned": scanned})
-
-    recipients = [m for m in audience if m.connection_id != sender]
-    data = chat.message.encode()
     invocation_ends = monotonic_deadline(context, 0)
+    prepared = prepare(event, settings, counts, durations_ms)
+    if not isinstance(prepared, Broadcast):
+        return prepared
+    endpoint, data, recipients = prepared.endpoint, prepared.data, prepared.recipients
+    read_at = time.monotonic()
     shards: list[bytes] = []
+    message_id = uuid.uuid4().hex if shard_settings.ledger_table else ""
     if shard_settings.fanout_function and len(recipients) > shard_settings.shard_size:
         try:
-            shards = sharding.split(endpoint, data, recipients, shard_settings.shard_size)
+            shards = sharding.split(
+                endpoint, data, recipients, shard_settings.shard_size, message_id=message_id
+            )
         except ValueError:
             logger.exception("cannot shard a %d-byte message: posting it here", len(data))
+    hand_off_by = invocation_ends - settings.deadline_reserve_ms / 1000
+    rng = random.Random(_RNG.random())
     handed = list(
-        _HAND_OFF_POOL.map(lambda p: _hand_off(shard_settings.fanout_function, p), shards)
+        _HAND_OFF_POOL.map(
+            lambda p: _hand_off(shard_settings.fanout_function, p, hand_off_by, rng), shards
+        )
     )
     durations_ms["HandOffMs"] = (time.monotonic() - read_at) * 1000
     inline = [] if shards else recipients
-    for payload, accepted in zip(shards, handed, strict=True):
-        if not accepted:
+    unknown: list[sharding.Shard] = []
+    for payload, outcome in zip(shards, handed, strict=True):
+        if outcome is HandOff.REFUSED:  # certainly not queued: post it here
             inline.extend(sharding.decode(json.loads(payload)).recipients)
-    posted = fanout.post_shard(settings, _POOL, endpoint, data, inline, invocation_ends)
+        elif outcome is HandOff.UNKNOWN:  # maybe queued: whoever claims it first posts it
+            unknown.append(sharding.decode(json.loads(payload)))
+    posted = Counter(post_all(settings, _POOL, endpoint, data, inline, invocation_ends))
+    for shard in unknown:
+        posted.update(
+            fanout.post_once(
+                settings,
+                shard_settings.ledger_table,
+                _POOL,
+                shard,
+                invocation_ends,
+                post_if_unavailable=True,
+            )
+        )
     counts.update(
         {
             "Recipients": len(recipients),
             "Shards": len(shards),
-            "HandedOff": sum(handed),
-            "HandOffFailed": len(shards) - sum(handed),
+            "HandedOff": handed.count(HandOff.ACCEPTED),
+            "HandOffFailed": handed.count(HandOff.REFUSED),
+            "HandOffUnknown": handed.count(HandOff.UNKNOWN),
             **{f"Inline{name}": value for name, value in posted.items()},
         }
     )

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from aws_limits import INTEGRATION_TIMEOUT_S
 from callbacks import POST_CLIENTS, PostClientKind
 
-DEFAULT_POST_CLIENT: PostClientKind = "boto3"
+DEFAULT_POST_CLIENT: PostClientKind = "signed"
 """template.yaml's ``PostClient`` default says the same (a test holds them equal)."""
+RoomlessAudience = Literal["roomless", "everyone"]
+ROOMLESS_AUDIENCES: tuple[RoomlessAudience, ...] = ("roomless", "everyone")
+"""Whom a sender in no room reaches (``broadcast``): the other room-less connections
+(the default: never a room's members), or every connection (the tutorial's)."""
 CLOCK_SKEW_MS = 1000
 """Allowance between API Gateway's clock (``connectedAt``) and the function's."""
 
@@ -34,6 +39,14 @@ def _post_client(name: str, default: PostClientKind) -> PostClientKind:
     raise ValueError(f"{name}={raw} is not one of {', '.join(POST_CLIENTS)}")
 
 
+def _roomless(name: str) -> RoomlessAudience:
+    raw = os.environ.get(name, "").strip() or ROOMLESS_AUDIENCES[0]
+    for audience in ROOMLESS_AUDIENCES:
+        if raw == audience:
+            return audience
+    raise ValueError(f"{name}={raw} is not one of {', '.join(ROOMLESS_AUDIENCES)}")
+
+
 @dataclass(frozen=True)
 class Settings:
     table_name: str
@@ -50,6 +63,8 @@ class Settings:
     """A 410 for an id younger than this may be a handshake still in progress: not stale."""
     post_client: PostClientKind
     """How posts reach @connections (``callbacks.POST_CLIENTS``): the SDK, or signed HTTP."""
+    roomless_audience: RoomlessAudience = "roomless"
+    """Whom a sender that joined no room reaches (``ROOMLESS_AUDIENCES``)."""
 
     @classmethod
     def from_environ(cls) -> Settings:
@@ -68,6 +83,7 @@ class Settings:
                 3_600_000,
             ),
             post_client=_post_client("POST_CLIENT", DEFAULT_POST_CLIENT),
+            roomless_audience=_roomless("ROOMLESS_AUDIENCE"),
         )
 
 

@@ -7,7 +7,9 @@ escape a character into six bytes), and even the largest message API Gateway
 accepts (128 KB, 175 KB encoded) leaves room for thousands of recipients. Each
 recipient travels with its ``connectedAt`` (``[id, epoch ms]``), so the fan-out
 can tell a stale id from one whose handshake is still in progress
-(``connection_store.past_handshake``) as sendmessage itself would.
+(``connection_store.past_handshake``) as sendmessage itself would. A shard may
+carry a ``key`` (the message's id and the shard's index: ``ledger``),
+under which whoever posts it claims it first, so it is posted once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Shard:
     """The @connections endpoint the posts go to."""
     data: bytes
     recipients: list[Member]
+    key: str = ""
+    """The shard's ledger key; empty: not deduplicated."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class ShardSettings:
     fanout_function: str
     """Name or ARN of the fan-out function; empty: post everything from sendmessage."""
     shard_size: int
+    ledger_table: str = ""
+    """template.yaml's ``FanoutLedgerTable`` (``ledger``); empty: shards are not deduplicated."""
 
     @classmethod
     def from_environ(cls) -> ShardSettings:
@@ -52,19 +58,25 @@ class ShardSettings:
         size = int(raw) if raw else DEFAULT_SHARD_SIZE
         if not 1 <= size <= MAX_SHARD_SIZE:
             raise ValueError(f"SHARD_SIZE={size} is outside 1..{MAX_SHARD_SIZE}")
-        return cls(os.environ.get("FANOUT_FUNCTION", "").strip(), size)
+        return cls(
+            os.environ.get("FANOUT_FUNCTION", "").strip(),
+            size,
+            os.environ.get("LEDGER_TABLE", "").strip(),
+        )
 
 
 def _recipient(member: Member) -> list[Any]:
     return [member.connection_id, member.connected_at_ms]
 
 
-def encode(endpoint: str, data: bytes, recipients: Sequence[Member]) -> bytes:
-    shard = {
+def encode(endpoint: str, data: bytes, recipients: Sequence[Member], key: str = "") -> bytes:
+    shard: dict[str, Any] = {
         "endpoint": endpoint,
         "data": base64.b64encode(data).decode("ascii"),
         "recipients": [_recipient(member) for member in recipients],
     }
+    if key:
+        shard["key"] = key
     return json.dumps(shard, separators=(",", ":")).encode()
 
 
@@ -94,7 +106,10 @@ def decode(event: object) -> Shard:
         raise BadShard(f"shard data is not base64: {error}") from None
     if not isinstance(recipients, list) or not all(_is_recipient(r) for r in recipients):
         raise BadShard("shard recipients are not a list of [connection id, connectedAt ms]")
-    return Shard(endpoint, message, [Member(cid, at) for cid, at in recipients])
+    key = event.get("key", "")
+    if not isinstance(key, str):
+        raise BadShard("shard key is not a string")
+    return Shard(endpoint, message, [Member(cid, at) for cid, at in recipients], key)
 
 
 def split(
@@ -103,14 +118,20 @@ def split(
     recipients: Sequence[Member],
     shard_size: int,
     limit_bytes: int = LAMBDA_ASYNC_PAYLOAD_BYTES,
+    message_id: str = "",
 ) -> list[bytes]:
     """Encoded shards of at most ``shard_size`` recipients and ``limit_bytes`` each, in order.
 
+    With a ``message_id``, shard ``i`` carries the key ``{message_id}#{i}``.
     Raises ``ValueError`` when not even one recipient fits beside the message.
     """
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
-    empty = len(encode(endpoint, data, []))
+
+    def key(index: int) -> str:
+        return f"{message_id}#{index}" if message_id else ""
+
+    empty = len(encode(endpoint, data, [], key(len(recipients))))  # the longest key
     shards: list[bytes] = []
     start = 0
     while start < len(recipients):
@@ -124,6 +145,6 @@ def split(
             end += 1
         if end == start:
             raise ValueError(f"a {len(data)}-byte message leaves no room for a recipient")
-        shards.append(encode(endpoint, data, recipients[start:end]))
+        shards.append(encode(endpoint, data, recipients[start:end], key(len(shards))))
         start = end
     return shards

@@ -85,8 +85,10 @@ def section(
          _number(counts.get("Recipients"))),
         ("Frames received / handler Delivered posts", f"{c['receipts']:,}",
          _number(counts.get("Delivered"))),
-        ("Lost / handler Gone, Throttled, Failed posts", f"{c['lost']:,}",
-         " / ".join(_number(counts.get(k)) for k in ("Gone", "Throttled", "Failed"))),
+        ("Lost / handler Gone, Undelivered, Unknown, Failed posts", f"{c['lost']:,}",
+         " / ".join(
+             _number(counts.get(k)) for k in ("Gone", "Undelivered", "Unknown", "Failed")
+         )),
         ("Error frames / Lambda Errors, API 4xx+5xx", f"{c['error_frames']:,}",
          f"{_number(errors)} / {_number(api_errors)}"),
         ("API Gateway messages (estimated / MessageCount)",

@@ -27,6 +27,7 @@ from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.translator.transform import transform
 
 import aws_limits
+import ledger
 import sharding
 from callbacks import POST_CLIENTS
 from fanbench_common.resources import FANOUT_FUNCTION, SEND_FUNCTION
@@ -128,6 +129,12 @@ def translated(request: pytest.FixtureRequest) -> Template:
 # Template navigation
 
 
+CONNECTIONS_TABLE = "ConnectionsTable"
+LEDGER_TABLE = "FanoutLedgerTable"
+"""sharded only: the fan-out's ledger (handlers/ledger.py)."""
+FAILURE_QUEUE = "FanoutFailureQueue"
+
+
 def resources_of(template: Template, resource_type: str) -> dict[str, dict[str, Any]]:
     return {
         logical_id: resource
@@ -173,13 +180,18 @@ class Scope:
 
     def __init__(self, template: Template) -> None:
         self.api = only_resource_id(template, "AWS::ApiGatewayV2::Api")
-        self.table = only_resource_id(template, "AWS::DynamoDB::Table")
+        tables = resources_of(template, "AWS::DynamoDB::Table")
+        self.table = CONNECTIONS_TABLE
+        assert set(tables) <= {CONNECTIONS_TABLE, LEDGER_TABLE}, sorted(tables)
         stage = template["Resources"][only_resource_id(template, "AWS::ApiGatewayV2::Stage")]
         self.stage_param = stage["Properties"]["StageName"]["Ref"]
         self.table_arns = {
             "${" + self.table + ".Arn}",
             "${" + self.table + ".Arn}/index/" + aws_limits.ROOM_INDEX,
+            "${" + LEDGER_TABLE + ".Arn}",
         }
+        self.queues = {"${" + FAILURE_QUEUE + ".Arn}"}
+        """Where failed fan-out events go (EventInvokeConfig's on-failure destination)."""
         self.execute_api_prefix = (
             "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
             "${" + self.api + "}/${" + self.stage_param + "}/"
@@ -231,6 +243,8 @@ def statement_violations(where: str, statement: Any, scope: Scope) -> list[str]:
 
         elif action == "lambda:InvokeFunction":
             allowed = scope.invocable.__contains__
+        elif action == "sqs:SendMessage":
+            allowed = scope.queues.__contains__
         else:
             problems.append(f"{where}: action {action} is outside this stack's needs")
             continue
@@ -461,8 +475,17 @@ def test_stage_template_picks_the_variants_handler(variant: str, handler: str) -
     assert stage.routes["sendmessage"].handler == handler
     assert set(stage.routes) == ROUTE_KEYS
     assert stage.route_selection_expression == "$request.body.action"
-    assert stage.table.ttl_attribute == aws_limits.TTL_ATTRIBUTE
+    tables = {table.logical_id: table for table in stage.tables}
+    assert tables[CONNECTIONS_TABLE].ttl_attribute == aws_limits.TTL_ATTRIBUTE
+    assert tables[CONNECTIONS_TABLE].name == "t"
     assert stage.routes["sendmessage"].environment["TABLE_NAME"] == "t"
+    if variant == "sharded":  # the ledger has its own name, so the stage's table keeps "t"
+        ledger_name = tables[LEDGER_TABLE].name
+        assert ledger_name.endswith("-fanout-ledger")
+        assert stage.routes["sendmessage"].environment["LEDGER_TABLE"] == ledger_name
+        assert stage.functions[FANOUT_FUNCTION].environment["LEDGER_TABLE"] == ledger_name
+    else:
+        assert set(tables) == {CONNECTIONS_TABLE}
 
 
 @pytest.mark.parametrize("kind", POST_CLIENTS)
@@ -504,8 +527,10 @@ def test_stage_template_has_the_fanout_function_for_sharded_only(variant: str) -
 
 
 def test_the_fanout_function_may_do_only_what_it_calls() -> None:
-    """Posts (ManageConnections) and the stale-id cleanup (``delete_many``: BatchWriteItem,
-    unconditional), on this table and this API's stage; nothing else."""
+    """Posts (ManageConnections), the stale-id cleanup (``delete_many``: BatchWriteItem,
+    unconditional) on this table and this API's stage, the ledger's claim and mark
+    (``ledger``: PutItem, UpdateItem) on the ledger only, and its failed events to its
+    on-failure queue; nothing else."""
     policies = _SOURCE["Resources"][FANOUT_FUNCTION]["Properties"]["Policies"]
     grants = {
         (action, json.dumps(statement["Resource"], sort_keys=True))
@@ -514,11 +539,20 @@ def test_the_fanout_function_may_do_only_what_it_calls() -> None:
         for action in as_list(statement["Action"])
     }
     table_arn = json.dumps({"Fn::GetAtt": ["ConnectionsTable", "Arn"]})
+    ledger_arn = json.dumps({"Fn::GetAtt": [LEDGER_TABLE, "Arn"]})
+    queue_arn = json.dumps({"Fn::GetAtt": [FAILURE_QUEUE, "Arn"]})
     assert {action for action, _ in grants} == {
         "dynamodb:BatchWriteItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
         "execute-api:ManageConnections",
+        "sqs:SendMessage",
     }
     assert ("dynamodb:BatchWriteItem", table_arn) in grants
+    assert {r for a, r in grants if a in ("dynamodb:PutItem", "dynamodb:UpdateItem")} == {
+        ledger_arn
+    }
+    assert {r for a, r in grants if a == "sqs:SendMessage"} == {queue_arn}
 
 
 def test_shard_size_parameter_matches_the_handlers_default_and_bounds() -> None:
@@ -713,7 +747,7 @@ def test_permission_check_catches_a_missing_or_broad_source_arn() -> None:
 
 
 def test_table_matches_aws_limits() -> None:
-    table = _SOURCE["Resources"][only_resource_id(_SOURCE, "AWS::DynamoDB::Table")]
+    table = _SOURCE["Resources"][CONNECTIONS_TABLE]
     props = table["Properties"]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["KeySchema"] == [{"AttributeName": aws_limits.CONNECTION_KEY, "KeyType": "HASH"}]
@@ -817,7 +851,9 @@ PHYSICAL_NAME_KEYS = frozenset(
     {"TableName", "FunctionName", "RoleName", "Name", "LogGroupName", "TopicName", "QueueName"}
 )
 """Properties that fix a resource's name in the account (where the resource type has it)."""
-NAME_REFERENCE_TYPES = frozenset({"AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping"})
+NAME_REFERENCE_TYPES = frozenset(
+    {"AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping", "AWS::Lambda::EventInvokeConfig"}
+)
 """Types whose ``FunctionName`` names another resource rather than their own."""
 
 
@@ -862,3 +898,36 @@ def test_a_fixed_name_is_caught(resource: str, key: str, value: str) -> None:
     template["Resources"][resource]["Properties"][key] = value
     assert fixed_names(template) == [f"{resource}.{key}"]
     assert fixed_names(translate(template, "optimized")) != []
+
+
+def test_fanout_events_are_bounded_retried_and_never_dropped_silently() -> None:
+    """A throttled shard must not arrive hours late (the 6 h default age) or vanish:
+    a bounded age, retries the ledger makes safe, and an SQS on-failure destination."""
+    fanout = source_template()["Resources"][FANOUT_FUNCTION]
+    config = fanout["Properties"]["EventInvokeConfig"]
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 3600
+    assert config["MaximumRetryAttempts"] == 2
+    on_failure = config["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    assert sub_text(on_failure["Destination"]) == "${" + FAILURE_QUEUE + ".Arn}"
+    queue = source_template()["Resources"][FAILURE_QUEUE]
+    assert (queue["Type"], queue["Condition"]) == ("AWS::SQS::Queue", "UseSharded")
+    # The ledger keeps a claim longer than any retry of the event can arrive.
+    assert (
+        config["MaximumEventAgeInSeconds"] + sum(aws_limits.LAMBDA_ASYNC_RETRY_DELAYS_S)
+        < ledger.TTL_S
+    )
+
+
+def test_the_ledger_table_is_the_one_ledger_py_writes() -> None:
+    table = source_template()["Resources"][LEDGER_TABLE]
+    assert table["Condition"] == "UseSharded"
+    props = table["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": ledger.LEDGER_KEY, "KeyType": "HASH"}]
+    assert props["TimeToLiveSpecification"] == {
+        "AttributeName": ledger.EXPIRES_AT,
+        "Enabled": True,
+    }
+    for function in (FANOUT_FUNCTION, "SendMessageFunction"):
+        variables = source_template()["Resources"][function]["Properties"]["Environment"]
+        assert "LEDGER_TABLE" in variables["Variables"]

@@ -7,16 +7,22 @@ at once and runs the event in the background, retried as AWS retries an
 asynchronous event (``invoke_rules.AsyncRetryPolicy``). Rules and error shapes
 are in ``invoke_rules``.
 
-Two test hooks beside the API: ``GET /_fanbench/invoke-stats`` (counters) and
+Test hooks beside the API: ``GET /_fanbench/invoke-stats`` (counters);
 ``POST /_fanbench/fail-next`` (``{"function": name, "count": n}``: the next n
 invocations of that function fail in the worker before the handler runs, as a
-crashed or failing invocation would).
+crashed or failing invocation would; with ``"after": true`` the handler runs to
+the end, its work done, and the invocation is then reported failed, as one that
+crashed or timed out after posting would be: an asynchronous one is retried);
+``POST /_fanbench/duplicate-next`` (``{"function": name, "count": n}``: each of
+the next n asynchronous events of that function is delivered twice, as AWS
+documents an event may be).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -34,6 +40,8 @@ from loadtest.stage.template import FunctionSpec
 
 STATS_PATH = "/_fanbench/invoke-stats"
 FAIL_NEXT_PATH = "/_fanbench/fail-next"
+DUPLICATE_NEXT_PATH = "/_fanbench/duplicate-next"
+FAILED_AFTER = "RuntimeError: fanbench injected a failure after the handler returned"
 MAX_RUNS_PER_EVENT = 1_000
 """A bound on one event's runs; the retry policy ends every event long before it."""
 
@@ -70,25 +78,60 @@ class InvokeApi:
         self.region = region
         self.stats: Counter[str] = Counter()
         self._fail_next: Counter[str] = Counter()
+        self._fail_after: Counter[str] = Counter()
+        self._duplicate_next: Counter[str] = Counter()
         self._events: set[asyncio.Task[None]] = set()
         self.app = web.Application(client_max_size=2 * LAMBDA_SYNC_PAYLOAD_BYTES)
         self.app.router.add_get(STATS_PATH, self.get_stats)
         self.app.router.add_post(FAIL_NEXT_PATH, self.fail_next)
+        self.app.router.add_post(DUPLICATE_NEXT_PATH, self.duplicate_next)
         self.app.router.add_route("*", "/{tail:.*}", self.invoke)
 
     async def get_stats(self, _request: web.Request) -> web.Response:
         return web.json_response({**self.stats, "async_in_flight": len(self._events)})
 
-    async def fail_next(self, request: web.Request) -> web.Response:
+    async def _order(self, request: web.Request) -> tuple[str, int, bool] | web.Response:
         try:
             order = await request.json()
             function, count = str(order["function"]), int(order["count"])
-        except (ValueError, KeyError, TypeError) as error:
+            after = order.get("after", False)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             return web.Response(status=400, text=f"want {{function, count}}: {error}")
-        if function not in self.functions or count < 0:
+        if function not in self.functions or count < 0 or not isinstance(after, bool):
             return web.Response(status=400, text=f"no function {function!r} (or count < 0)")
-        self._fail_next[function] = count
+        return function, count, after
+
+    async def fail_next(self, request: web.Request) -> web.Response:
+        order = await self._order(request)
+        if isinstance(order, web.Response):
+            return order
+        function, count, after = order
+        (self._fail_after if after else self._fail_next)[function] = count
+        return web.json_response({"function": function, "count": count, "after": after})
+
+    async def duplicate_next(self, request: web.Request) -> web.Response:
+        order = await self._order(request)
+        if isinstance(order, web.Response):
+            return order
+        function, count, _ = order
+        self._duplicate_next[function] = count
         return web.json_response({"function": function, "count": count})
+
+    def _take(self, faults: Counter[str], function: str, stat: str) -> bool:
+        if faults[function] <= 0:
+            return False
+        faults[function] -= 1
+        self.stats[stat] += 1
+        return True
+
+    async def _run(self, spec: FunctionSpec, event: Any, request_id: str) -> InvocationResult:
+        """One invocation, with the faults ordered for its function."""
+        result = await self.runtime.invoke(
+            spec, event, request_id, inject_error=self._take_fault(spec.logical_id)
+        )
+        if result.ok and self._take(self._fail_after, spec.logical_id, "injected_failures_after"):
+            return dataclasses.replace(result, ok=False, result=None, error=FAILED_AFTER)
+        return result
 
     def _take_fault(self, function: str) -> bool:
         if self._fail_next[function] <= 0:
@@ -121,14 +164,14 @@ class InvokeApi:
             return web.Response(status=204, headers=headers)
         if kind is InvocationType.EVENT:
             self.stats["async_accepted"] += 1
-            task = asyncio.create_task(self._run_event(spec, payload, request_id))
-            self._events.add(task)
-            task.add_done_callback(self._events.discard)
+            copies = 2 if self._take(self._duplicate_next, name, "async_duplicated") else 1
+            for _ in range(copies):
+                task = asyncio.create_task(self._run_event(spec, payload, request_id))
+                self._events.add(task)
+                task.add_done_callback(self._events.discard)
             return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
         self.stats["sync_invocations"] += 1
-        result = await self.runtime.invoke(
-            spec, payload, request_id, inject_error=self._take_fault(name)
-        )
+        result = await self._run(spec, payload, request_id)
         if attempt_of(result) is Attempt.THROTTLED:
             return _error(rules.THROTTLED, request_id)
         if not result.ok:
@@ -150,9 +193,7 @@ class InvokeApi:
         function_errors = throttles = 0
         for _ in range(MAX_RUNS_PER_EVENT):
             self.stats["async_runs"] += 1
-            result = await self.runtime.invoke(
-                spec, event, request_id, inject_error=self._take_fault(spec.logical_id)
-            )
+            result = await self._run(spec, event, request_id)
             outcome = attempt_of(result)
             function_errors += outcome is Attempt.FUNCTION_ERROR
             throttles += outcome is Attempt.THROTTLED

@@ -54,6 +54,16 @@ _CLEARED_ENV = (
     "DEADLINE_RESERVE_MS",
     "HANDSHAKE_GRACE_MS",
     "POST_CLIENT",
+    "ROOMLESS_AUDIENCE",
+    "FANOUT_FUNCTION",
+    "SHARD_SIZE",
+    "LEDGER_TABLE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
 )
 
 

@@ -2,13 +2,16 @@
 
 A real HTTP server, so the handler's boto3 Lambda client signs, sends and parses
 exactly as against AWS; ``refuse_with`` scripts an error (429 with
-``x-amzn-ErrorType: TooManyRequestsException``, say) for the next calls.
+``x-amzn-ErrorType: TooManyRequestsException``, say) for the next calls;
+``answer_late`` accepts the next calls but answers them only after a delay (a
+queued event whose answer the caller may never see).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -49,6 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
         name = target.name if target else unquote(self.path)
         kind = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
         refusal = server.stub.record(Invocation(name, kind, body))
+        delay_s = server.stub.take_delay()
+        if delay_s:
+            time.sleep(delay_s)
         if refusal is not None:
             status, error_type = refusal
             data = json.dumps({"Type": "User", "message": "refused by the test"}).encode()
@@ -58,9 +64,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             data = b""
             self.send_response(202 if kind == "Event" else 200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # a late answer its caller stopped waiting for
 
 
 class LambdaStub:
@@ -69,6 +78,8 @@ class LambdaStub:
         self._invocations: list[Invocation] = []
         self._refusals = 0
         self._refusal: tuple[int, str] = (429, "TooManyRequestsException")
+        self._late = 0
+        self._late_s = 0.0
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.stub = self
         self._thread = threading.Thread(
@@ -92,11 +103,24 @@ class LambdaStub:
         with self._lock:
             self._invocations.clear()
             self._refusals = 0
+            self._late = 0
 
     def refuse_with(self, count: int, status: int, error_type: str) -> None:
         """Answer the next ``count`` calls with this error instead of accepting them."""
         with self._lock:
             self._refusals, self._refusal = count, (status, error_type)
+
+    def answer_late(self, count: int, delay_s: float) -> None:
+        """Accept the next ``count`` calls, but answer each only after ``delay_s``."""
+        with self._lock:
+            self._late, self._late_s = count, delay_s
+
+    def take_delay(self) -> float:
+        with self._lock:
+            if self._late <= 0:
+                return 0.0
+            self._late -= 1
+            return self._late_s
 
     def record(self, invocation: Invocation) -> tuple[int, str] | None:
         with self._lock:

@@ -5,7 +5,11 @@ signatures and session tokens, and its keep-alive connections."""
 
 from __future__ import annotations
 
+import datetime
+import itertools
+import json
 import random
+import select
 import socket
 import threading
 import time
@@ -13,6 +17,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -26,6 +31,7 @@ from botocore.exceptions import (
 
 import callbacks
 from callbacks import PostClientKind, PostResult, management_client, post_client, post_with_retry
+from pacing import FLOOR_RPS, Pacer
 from tests.handlers.support import (
     GONE,
     GONE_UNTYPED,
@@ -77,11 +83,11 @@ class Timed:
                 self.timed.ends.append(time.monotonic())
 
 
-def test_backs_off_between_attempts(
+def test_backs_off_between_attempts_after_a_5xx(
     stub: ConnectionsStub, post_client_kind: PostClientKind
 ) -> None:
     target = new_connection_id()
-    stub.script(target, THROTTLED, THROTTLED, OK)
+    stub.script(target, SERVER_ERROR, SERVER_ERROR, OK)
     timed = Timed(stub.url, post_client_kind)
 
     result = post_with_retry(timed, target, b"m", time.monotonic() + 10, 5, UpperBound())
@@ -95,18 +101,87 @@ def test_backs_off_between_attempts(
     assert starts[2] - timed.ends[1] >= 0.04
 
 
-def test_a_transport_error_is_retried(
+def test_429s_are_paced_and_not_limited_by_max_attempts(
     stub: ConnectionsStub, post_client_kind: PostClientKind
 ) -> None:
-    """A read timeout (``ReadTimeoutError``, a ``BotoCoreError``) is worth another try."""
+    """Six 429s with ``max_attempts`` 2: still delivered, at the pacer's floor rate."""
+    target = new_connection_id()
+    stub.script(target, *[THROTTLED] * 6, OK)
+    timed = Timed(stub.url, post_client_kind)
+    pacer = Pacer(time.monotonic())
+
+    result = post_with_retry(timed, target, b"m", time.monotonic() + 10, 2, UpperBound(), pacer)
+
+    assert result is PostResult.DELIVERED
+    assert len(stub.posts_to(target)) == 7
+    assert pacer.throttles == 6
+    starts = [at for at, _ in timed.attempts]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.9 / FLOOR_RPS
+
+
+def test_a_read_timeout_is_unknown_and_never_sent_again(
+    stub: ConnectionsStub, post_client_kind: PostClientKind
+) -> None:
+    """The post was sent and may have been delivered: re-sending it is a likely duplicate."""
     target = new_connection_id()
     stub.script(target, Reply(200, delay_s=0.6), OK)
     short = cast("Any", lambda budget_s: post_client(stub.url, 4, 0.3, post_client_kind))
 
     result = post_with_retry(short, target, b"m", time.monotonic() + 10, 3, random.Random(1))
 
-    assert result is PostResult.DELIVERED
-    assert len(stub.posts_to(target)) == 2
+    assert result is PostResult.UNKNOWN
+    assert len(stub.posts_to(target)) == 1
+
+
+def test_a_refused_connection_is_retried_then_undelivered(
+    aws_env: None, post_client_kind: PostClientKind
+) -> None:
+    """Nothing was sent: retrying cannot duplicate it, and giving up is certain loss."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    timed = Timed(f"http://127.0.0.1:{port}/test", post_client_kind)
+
+    result = post_with_retry(timed, "c", b"m", time.monotonic() + 10, 3, random.Random(1))
+
+    assert result is PostResult.UNDELIVERED
+    assert len(timed.attempts) == 3
+
+
+@pytest.mark.parametrize("error", [NoCredentialsError(), NoRegionError()], ids=str)
+def test_missing_credentials_or_region_fail_at_once(error: Exception) -> None:
+    """Not transient: retrying would only spend the invocation's time."""
+    calls: list[float] = []
+
+    class Broken:
+        def post_to_connection(self, **_: Any) -> Any:
+            calls.append(time.monotonic())
+            raise error
+
+    result = post_with_retry(
+        lambda _budget: Broken(), "c", b"m", time.monotonic() + 10, 5, random.Random(1)
+    )
+
+    assert result is PostResult.FAILED
+    assert len(calls) == 1
+
+
+def test_no_attempt_too_short_to_hear_the_answer(
+    stub: ConnectionsStub, post_client_kind: PostClientKind
+) -> None:
+    """Answers take 0.4 s: with 0.5 s left only a 0.3 s budget fits, whose read timeout
+    (0.21 s) would time out on a post that is delivered anyway. It is not started."""
+    target = new_connection_id()
+    pacer = Pacer(time.monotonic())
+    pacer.answered(0.0, 0.4)
+    timed = Timed(stub.url, post_client_kind)
+
+    result = post_with_retry(timed, target, b"m", time.monotonic() + 0.5, 5, UpperBound(), pacer)
+
+    assert result is PostResult.UNDELIVERED
+    assert timed.attempts == []
+    assert stub.posts() == []
 
 
 def test_every_attempt_fits_before_the_deadline(
@@ -121,8 +196,8 @@ def test_every_attempt_fits_before_the_deadline(
     result = post_with_retry(timed, target, b"m", deadline, 5, random.Random(1))
     returned = time.monotonic()
 
-    assert result is PostResult.FAILED
-    assert timed.attempts, "it should have tried"
+    assert result is PostResult.UNKNOWN
+    assert len(timed.attempts) == 1
     for started, budget_s in timed.attempts:
         assert started + budget_s <= deadline
     assert returned - deadline < 0.25, f"returned {returned - deadline:.2f} s past the deadline"
@@ -136,7 +211,7 @@ def test_no_attempt_when_no_budget_fits(
 
     result = post_with_retry(timed, target, b"m", time.monotonic() + 0.05, 5, random.Random(1))
 
-    assert result is PostResult.FAILED
+    assert result is PostResult.UNDELIVERED
     assert timed.attempts == []
     assert stub.posts() == []
 
@@ -399,3 +474,136 @@ def test_an_untrusted_certificate_is_a_transport_error_on_both(
         with pytest.raises(SSLError):
             client.post_to_connection(ConnectionId=new_connection_id(), Data=b"m")
     assert stub.posts() == []
+
+
+class _CredentialsServer(ThreadingHTTPServer):
+    """Container credentials (``AWS_CONTAINER_CREDENTIALS_FULL_URI``) that expire in
+    5 minutes, inside botocore's mandatory refresh window: every use refreshes them,
+    and each answer carries a new key."""
+
+    daemon_threads = True
+    served = 0
+
+
+class _CredentialsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        server = cast("_CredentialsServer", self.server)
+        server.served += 1
+        expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
+        body = json.dumps(
+            {
+                "AccessKeyId": f"ASIAROTATED{server.served}",
+                "SecretAccessKey": f"secret-{server.served}",
+                "Token": f"token-{server.served}",
+                "Expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_both_clients_sign_with_refreshed_credentials(
+    aws_env: None, stub: ConnectionsStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm environment outlives temporary credentials: each post is signed with the
+    credentials as they are now, never with a copy frozen when the client was built."""
+    server = _CredentialsServer(("127.0.0.1", 0), _CredentialsHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        host, port = server.server_address[:2]
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://{host!s}:{port}/creds")
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        for kind in callbacks.POST_CLIENTS:
+            target = new_connection_id()
+            client = post_client(stub.url, 4, kind=kind)
+            for _ in range(2):
+                client.post_to_connection(ConnectionId=target, Data=b"m")
+            first, second = stub.posts_to(target)
+            keys = [
+                (r.header("Authorization") or "").split("Credential=")[1].split("/")[0]
+                for r in (first, second)
+            ]
+            assert keys[0] != keys[1], kind  # refreshed between the two posts
+            for request, key in zip((first, second), keys, strict=True):
+                serial = key.removeprefix("ASIAROTATED")
+                assert sigv4_check(request, f"secret-{serial}", f"token-{serial}") == ""
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _TunnelProxy(ThreadingHTTPServer):
+    """An HTTP proxy that only tunnels (CONNECT), recording each tunnel's target."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TunnelHandler)
+        self.targets: list[str] = []
+
+
+class _TunnelHandler(BaseHTTPRequestHandler):
+    def do_CONNECT(self) -> None:
+        server = cast("_TunnelProxy", self.server)
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        server.targets.append(self.path)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        ends = [self.connection, upstream]
+        deadline = time.monotonic() + 10  # a bound: the test is over long before
+        try:
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select(ends, [], [], 0.2)
+                for end in readable:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    (upstream if end is self.connection else self.connection).sendall(data)
+        except OSError:
+            return
+        finally:
+            upstream.close()
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_both_clients_post_through_https_proxy(
+    aws_env: None, tls_stub: tuple[ConnectionsStub, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a VPC's egress proxy: CONNECT through it, TLS (and its certificate check)
+    end to end with API Gateway, as boto3 does."""
+    stub, ca_bundle = tls_stub
+    stub.reset()
+    proxy = _TunnelProxy()
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        host, port = proxy.server_address[:2]
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(ca_bundle))
+        monkeypatch.setenv("HTTPS_PROXY", f"http://{host!s}:{port}")
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        target = new_connection_id()
+
+        for kind in callbacks.POST_CLIENTS:
+            post_client(stub.url, 4, kind=kind).post_to_connection(ConnectionId=target, Data=b"p")
+
+        assert [r.body for r in stub.posts_to(target)] == [b"p"] * 2
+        endpoint = urlsplit(stub.url)
+        assert proxy.targets == [f"{endpoint.hostname}:{endpoint.port}"] * 2
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(timeout=5)

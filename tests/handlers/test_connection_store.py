@@ -253,3 +253,51 @@ def test_cleanup_clients_make_one_attempt_within_their_budget(
     assert config.connect_timeout + config.read_timeout == pytest.approx(budget_s)
     assert config.retries == {"mode": "standard", "total_max_attempts": 1}
     assert connection_store.dynamodb_client_within(budget_s) is client
+
+
+def test_delete_many_waits_out_a_throttled_batch_instead_of_giving_up(table: Table) -> None:
+    """A throttled BatchWriteItem processed nothing: it is retried after a pause, like
+    unprocessed items, rather than leaving every stale id for a later broadcast."""
+    stale = ids(30)
+    table.add(stale)
+    throttles = [2]
+
+    class Throttling:
+        def batch_write_item(self, **kwargs: Any) -> Any:
+            if throttles[0] > 0:
+                throttles[0] -= 1
+                raise ClientError(
+                    {"Error": {"Code": "ThrottlingException", "Message": "slow down"}},
+                    "BatchWriteItem",
+                )
+            return table.client.batch_write_item(**kwargs)
+
+    deleted = connection_store.delete_many(
+        lambda _budget: cast("DynamoDBClient", Throttling()),
+        table.name,
+        stale,
+        time.monotonic() + 10,
+    )
+
+    assert deleted == Deleted(removed=30, left=0)
+    assert table.ids() == set()
+    assert throttles == [0]
+
+
+def test_delete_many_gives_up_at_once_on_an_error_a_retry_cannot_fix(table: Table) -> None:
+    stale = ids(3)
+    table.add(stale)
+
+    class Refusing:
+        def batch_write_item(self, **_: Any) -> Any:
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "BatchWriteItem"
+            )
+
+    deleted = connection_store.delete_many(
+        lambda _budget: cast("DynamoDBClient", Refusing()), table.name, stale, time.monotonic() + 10
+    )
+
+    assert (deleted.removed, deleted.left) == (0, 3)
+    assert deleted.error is not None
+    assert "AccessDenied" in deleted.error

@@ -391,7 +391,18 @@ def test_template_table_matches_the_handlers_constants() -> None:
 
 @pytest.mark.parametrize(
     ("seconds_left", "budget"),
-    [(60.0, 7.0), (7.0, 7.0), (6.99, 3.0), (1.5, 1.0), (0.5, 0.3), (0.1, 0.1), (0.099, None)],
+    [
+        (60.0, 7.0),
+        (7.0, 7.0),
+        (6.99, 3.0),
+        (2.6, 2.0),
+        (1.5, 1.5),
+        (1.49, 1.0),
+        (0.7, 0.6),
+        (0.5, 0.3),
+        (0.1, 0.1),
+        (0.099, None),
+    ],
 )
 def test_call_budget_is_the_largest_that_ends_in_time(
     seconds_left: float, budget: float | None
@@ -419,3 +430,8 @@ def test_monotonic_deadline_keeps_the_reserve_back() -> None:
     end = deadline.monotonic_deadline(Context(), 500)
     assert before + 1.5 <= end <= time.monotonic() + 1.5
     assert deadline.remaining_ms(object()) == deadline.UNKNOWN_REMAINING_MS
+
+
+def test_the_signed_clients_error_parser_is_the_services_protocol() -> None:
+    model = botocore.session.get_session().get_service_model("apigatewaymanagementapi")
+    assert model.metadata["protocol"] == callbacks.PROTOCOL

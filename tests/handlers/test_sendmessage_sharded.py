@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -22,16 +23,19 @@ import pytest
 
 from callbacks import PostClientKind
 from fanbench_common.resources import FANOUT_FUNCTION
+from loadtest.stage.template import load_template, stage_template
 from tests.handlers.lambda_stub import LambdaStub
 from tests.handlers.support import (
     GONE,
     ConnectionsStub,
     LambdaContext,
+    Reply,
     Table,
     chat_body,
     message_event,
     new_connection_id,
 )
+from tests.repo import TEMPLATE_PATH
 
 SHARD_SIZE = 10
 Loader = Callable[..., ModuleType]
@@ -52,11 +56,23 @@ def lambda_stub(lambda_server: LambdaStub) -> LambdaStub:
 
 
 @pytest.fixture
+def ledger_table(table: Table) -> Iterator[str]:
+    """A fresh fan-out ledger, created from template.yaml's ``FanoutLedgerTable``."""
+    name = f"ledger-{uuid.uuid4().hex}"
+    stage = stage_template(load_template(TEMPLATE_PATH), {"Variant": "sharded"}, "t")
+    (spec,) = [t for t in stage.tables if t.logical_id == "FanoutLedgerTable"]
+    table.client.create_table(**spec.create_table_kwargs(name))
+    yield name
+    table.client.delete_table(TableName=name)
+
+
+@pytest.fixture
 def load(
     table: Table,
     lambda_stub: LambdaStub,
     monkeypatch: pytest.MonkeyPatch,
     post_client_kind: PostClientKind,
+    ledger_table: str,
 ) -> Loader:
     """(Re)import fanout and sendmessage_sharded under the env; both read it at import.
 
@@ -68,7 +84,12 @@ def load(
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_stub.url)
 
     def loader(**env: str) -> ModuleType:
-        settings = {"FANOUT_FUNCTION": FANOUT_FUNCTION, "SHARD_SIZE": str(SHARD_SIZE), **env}
+        settings = {
+            "FANOUT_FUNCTION": FANOUT_FUNCTION,
+            "SHARD_SIZE": str(SHARD_SIZE),
+            "LEDGER_TABLE": ledger_table,
+            **env,
+        }
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         pools = [fanout._POOL, sendmessage_sharded._POOL, sendmessage_sharded._HAND_OFF_POOL]
@@ -178,7 +199,7 @@ def test_a_refused_hand_off_is_posted_by_sendmessage_and_loses_nobody(
     assert Counter(stub.posted_ids()) == Counter(others)
 
 
-def test_throttled_hand_offs_are_retried_by_boto3_then_posted_here(
+def test_throttled_hand_offs_are_retried_then_posted_here(
     table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader
 ) -> None:
     sender, *others = ids(2 * SHARD_SIZE + 1)
@@ -188,7 +209,7 @@ def test_throttled_hand_offs_are_retried_by_boto3_then_posted_here(
 
     counts = counts_of(send(module, sender))
 
-    # boto3's standard mode: 3 attempts per shard before sendmessage takes it over
+    # HAND_OFF_ATTEMPTS (3) Invokes per shard, none by botocore, before sendmessage takes it
     assert len(lambda_stub.invocations()) == 2 * 3
     assert lambda_stub.accepted() == []
     assert (counts["HandedOff"], counts["HandOffFailed"]) == (0, 2)
@@ -311,3 +332,129 @@ def test_the_fanout_posts_with_the_post_client_setting(
     assert Counter(stub.posted_ids()) == Counter(others)
     by_boto3 = {(r.header("User-Agent") or "").startswith("Boto3/") for r in stub.posts()}
     assert by_boto3 == {post_client_kind == "boto3"}
+
+
+# --- at least once, posted once -------------------------------------------------------
+
+
+def test_a_shard_delivered_twice_is_posted_once(
+    table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader
+) -> None:
+    """Lambda may deliver one asynchronous event twice, or run it again after it has
+    posted and then failed: the ledger's claim makes the second run post nothing."""
+    sender, *others = ids(2 * SHARD_SIZE + 1)
+    table.add([sender, *others])
+    module = load()
+    import fanout
+
+    counts_of(send(module, sender))
+    events = [i.event() for i in lambda_stub.accepted()]
+    first = [counts_of(fanout.handler(event, LambdaContext())) for event in events]
+    again = [counts_of(fanout.handler(event, LambdaContext())) for event in events]
+
+    assert Counter(stub.posted_ids()) == Counter(others)
+    assert [c["DuplicateShards"] for c in first] == [0, 0]
+    assert [c["DuplicateShards"] for c in again] == [1, 1]
+    assert all(event["key"] for event in events)
+    assert len({event["key"] for event in events}) == 2
+
+
+def test_a_claim_whose_run_died_lapses_and_the_shard_is_posted(
+    table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader, ledger_table: str
+) -> None:
+    """A run that claimed a shard and died part-way (never marked it done) must not
+    keep it from Lambda's retry once its own deadline has passed."""
+    import connection_store
+    import ledger
+
+    sender, *others = ids(2 * SHARD_SIZE + 1)
+    table.add([sender, *others])
+    module = load()
+    import fanout
+
+    counts_of(send(module, sender))
+    event = lambda_stub.accepted()[0].event()
+    dynamodb = connection_store.dynamodb_client()
+    died_at = time.time() - 60  # claimed a minute ago for its 29 s, never marked done
+    assert ledger.claim(dynamodb, ledger_table, event["key"], died_at, 29.0) is ledger.Claim.CLAIMED
+
+    counts = counts_of(fanout.handler(event, LambdaContext()))
+
+    assert counts["DuplicateShards"] == 0
+    assert counts["Delivered"] == SHARD_SIZE
+    assert ledger.claim(dynamodb, ledger_table, event["key"], time.time(), 29.0) is (
+        ledger.Claim.TAKEN
+    )
+
+
+def test_a_fanout_that_cannot_claim_raises_before_posting_anything(
+    table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader
+) -> None:
+    """Lambda retries a failed event; failing before the first post loses nothing."""
+    sender, *others = ids(2 * SHARD_SIZE + 1)
+    table.add([sender, *others])
+    module = load()
+    counts_of(send(module, sender))
+    event = lambda_stub.accepted()[0].event()
+    module = load(LEDGER_TABLE="no-such-ledger")
+    import fanout
+
+    with pytest.raises(fanout.LedgerUnavailable):
+        fanout.handler(event, LambdaContext())
+    assert stub.posts() == []
+
+
+def test_invoke_is_one_attempt_of_botocores(load: Loader) -> None:
+    """botocore's retries would Invoke again after a read timeout: a shard queued twice."""
+    module = load()
+    for budget_s in (7.0, 1.0):
+        retries = module.lambda_client(budget_s).meta.config.retries
+        assert retries is not None
+        assert retries.get("total_max_attempts") == 1
+
+
+def test_an_invoke_without_an_answer_is_posted_once_by_whoever_claims_it(
+    table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader
+) -> None:
+    """Lambda queued the shard but the answer came too late: sendmessage posts it under
+    the ledger's claim, and the queued event, when it runs, finds it taken."""
+    sender, *others = ids(2 * SHARD_SIZE + 1)
+    table.add([sender, *others])
+    module = load(DEADLINE_RESERVE_MS="400")
+    lambda_stub.answer_late(1, 1.5)  # past the 1 s budget's 0.71 s read timeout
+    import fanout
+
+    response = module.handler(
+        message_event(sender, chat_body("hi")), LambdaContext(remaining_ms=1_500)
+    )
+    counts = counts_of(response)
+    queued = lambda_stub.accepted()
+    results = [counts_of(fanout.handler(i.event(), LambdaContext())) for i in queued]
+
+    assert (counts["HandedOff"], counts["HandOffUnknown"]) == (1, 1)
+    assert len(lambda_stub.invocations()) == 2  # no Invoke was sent twice
+    assert counts["InlineDelivered"] == SHARD_SIZE
+    assert sorted(r["DuplicateShards"] for r in results) == [0, 1]
+    assert Counter(stub.posted_ids()) == Counter(others)
+
+
+def test_a_fanout_ends_posting_deadline_reserve_ms_before_its_deadline(
+    table: Table, stub: ConnectionsStub, lambda_stub: LambdaStub, load: Loader
+) -> None:
+    sender, *others = ids(2 * SHARD_SIZE + 1)
+    table.add([sender, *others])
+    module = load(DEADLINE_RESERVE_MS="1800")
+    import fanout
+
+    counts_of(send(module, sender))
+    event = lambda_stub.accepted()[0].event()
+    hanging = event["recipients"][0][0]
+    stub.script(hanging, Reply(200, delay_s=4.0))
+
+    started = time.monotonic()
+    counts = counts_of(fanout.handler(event, LambdaContext(remaining_ms=2_500)))
+    elapsed_s = time.monotonic() - started
+
+    assert counts["Unknown"] == 1
+    assert counts["Delivered"] == SHARD_SIZE - 1
+    assert elapsed_s < 1.1, f"posting ran {elapsed_s:.2f} s into a 0.7 s window"

@@ -346,3 +346,44 @@ def test_one_run_a_side_calls_identical_pairs_different_far_more_often() -> None
     rates = false_positives(Model(), 40, 2, seed=8, percentile=99.0, bootstrap_rounds=100)
     assert rates["deliveries"] >= 0.5
     assert rates["messages"] >= 0.2  # run-to-run variation, which messages cannot see
+
+
+def test_uneven_sides_compare_message_by_message_and_say_so(tmp_path: Path) -> None:
+    """Three runs against one: no between-run verdict (one side has no spread), so the
+    intervals come from the messages, the 4x difference is found, and nothing claims
+    to be between-run."""
+    slow = runs_of(tmp_path, "slow", "baseline", [4.0, 4.2, 3.8])
+    (fast,) = runs_of(tmp_path, "fast", "optimized", [1.0])
+    doc = document(
+        write_comparison(slow, tmp_path / "out", force=False, draw_charts=False, versus=[fast])
+    )
+    (delta,) = doc["deltas"]
+    assert (delta["runs"], delta["between_runs"]) == ([1, 3], False)
+    assert contains(delta["p50_ratio"], 0.25)
+    assert delta["p50_ratio"]["ci95"][1] < 0.3
+    assert re.fullmatch(
+        r"optimized p50 latency is (3\.\d\d|4\.\d\d)× lower than baseline "
+        r"\(95 % CI \d\.\d\d–\d\.\d\d×\)",
+        delta["sentences"][0],
+    ), delta["sentences"][0]
+    assert not any("between-run" in sentence for sentence in delta["sentences"])
+    assert delta["sentences"][2].startswith("loss rate: optimized 0.00 % vs baseline 0.00 % (")
+    assert "one run a side" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_one_lossy_run_of_three_is_no_loss_verdict(tmp_path: Path) -> None:
+    """Messages pooled over runs say "A loses more" (every one of its losses fell in one run);
+    the runs' spread says that one run of three proves little. The interval must hold 0."""
+    pairs = [(s, q, (s + 1) % CLIENTS) for s in range(CLIENTS) for q in range(MESSAGES)]
+    a = [make(tmp_path / "a0", variant="baseline", drop=pairs[:60])]
+    a += [make(tmp_path / f"a{i}", variant="baseline") for i in (1, 2)]
+    b = [make(tmp_path / f"b{i}", variant="optimized") for i in range(3)]
+    delta = document(
+        write_comparison(b, tmp_path / "out", force=False, draw_charts=False, versus=a)
+    )["deltas"][0]
+    difference = delta["loss_rate_difference"]
+    assert difference["point"] == pytest.approx(60 / 3360)
+    low, high = difference["ci95"]
+    assert low < 0.0 < high, difference
+    assert high - low > 0.05  # Welch on [5.4 %, 0, 0] vs [0, 0, 0]: about −5.9 to +9.5 points
+    assert delta["sentences"][2].endswith("3 vs 3 runs, between-run)")

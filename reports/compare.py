@@ -32,6 +32,7 @@ from reports.verdict import (
     ratio_words,
     side_labels,
 )
+from reports.verdict import side_by_side as side_by_side_delta
 
 COMPARISON_VERSION = 1
 IGNORED_SCENARIO_KEYS = frozenset({"run_dir", "variant", "token"})
@@ -137,7 +138,7 @@ def _notes(document: Mapping[str, Any]) -> list[str]:
         f"scenarios differ (compared with --force): {line}"
         for line in document["scenario_differences"]
     ]
-    if not all(delta["between_runs"] for delta in document["deltas"]):
+    if not all(d["between_runs"] or d.get("side_by_side") for d in document["deltas"]):
         notes.append(ONE_RUN_A_SIDE)
     for run in document["runs"]:
         notes += [f"{run['label']}: {problem}" for problem in run["summary"]["validity"]]
@@ -163,7 +164,8 @@ def render_markdown(document: Mapping[str, Any]) -> str:
 _ABOUT = (
     "Latency is fan-out latency from the actual send. Intervals are 95 %: with several runs "
     "a side, from the spread between runs; with one, from resampling messages with all "
-    "their deliveries."
+    "their deliveries; with two sides run at once (fanbench run --variants), from the sides' "
+    "ratios paired by time block."
 )
 
 
@@ -200,6 +202,24 @@ CHARTS = {
     "fanout_completion": ("Fan-out completion", "Per message, when its last recipient had it."),
     "loss_errors": ("Loss and errors", "Lost deliveries by second sent; error records per second."),
 }
+BLOCK_CHART = (
+    "Ratio by time block",
+    "B's p50 and p99 over A's in each block of the side-by-side run: shared noise moves both "
+    "sides, so the ratio stays flat where the difference is real.",
+)
+
+
+def _block_chart(deltas: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out: Path
+                 ) -> list[dict[str, str]]:  # fmt: skip
+    from reports import charts
+
+    series = [(d["label"], d["blocks"]) for d in deltas if d.get("side_by_side")]
+    if not series:
+        return []
+    title, caption = BLOCK_CHART
+    png, svg = charts.save(charts.block_ratios(series, charts.title(title, meta)), out / "blocks")
+    return [{"name": "block_ratio", "title": title, "caption": caption,
+             "png": png.name, "svg": svg.name}]  # fmt: skip
 
 
 def _charts(measured: Sequence[Measured], out: Path) -> list[dict[str, str]]:
@@ -251,12 +271,14 @@ def write_comparison(
     force: bool,
     draw_charts: bool = True,
     versus: list[Path] | None = None,
+    side_by_side: bool = False,
 ) -> Path:
     """Compare runs; write comparison.md, comparison.json and index.html.
 
     Without ``versus`` each run is compared with the first. With it, ``run_dirs``
     (the reference side) and ``versus`` are two sides of repeated trials, and the
-    verdict uses the runs' spread. Returns the path of index.html. Raises
+    verdict uses the runs' spread. ``side_by_side``: one run a side, made at the same time
+    (``fanbench run --variants``), compared block by block. Returns the path of index.html. Raises
     ``ScenarioMismatch`` (unless ``force``), ``RunDirError`` or ``ValueError`` with a
     one-line message for the user.
     """
@@ -266,6 +288,8 @@ def write_comparison(
         )
     if versus is not None and (not run_dirs or not versus):
         raise ValueError("fanbench compare A... --vs B... needs at least one run on each side")
+    if side_by_side and (len(run_dirs), len(versus or [])) != (1, 1):
+        raise ValueError("a side-by-side comparison takes one run a side")
     measured = load(run_dirs + (versus or []))
     if versus is None:
         sides = [Side(m.label, [m]) for m in measured]
@@ -285,6 +309,7 @@ def write_comparison(
         raise ValueError(f"{out} exists and is not a folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     reference = measured[0].summary["scenario"]
+    deltas = [side_by_side_delta(sides[1], sides[0])] if side_by_side else compare(sides)
     document: dict[str, Any] = {
         "comparison_version": COMPARISON_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -293,9 +318,12 @@ def write_comparison(
         "runs": [{"label": m.label, "path": str(m.path), "summary": m.summary} for m in measured],
         "scenario": {k: v for k, v in reference.items() if k not in IGNORED_SCENARIO_KEYS},
         "scenario_differences": differences,
-        "deltas": compare(sides),
+        "deltas": deltas,
         "charts": _charts(measured, out) if draw_charts else [],
     }
+    if draw_charts:
+        meta = {**measured[0].facts.run.meta, "variant": " vs ".join(m.label for m in measured)}
+        document["charts"] += _block_chart(deltas, meta, out)
     (out / "comparison.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
     (out / "comparison.md").write_text(render_markdown(document))
     index = out / "index.html"

@@ -27,6 +27,7 @@ BENCHMARKS = (
     "stage_headroom",
     "capacity_check",
     "sharded_fanout",
+    "side_by_side",
 )
 Runner = Callable[[Size, Path], BenchResult]
 

@@ -32,6 +32,8 @@ from loadtest.stage.config import VARIANTS
 SIDES = "AB"
 START_WAIT_S = 600.0
 """How long one side's stage may take to come up while the other waits at the start line."""
+STOP_WAIT_S = 30.0
+"""After Ctrl-C, how long each side may take to stop its swarm and stage."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ def side_namespace(
         **vars(args),
         "users": args.users // 2,
         "spawn_rate": args.spawn_rate / 2,  # the swarm's rate, split as its users are
-        "variant": side.variant,
+        # A deployed side's label is free text, never a local stage's handler to validate.
+        "variant": None if args.targets else side.variant,
         "variant_label": side.label,
         "run_dir": side_dir(root, index, side.label),
         "target": args.targets[index] if args.targets else None,
@@ -170,8 +173,15 @@ def run_both(
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(namespaces))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        # Ctrl-C reached Locust too; let each side stop its stage rather than orphan it.
+        barrier.abort()
+        for thread in threads:
+            thread.join(timeout=STOP_WAIT_S)
+        raise
     if errors:
         raise errors[0]
     return [path for path in results if path is not None]

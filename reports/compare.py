@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fanbench_common.rundir import read_run
-from reports import page
+from reports import page, saturation
 from reports.analysis import analyze, gather, per_message, per_second
 from reports.verdict import (
     Interval,
@@ -44,6 +44,14 @@ ONE_RUN_A_SIDE = (
     "one run a side: the intervals cover message-to-message variation within these runs, "
     "not run-to-run variation, which can be larger; for a verdict compare several runs a "
     "side (fanbench compare A1 A2 A3 --vs B1 B2 B3, or fanbench trials)"
+)
+
+
+SIDE_BY_SIDE = (
+    "side by side: pairing by time block cancels the noise both sides share, not a "
+    "difference between the two stage instances themselves (one stage's processes "
+    "scheduled worse for the whole run, as on an overloaded host); before trusting a small "
+    "difference, repeat the run with the sides swapped (--variants B A)"
 )
 
 
@@ -140,6 +148,14 @@ def _notes(document: Mapping[str, Any]) -> list[str]:
     ]
     if not all(d["between_runs"] or d.get("side_by_side") for d in document["deltas"]):
         notes.append(ONE_RUN_A_SIDE)
+    if any(d.get("side_by_side") for d in document["deltas"]):
+        notes.append(SIDE_BY_SIDE)
+        # Two saturated stages queue on their own schedules: that is what such a run compares.
+        for run in document["runs"]:
+            limits = run["summary"].get("saturation") or {}
+            if limits.get("limited_by", saturation.NEITHER) != saturation.NEITHER:
+                notes.append(f"{run['label']}: {saturation.describe(limits)}; a saturated "
+                             "side's latency is mostly queueing, not its handler")  # fmt: skip
     for run in document["runs"]:
         notes += [f"{run['label']}: {problem}" for problem in run["summary"]["validity"]]
     return notes
@@ -217,7 +233,9 @@ def _block_chart(deltas: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], o
     if not series:
         return []
     title, caption = BLOCK_CHART
-    png, svg = charts.save(charts.block_ratios(series, charts.title(title, meta)), out / "blocks")
+    # The sides are named in the legend; both labels in the title as well overflow it.
+    heading = charts.title(title, {**meta, "variant": "B / A"})
+    png, svg = charts.save(charts.block_ratios(series, heading), out / "blocks")
     return [{"name": "block_ratio", "title": title, "caption": caption,
              "png": png.name, "svg": svg.name}]  # fmt: skip
 

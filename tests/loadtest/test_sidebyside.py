@@ -4,13 +4,14 @@ one short real run of two local stages side by side."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,10 @@ from loadtest.sidebyside import (
     side_namespace,
     validate_sides,
 )
+from loadtest.stage.config import StageConfig
+from loadtest.stage.launcher import LocalStage
 from tests.repo import REPO_ROOT
+from tests.stage.support import running_stage
 
 FAULTS = frozenset({"post_latency_ms", "drop_rate"})
 
@@ -165,3 +169,38 @@ def test_two_local_stages_side_by_side(tmp_path: Path) -> None:
     assert "this run could have seen" in done.stdout
     assert (root / "comparison" / "blocks.png").is_file()
     assert "one run a side" not in (root / "comparison" / "comparison.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def two_stages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStage, ...]]:
+    """Two running stages standing in for two deployed stacks."""
+    with contextlib.ExitStack() as stack:
+        yield tuple(
+            stack.enter_context(running_stage(StageConfig(), tmp_path_factory.mktemp(name)))
+            for name in ("stack-a", "stack-b")
+        )
+
+
+@pytest.mark.timeout(300)
+def test_two_deployed_targets_side_by_side(
+    two_stages: tuple[LocalStage, ...], tmp_path: Path
+) -> None:
+    a_stage, b_stage = two_stages
+    root = tmp_path / "targets"
+    command = [
+        sys.executable, "-m", "loadtest.cli", "run",
+        "--targets", a_stage.ws_url, b_stage.ws_url, "--variants", "optimized", "candidate",
+        "--users", "4", "--spawn-rate", "20", "--duration", "5", "--send-interval", "0.5",
+        "--warmup", "1", "--drain", "1", "--settle", "0.5", "--quiet", "--no-report",
+        "--run-dir", str(root),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=280,
+        env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    a, b = read_run(root / "A-optimized"), read_run(root / "B-candidate")
+    assert (a.meta["target"], b.meta["target"]) == (a_stage.ws_url, b_stage.ws_url)
+    assert (a.meta["variant"], b.meta["variant"]) == ("optimized", "candidate")
+    assert (a.meta["stage"]["kind"], b.meta["side_by_side"]["side"]) == ("remote", "B")
+    assert "candidate p50 latency" in done.stdout

@@ -424,6 +424,7 @@ def test_side_by_side_pairs_blocks_so_shared_noise_cancels(tmp_path: Path) -> No
     assert "latency_over_time" in names  # both sides overlaid on the run charts
     markdown = (tmp_path / "out" / "comparison.md").read_text()
     assert "one run a side" not in markdown
+    assert "repeat the run with the sides swapped" in markdown
     assert "![Ratio by time block](blocks.png)" in markdown
     # Unpaired, message by message, the same runs' shared swings are in the interval.
     unpaired = document(write_comparison([a, b], tmp_path / "plain", force=False,
@@ -436,3 +437,13 @@ def test_side_by_side_takes_one_run_a_side(tmp_path: Path) -> None:
     a, b = make(tmp_path / "a"), make(tmp_path / "b")
     with pytest.raises(ValueError, match="one run a side"):
         write_comparison([a, b], tmp_path / "out", force=False, versus=[b], side_by_side=True)
+
+
+def test_a_saturated_side_is_named_on_a_side_by_side_page(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", latency_ms=noisy(20.0, seed=1), health_cpu=99.0)
+    b = make(tmp_path / "b", latency_ms=noisy(20.0, seed=2))
+    write_comparison([a], tmp_path / "out", force=False, versus=[b], side_by_side=True,
+                     draw_charts=False)  # fmt: skip
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    assert "- a: saturation: the load generator limited the run" in markdown
+    assert "- b: saturation" not in markdown

@@ -28,6 +28,7 @@ BENCHMARKS = (
     "capacity_check",
     "sharded_fanout",
     "at_limits",
+    "side_by_side",
 )
 Runner = Callable[[Size, Path], BenchResult]
 

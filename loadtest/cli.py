@@ -50,6 +50,10 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.variants or args.targets:
+        from loadtest.sidebyside import side_by_side_command
+
+        return side_by_side_command(args)
     from loadtest.run import run_command
 
     return run_command(args)
@@ -89,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     from loadtest.run import add_run_arguments
 
     add_run_arguments(run)
+    from loadtest.sidebyside import add_side_by_side_arguments
+
+    add_side_by_side_arguments(run)
     run.set_defaults(func=_run, scenario_parser=run)
 
     trials = commands.add_parser(

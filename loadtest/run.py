@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -252,8 +253,12 @@ def _watch(process: subprocess.Popen[bytes], run_dir: Path, quiet: bool, limit_s
     return process.wait()
 
 
-def execute(args: argparse.Namespace) -> Path:
-    """Run the swarm; return the run directory."""
+def execute(args: argparse.Namespace, ready: Callable[[], None] | None = None) -> Path:
+    """Run the swarm; return the run directory.
+
+    ``ready``, when given, is called once the stage is up and just before the swarm starts:
+    two sides run side by side wait there for each other (``loadtest/sidebyside.py``).
+    """
     validate(args)
     # Absolute before anything else: Locust must write where the user's shell means.
     run_dir: Path = (args.run_dir or default_run_dir()).resolve()
@@ -277,6 +282,8 @@ def execute(args: argparse.Namespace) -> Path:
             except StageError as error:
                 raise RunError(str(error)) from None
             host, variant = stage.ws_url, stage_config.variant
+        # A side of ``--variants`` is labelled with its settings (optimized:PostConcurrency=2).
+        variant = getattr(args, "variant_label", None) or variant
         timeouts = (
             [float(f["timeout_s"]) for f in stage.stats()["functions"].values()]
             if stage is not None
@@ -295,6 +302,8 @@ def execute(args: argparse.Namespace) -> Path:
         print(f"fanbench: {args.users} users → {host} ({variant or 'unlabelled'})", flush=True)
         log_path = run_dir / LOCUST_LOG
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if ready is not None:
+            ready()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 locust_command(args, host, run_dir, variant, drain_limit),
@@ -328,6 +337,9 @@ def _run_context(args: argparse.Namespace, stage: LocalStage | None, config: Sta
             "source": scenario_file.source,
             "description": scenario_file.description,
         }
+    side = getattr(args, "side_by_side", None)
+    if side:
+        context["side_by_side"] = side
     if stage is not None:
         context["stage"] = {
             "kind": "local",

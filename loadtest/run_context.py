@@ -43,6 +43,8 @@ def run_json_part(encoded: str | None, fetch: StatsFetcher = fetch_stats) -> dic
     part: dict[str, Any] = {}
     if context.get("scenario_file"):
         part["scenario_file"] = context["scenario_file"]
+    if context.get("side_by_side"):  # which side of ``fanbench run --variants`` this run was
+        part["side_by_side"] = context["side_by_side"]
     stage = dict(context.get("stage") or {"kind": "remote"})
     stats_url = stage.pop("stats_url", None)
     if stats_url:

@@ -308,6 +308,29 @@ def throughput(series: Series, heading: str) -> Figure:
         return _finish(figure, heading, [send_axes])
 
 
+def block_ratios(series: Series, heading: str) -> Figure:
+    """Each time block's p50 (solid) and p99 (dashed) ratio of B to A, from a side-by-side
+    comparison's ``blocks`` (``reports.verdict.side_by_side``); 1 is no difference."""
+    with _house_style():
+        figure, (axes,) = _figure()
+        drawn = False
+        for index, (label, blocks) in enumerate(series):
+            data = blocks["series"]
+            middle = np.asarray(data["start_s"], dtype=np.float64) + blocks["block_s"] / 2
+            for key, style, name in (("p50_ratio", "-", "p50"), ("p99_ratio", "--", "p99")):
+                values = np.asarray([np.nan if v is None else v for v in data[key]], np.float64)
+                if np.any(np.isfinite(values)):
+                    axes.plot(middle, values, style, color=_colour(index), marker="o",
+                              markersize=4, label=f"{label} {name}")  # fmt: skip
+                    drawn = True
+        axes.axhline(1.0, color="#777777", linewidth=0.8, label="no difference")
+        if not drawn:
+            _no_data(axes, "no block with enough deliveries on both sides")
+        axes.set_xlabel("time since the first measured send (s)")
+        axes.set_ylabel("latency ratio, B / A")
+        return _finish(figure, heading, [axes])
+
+
 def save(figure: Figure, stem: Path) -> tuple[Path, Path]:
     """Write ``stem``.png and ``stem``.svg; returns both paths."""
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")

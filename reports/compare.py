@@ -22,7 +22,7 @@ from typing import Any
 
 from fanbench_common.errors import FanbenchError
 from fanbench_common.rundir import read_run
-from reports import page
+from reports import page, saturation
 from reports.analysis import analyze, gather, per_message, per_second
 from reports.verdict import (
     Interval,
@@ -33,6 +33,7 @@ from reports.verdict import (
     ratio_words,
     side_labels,
 )
+from reports.verdict import side_by_side as side_by_side_delta
 
 COMPARISON_VERSION = 1
 IGNORED_SCENARIO_KEYS = frozenset({"run_dir", "variant", "token"})
@@ -44,6 +45,14 @@ ONE_RUN_A_SIDE = (
     "one run a side: the intervals cover message-to-message variation within these runs, "
     "not run-to-run variation, which can be larger; for a verdict compare several runs a "
     "side (fanbench compare A1 A2 A3 --vs B1 B2 B3, or fanbench trials)"
+)
+
+
+SIDE_BY_SIDE = (
+    "side by side: pairing by time block cancels the noise both sides share, not a "
+    "difference between the two stage instances themselves (one stage's processes "
+    "scheduled worse for the whole run, as on an overloaded host); before trusting a small "
+    "difference, repeat the run with the sides swapped (--variants B A)"
 )
 
 
@@ -138,8 +147,16 @@ def _notes(document: Mapping[str, Any]) -> list[str]:
         f"scenarios differ (compared with --force): {line}"
         for line in document["scenario_differences"]
     ]
-    if not all(delta["between_runs"] for delta in document["deltas"]):
+    if not all(d["between_runs"] or d.get("side_by_side") for d in document["deltas"]):
         notes.append(ONE_RUN_A_SIDE)
+    if any(d.get("side_by_side") for d in document["deltas"]):
+        notes.append(SIDE_BY_SIDE)
+        # Two saturated stages queue on their own schedules: that is what such a run compares.
+        for run in document["runs"]:
+            limits = run["summary"].get("saturation") or {}
+            if limits.get("limited_by", saturation.NEITHER) != saturation.NEITHER:
+                notes.append(f"{run['label']}: {saturation.describe(limits)}; a saturated "
+                             "side's latency is mostly queueing, not its handler")  # fmt: skip
     for run in document["runs"]:
         notes += [f"{run['label']}: {problem}" for problem in run["summary"]["validity"]]
     return notes
@@ -164,7 +181,8 @@ def render_markdown(document: Mapping[str, Any]) -> str:
 _ABOUT = (
     "Latency is fan-out latency from the actual send. Intervals are 95 %: with several runs "
     "a side, from the spread between runs; with one, from resampling messages with all "
-    "their deliveries."
+    "their deliveries; with two sides run at once (fanbench run --variants), from the sides' "
+    "ratios paired by time block."
 )
 
 
@@ -201,6 +219,26 @@ CHARTS = {
     "fanout_completion": ("Fan-out completion", "Per message, when its last recipient had it."),
     "loss_errors": ("Loss and errors", "Lost deliveries by second sent; error records per second."),
 }
+BLOCK_CHART = (
+    "Ratio by time block",
+    "B's p50 and p99 over A's in each block of the side-by-side run: shared noise moves both "
+    "sides, so the ratio stays flat where the difference is real.",
+)
+
+
+def _block_chart(deltas: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out: Path
+                 ) -> list[dict[str, str]]:  # fmt: skip
+    from reports import charts
+
+    series = [(d["label"], d["blocks"]) for d in deltas if d.get("side_by_side")]
+    if not series:
+        return []
+    title, caption = BLOCK_CHART
+    # The sides are named in the legend; both labels in the title as well overflow it.
+    heading = charts.title(title, {**meta, "variant": "B / A"})
+    png, svg = charts.save(charts.block_ratios(series, heading), out / "blocks")
+    return [{"name": "block_ratio", "title": title, "caption": caption,
+             "png": png.name, "svg": svg.name}]  # fmt: skip
 
 
 def _charts(measured: Sequence[Measured], out: Path) -> list[dict[str, str]]:
@@ -252,12 +290,14 @@ def write_comparison(
     force: bool,
     draw_charts: bool = True,
     versus: list[Path] | None = None,
+    side_by_side: bool = False,
 ) -> Path:
     """Compare runs; write comparison.md, comparison.json and index.html.
 
     Without ``versus`` each run is compared with the first. With it, ``run_dirs``
     (the reference side) and ``versus`` are two sides of repeated trials, and the
-    verdict uses the runs' spread. Returns the path of index.html. Raises
+    verdict uses the runs' spread. ``side_by_side``: one run a side, made at the same time
+    (``fanbench run --variants``), compared block by block. Returns the path of index.html. Raises
     ``ScenarioMismatch`` (unless ``force``), ``RunDirError`` or ``ValueError`` with a
     one-line message for the user.
     """
@@ -267,6 +307,8 @@ def write_comparison(
         )
     if versus is not None and (not run_dirs or not versus):
         raise ValueError("fanbench compare A... --vs B... needs at least one run on each side")
+    if side_by_side and (len(run_dirs), len(versus or [])) != (1, 1):
+        raise ValueError("a side-by-side comparison takes one run a side")
     measured = load(run_dirs + (versus or []))
     if versus is None:
         sides = [Side(m.label, [m]) for m in measured]
@@ -286,6 +328,7 @@ def write_comparison(
         raise ValueError(f"{out} exists and is not a folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     reference = measured[0].summary["scenario"]
+    deltas = [side_by_side_delta(sides[1], sides[0])] if side_by_side else compare(sides)
     document: dict[str, Any] = {
         "comparison_version": COMPARISON_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -294,9 +337,12 @@ def write_comparison(
         "runs": [{"label": m.label, "path": str(m.path), "summary": m.summary} for m in measured],
         "scenario": {k: v for k, v in reference.items() if k not in IGNORED_SCENARIO_KEYS},
         "scenario_differences": differences,
-        "deltas": compare(sides),
+        "deltas": deltas,
         "charts": _charts(measured, out) if draw_charts else [],
     }
+    if draw_charts:
+        meta = {**measured[0].facts.run.meta, "variant": " vs ".join(m.label for m in measured)}
+        document["charts"] += _block_chart(deltas, meta, out)
     (out / "comparison.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
     (out / "comparison.md").write_text(render_markdown(document))
     index = out / "index.html"

@@ -4,7 +4,9 @@ One run a side: a cluster bootstrap over messages (``stats.bootstrap_ratio``),
 which sees only variation within the runs. Several runs a side: each run is one
 observation (Welch's t on log per-run percentiles, ``stats.between_runs_ratio``),
 so run-to-run variation is in the interval; ``reports/calibration.py`` measures
-how often that calls identical configurations different.
+how often that calls identical configurations different. Two sides run at once
+(``fanbench run --variants``): paired by time block (``reports.blocked``), so the
+noise both sides felt cancels.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import numpy as np
 import numpy.typing as npt
 
 from reports import page
-from reports.analysis import RunFacts, lost_per_message_of
+from reports.analysis import RunFacts, lost_per_message_of, measured_window_start
+from reports.blocked import SideData, compare_blocked, detectable_words
 from reports.stats import (
+    Z95,
     ClusteredSample,
     between_runs_ratio,
     bootstrap_difference,
     bootstrap_ratio,
     welch_interval,
 )
+
+Z80 = 0.8416212335729143
+"""The standard normal's 80th percentile: 80 % power."""
 
 _factor, _signed, _percent = page.factor, page.signed, page.percent
 
@@ -224,3 +231,94 @@ def compare(sides: Sequence[Side]) -> list[dict[str, Any]]:
             ],
         })  # fmt: skip
     return deltas
+
+
+def side_data(measured: Measured) -> SideData:
+    """A run's measured deliveries and messages by send time, for blocked comparison.
+
+    Warm-up messages are left out of the loss too, so that every block counts the same
+    messages for latency and for loss.
+    """
+    run, lat = measured.facts.run, measured.facts.latencies
+    sent = np.asarray(run.sends["sent_ns"], dtype=np.int64)
+    keep = sent >= measured_window_start(run)
+    ledger = measured.facts.ledger
+    return SideData(
+        delivery_sent_ns=sent[lat.message],
+        latency_ms=lat.from_sent_ms,
+        message_sent_ns=sent[keep],
+        lost=lost_per_message_of(ledger)[keep],
+        expected=ledger.expected_per_message[keep],
+    )
+
+
+def detectable_difference(diff: Interval) -> float:
+    """The smallest true difference seen 80 % of the time, from a 95 % interval's half-width:
+    (z₀.₉₇₅ + z₀.₈₀)/z₀.₉₇₅ times it. Blocks that all lost nothing have no spread, so the
+    loss interval (widened to the pooled one) gives the scale, not the blocks alone."""
+    if not diff.finite:
+        return math.nan
+    return (diff.high - diff.low) / 2 * (Z95 + Z80) / Z95
+
+
+def _detectable_points(points: float) -> str:
+    if not math.isfinite(points):
+        return "the smallest change in loss rate this run could see is unknown"
+    return f"this run could have seen a {100 * points:.2f}-point change in loss rate"
+
+
+def side_by_side(side: Side, reference: Side) -> dict[str, Any]:
+    """B (``side``) against A (``reference``), run at once: paired by time block.
+
+    The loss interval is the wider of the paired one and the pooled message-level one:
+    blocks that all lost nothing show no spread, which is not certainty.
+    """
+    (ours,), (theirs,) = side.runs, reference.runs
+    ours_data = side_data(ours)
+    blocked = compare_blocked(side_data(theirs), ours_data)
+    p50, p99, loss = blocked["p50"], blocked["p99"], blocked["loss"]
+    pooled = Interval(*bootstrap_difference(*side.losses(), *reference.losses()))
+    if loss.finite and pooled.finite:
+        diff = Interval(pooled.point, min(loss.low, pooled.low), max(loss.high, pooled.high))
+    else:
+        diff = pooled
+    basis = f"{p50.blocks} blocks of {blocked['block_s']:g} s, side by side"
+    rates = (_pooled_rate(side), _pooled_rate(reference))
+    sentences = []
+    for figure, paired in (("p50", p50), ("p99", p99)):
+        ratio = Interval(paired.point, paired.low, paired.high)
+        sentence = ratio_sentence(side.label, reference.label, figure, ratio, basis)
+        if comparable(ratio):
+            sentence += f"; {detectable_words(figure, paired)}"
+        sentences.append(sentence)
+    loss_detectable = detectable_difference(diff)
+    sentences.append(f"{loss_sentence(side.label, reference.label, rates, diff, basis)}; "
+                     f"{_detectable_points(loss_detectable)}")  # fmt: skip
+    series = blocked["series"]
+    return {
+        "label": side.label,
+        "reference": reference.label,
+        "runs": [1, 1],
+        "between_runs": False,
+        "side_by_side": True,
+        "p50_ratio": Interval(p50.point, p50.low, p50.high).as_dict(),
+        "p99_ratio": Interval(p99.point, p99.low, p99.high).as_dict(),
+        "loss_rate_difference": diff.as_dict(),
+        "blocks": {
+            "block_s": blocked["block_s"],
+            "count": blocked["blocks"],
+            "used": {"p50": p50.blocks, "p99": p99.blocks, "loss": loss.blocks},
+            "effective": {"p50": p50.effective_blocks, "p99": p99.effective_blocks},
+            "detectable": {
+                "p50": _finite(p50.detectable),
+                "p99": _finite(p99.detectable),
+                "loss_points": _finite(100 * loss_detectable),
+            },
+            "series": {key: [_finite(float(x)) for x in values] for key, values in series.items()},
+        },
+        "sentences": sentences,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

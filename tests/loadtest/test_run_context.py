@@ -48,3 +48,9 @@ def test_a_stage_that_cannot_answer_is_recorded_with_the_error() -> None:
 
 def test_a_remote_target_says_so() -> None:
     assert run_context.run_json_part(json.dumps({})) == {"stage": {"kind": "remote"}}
+
+
+def test_a_side_of_a_side_by_side_run_is_named_in_run_json() -> None:
+    side = {"side": "B", "label": "optimized:PostConcurrency=2", "of": 2}
+    part = run_context.run_json_part(json.dumps({"side_by_side": side}))
+    assert part == {"side_by_side": side, "stage": {"kind": "remote"}}

@@ -346,3 +346,104 @@ def test_one_run_a_side_calls_identical_pairs_different_far_more_often() -> None
     rates = false_positives(Model(), 40, 2, seed=8, percentile=99.0, bootstrap_rounds=100)
     assert rates["deliveries"] >= 0.5
     assert rates["messages"] >= 0.2  # run-to-run variation, which messages cannot see
+
+
+def test_uneven_sides_compare_message_by_message_and_say_so(tmp_path: Path) -> None:
+    """Three runs against one: no between-run verdict (one side has no spread), so the
+    intervals come from the messages, the 4x difference is found, and nothing claims
+    to be between-run."""
+    slow = runs_of(tmp_path, "slow", "baseline", [4.0, 4.2, 3.8])
+    (fast,) = runs_of(tmp_path, "fast", "optimized", [1.0])
+    doc = document(
+        write_comparison(slow, tmp_path / "out", force=False, draw_charts=False, versus=[fast])
+    )
+    (delta,) = doc["deltas"]
+    assert (delta["runs"], delta["between_runs"]) == ([1, 3], False)
+    assert contains(delta["p50_ratio"], 0.25)
+    assert delta["p50_ratio"]["ci95"][1] < 0.3
+    assert re.fullmatch(
+        r"optimized p50 latency is (3\.\d\d|4\.\d\d)× lower than baseline "
+        r"\(95 % CI \d\.\d\d–\d\.\d\d×\)",
+        delta["sentences"][0],
+    ), delta["sentences"][0]
+    assert not any("between-run" in sentence for sentence in delta["sentences"])
+    assert delta["sentences"][2].startswith("loss rate: optimized 0.00 % vs baseline 0.00 % (")
+    assert "one run a side" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_one_lossy_run_of_three_is_no_loss_verdict(tmp_path: Path) -> None:
+    """Messages pooled over runs say "A loses more" (every one of its losses fell in one run);
+    the runs' spread says that one run of three proves little. The interval must hold 0."""
+    pairs = [(s, q, (s + 1) % CLIENTS) for s in range(CLIENTS) for q in range(MESSAGES)]
+    a = [make(tmp_path / "a0", variant="baseline", drop=pairs[:60])]
+    a += [make(tmp_path / f"a{i}", variant="baseline") for i in (1, 2)]
+    b = [make(tmp_path / f"b{i}", variant="optimized") for i in range(3)]
+    delta = document(
+        write_comparison(b, tmp_path / "out", force=False, draw_charts=False, versus=a)
+    )["deltas"][0]
+    difference = delta["loss_rate_difference"]
+    assert difference["point"] == pytest.approx(60 / 3360)
+    low, high = difference["ci95"]
+    assert low < 0.0 < high, difference
+    assert high - low > 0.05  # Welch on [5.4 %, 0, 0] vs [0, 0, 0]: about −5.9 to +9.5 points
+    assert delta["sentences"][2].endswith("3 vs 3 runs, between-run)")
+
+
+# --- two sides run at once -------------------------------------------------------------------
+
+
+def noisy(base_ms: float, seed: int) -> Callable[[int, int, int], float]:
+    """``jittered`` times a host noise shared by every run: second ``seq`` is slow or fast
+    by up to 2x alike on both sides (the same seed 0), as when both ran at once."""
+    host = np.exp(np.random.default_rng(0).normal(0.0, 0.5, MESSAGES))
+    jitter = jittered(base_ms, seed)
+    return lambda sender, seq, receiver: jitter(sender, seq, receiver) * float(host[seq])
+
+
+def test_side_by_side_pairs_blocks_so_shared_noise_cancels(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", variant="optimized", latency_ms=noisy(20.0, seed=1))
+    b = make(tmp_path / "b", variant="optimized:PostConcurrency=2", latency_ms=noisy(26.0, seed=2))
+    doc = document(write_comparison([a], tmp_path / "out", force=False, versus=[b],
+                                    side_by_side=True))  # fmt: skip
+    (delta,) = doc["deltas"]
+    assert delta["side_by_side"] is True
+    assert contains(delta["p50_ratio"], 1.3)
+    assert delta["p50_ratio"]["ci95"][0] > 1.15  # the shared 2x swings cancel
+    assert 0 < delta["blocks"]["detectable"]["p50"] < 0.15
+    blocks = delta["blocks"]
+    assert blocks["count"] == len(blocks["series"]["p50_ratio"]) >= 8
+    assert re.fullmatch(
+        r"optimized:PostConcurrency=2 p50 latency is 1\.\d\d× higher than optimized "
+        r"\(95 % CI 1\.\d\d–1\.\d\d×; \d+ blocks of [\d.]+ s, side by side\); "
+        r"this run could have seen a \d+\.\d % change in p50",
+        delta["sentences"][0],
+    ), delta["sentences"][0]
+    assert "-point change in loss rate" in delta["sentences"][2]
+    names = [chart["name"] for chart in doc["charts"]]
+    assert names[-1] == "block_ratio"
+    assert "latency_over_time" in names  # both sides overlaid on the run charts
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    assert "one run a side" not in markdown
+    assert "repeat the run with the sides swapped" in markdown
+    assert "![Ratio by time block](blocks.png)" in markdown
+    # Unpaired, message by message, the same runs' shared swings are in the interval.
+    unpaired = document(write_comparison([a, b], tmp_path / "plain", force=False,
+                                         draw_charts=False))["deltas"][0]  # fmt: skip
+    plain, paired = unpaired["p50_ratio"]["ci95"], delta["p50_ratio"]["ci95"]
+    assert plain[1] - plain[0] > paired[1] - paired[0]
+
+
+def test_side_by_side_takes_one_run_a_side(tmp_path: Path) -> None:
+    a, b = make(tmp_path / "a"), make(tmp_path / "b")
+    with pytest.raises(ValueError, match="one run a side"):
+        write_comparison([a, b], tmp_path / "out", force=False, versus=[b], side_by_side=True)
+
+
+def test_a_saturated_side_is_named_on_a_side_by_side_page(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", latency_ms=noisy(20.0, seed=1), health_cpu=99.0)
+    b = make(tmp_path / "b", latency_ms=noisy(20.0, seed=2))
+    write_comparison([a], tmp_path / "out", force=False, versus=[b], side_by_side=True,
+                     draw_charts=False)  # fmt: skip
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    assert "- a: saturation: the load generator limited the run" in markdown
+    assert "- b: saturation" not in markdown

@@ -70,6 +70,18 @@ def test_the_median_rising_through_the_run_is_a_queue_building() -> None:
     assert saturation.client_reasons(counts, 0, (25.0, 30.0)) == []
 
 
+@pytest.mark.parametrize(
+    "trend",
+    [(5.0, 11.0), (100.0, 125.0)],
+    ids=["doubled-by-only-6-ms", "rose-25-ms-but-not-doubled"],
+)
+def test_the_median_rising_needs_both_a_doubling_and_the_floor(
+    trend: tuple[float, float],
+) -> None:
+    """Either condition alone would blame the system for noise (5 → 11 ms) or a mild drift."""
+    assert saturation.client_reasons({"error_frames": 0, "late": 0}, 0, trend) == []
+
+
 def test_what_clients_saw_counts_on_any_target() -> None:
     counts = {"error_frames": 12, "late": 15_298}
     assert saturation.client_reasons(counts, 3, None) == [

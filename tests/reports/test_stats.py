@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 
 from reports.stats import (
     ClusteredSample,
+    between_runs_ratio,
     bootstrap_difference,
     bootstrap_ratio,
     clustered_rate_interval,
     effective_trials,
     percentiles,
+    welch_interval,
     wilson_interval,
 )
 
@@ -275,3 +277,38 @@ def test_bootstrap_difference_without_trials_is_nan() -> None:
 def test_bootstrap_difference_is_deterministic_for_a_seed() -> None:
     args = (*bernoulli(7, 90), *bernoulli(3, 80))
     assert bootstrap_difference(*args, seed=4) == bootstrap_difference(*args, seed=4)
+
+
+# --- Welch's interval against textbook values --------------------------------------------------
+
+
+def test_welch_interval_matches_the_textbook_and_scipy() -> None:
+    """Per-run p99s [30, 31, 29] vs [70, 40, 55]: sample variances 1 and 225 (ddof 1), the
+    Welch–Satterthwaite degrees of freedom 2.018 (not the pooled 4), t(0.975, 2.018) = 4.2665.
+    Pooled freedom or population variance narrows the interval until it excludes 0."""
+    from scipy.stats import ttest_ind
+
+    a, b = [30.0, 31.0, 29.0], [70.0, 40.0, 55.0]
+    point, low, high = welch_interval(a, b)
+    se = math.sqrt(1 / 3 + 225 / 3)
+    freedom = se**4 / ((1 / 3) ** 2 / 2 + (225 / 3) ** 2 / 2)
+    assert freedom == pytest.approx(2.0178, abs=1e-4)
+    assert point == -25.0
+    assert (low, high) == pytest.approx((-25.0 - 4.26650 * se, -25.0 + 4.26650 * se), abs=0.01)
+    assert (low, high) == pytest.approx((-62.03, 12.03), abs=0.01)
+    reference = ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((reference.low, reference.high))
+    assert low < 0.0 < high  # pooled freedom (4) gives −49.1 to −0.9: a false "lower"
+
+
+def test_welch_interval_with_equal_variances_and_sizes_is_the_student_one() -> None:
+    # Equal sizes and variances: Welch's freedom is the pooled 2(n − 1) = 4, t(0.975, 4) = 2.776.
+    point, low, high = welch_interval([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    half = 2.7764451 * math.sqrt(1 / 3 + 1 / 3)
+    assert (point, low, high) == pytest.approx((-3.0, -3.0 - half, -3.0 + half), abs=1e-6)
+
+
+def test_between_runs_ratio_of_spread_p99s_is_no_verdict() -> None:
+    point, low, high = between_runs_ratio([30.0, 31.0, 29.0], [70.0, 40.0, 55.0])
+    assert point == pytest.approx((30 * 31 * 29 / (70 * 40 * 55)) ** (1 / 3), rel=1e-9)
+    assert low < 1.0 < high

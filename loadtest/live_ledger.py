@@ -40,6 +40,8 @@ class LiveFigures:
 
     expected: int
     """Expected deliveries of the messages whose drain window has passed."""
+    expected_sent: int
+    """Expected deliveries of every message sent so far."""
     lost: int
     receipts: int
     duplicates: int
@@ -132,6 +134,7 @@ def live_figures(run: Run, horizon_ns: int) -> LiveFigures:
     )[0].astype(np.int64)
     return LiveFigures(
         expected=int(facts.ledger.expected_per_message[settled].sum()),
+        expected_sent=int(facts.ledger.expected_per_message.sum()),
         lost=int(lost_per_message.sum()),
         receipts=int(counts["receipts"]),
         duplicates=int(counts["duplicates"]),
@@ -151,6 +154,7 @@ def final_figures(run: Run) -> LiveFigures:
     seconds["expected"] = _expected_per_second(run, facts.ledger.expected_per_message, bins)
     return LiveFigures(
         expected=int(counts["expected"]),
+        expected_sent=int(counts["expected"]),
         lost=int(counts["lost"]),
         receipts=int(counts["receipts"]),
         duplicates=int(counts["duplicates"]),

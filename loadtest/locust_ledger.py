@@ -125,7 +125,7 @@ def tab_rows(figures: LiveFigures | None) -> list[dict[str, Any]]:
     seconds = figures.per_second
     whole = {
         "second": "final" if figures.final else "so far",
-        "expected": sum(r["expected"] for r in seconds),
+        "expected": figures.expected_sent,
         "delivered": figures.receipts,
         "lost": figures.lost,
         "p50": None,

@@ -46,6 +46,8 @@ FLUSH_TIMEOUT_S = 30.0
 PING_ROUNDS = 20
 PROGRESS_INTERVAL_S = 1.0
 PROGRESS_LOSS_ROW_LIMIT = 2_000_000
+PROGRESS_BUSY_FACTOR = 4
+"""The running ledger takes at most about a fifth of the master's time."""
 QUIET_S = 2.0
 """No new receipt for this long after the drain window: the fan-outs have finished."""
 POLL_S = 0.1
@@ -324,11 +326,16 @@ class MasterState:
     def write_progress_forever(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         target = self.run_dir / "progress.json"
+        pause_s = PROGRESS_INTERVAL_S
         while not self._written:
-            gevent.sleep(PROGRESS_INTERVAL_S)
+            gevent.sleep(pause_s)
+            began = time.perf_counter()
             staging = target.with_suffix(".tmp")
             staging.write_text(json.dumps(self.progress()))
             staging.replace(target)
+            # The ledger blocks this process's greenlets (the users', in one process): a
+            # large run refreshes it less often rather than starving the receivers.
+            pause_s = max(PROGRESS_INTERVAL_S, PROGRESS_BUSY_FACTOR * (time.perf_counter() - began))
 
 
 class WorkerState:

@@ -4,6 +4,8 @@ Against a real local stage that silently drops 2 % of its posts, Locust's
 ``lost deliveries`` row must count exactly the report's lost and expected
 deliveries (so its failure ratio is the report's loss rate) and its failures
 file must explain them; without the fault every ledger row shows 0 failures.
+The faulty run is one process exporting through ``--otel`` as well; the
+fault-free one is distributed (a master and two worker processes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fanbench_common.rundir import read_run
 from loadtest.distributed import LOCUSTFILE
 from loadtest.locust_ledger import DUPLICATE, LATE, LEDGER, LOST
 from loadtest.stage.config import StageConfig
+from loadtest.stage.dynamodb import free_port
 from loadtest.stage.faults import Faults
 from loadtest.stage.launcher import LocalStage
 from reports.analysis import analyze
@@ -89,13 +92,16 @@ def failures(out: Path) -> dict[str, tuple[str, int]]:
 
 def test_locust_csv_carries_the_reports_loss(stage: LocalStage, tmp_path: Path) -> None:
     faulty = stage.config.faults.drop_rate > 0
-    # The faulty run also exports through --otel (fan-out receipts then take Locust's
-    # request event one by one, the other path to its statistics).
-    result = (
-        run_locust(stage, tmp_path, "--otel", env=OTEL_CONSOLE)
-        if faulty
-        else run_locust(stage, tmp_path)
-    )
+    if faulty:
+        # In one process, exporting through --otel too (fan-out receipts then take Locust's
+        # request event one by one, the other path to its statistics).
+        result = run_locust(stage, tmp_path, "--otel", env=OTEL_CONSOLE)
+    else:  # distributed: the master's statistics carry the rows
+        port = str(free_port("127.0.0.1"))
+        result = run_locust(
+            stage, tmp_path, "--processes", "2", "--master-bind-host", "127.0.0.1",
+            "--master-bind-port", port, "--master-port", port,
+        )  # fmt: skip
     assert (tmp_path / "run" / "run.json").is_file(), result.stdout[-2000:] + result.stderr[-3000:]
     counts = analyze(read_run(tmp_path / "run"))["counts"]
     assert counts["expected"] > 1000, counts  # enough deliveries for a 2 % loss to show

@@ -50,6 +50,9 @@ class LiveFigures:
     per_second: list[dict[str, Any]] = field(default_factory=list)
     """Oldest first: second, expected, delivered, lost (so far), p50_ms, p99_ms."""
     final: bool = False
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    """Fan-out latency of the whole test so far (the report's measured deliveries)."""
 
     @property
     def loss_rate(self) -> float:
@@ -118,6 +121,11 @@ def _expected_per_second(run: Run, expected_per_message: Any, bins: Any) -> Any:
     )[0].astype(np.int64)
 
 
+def _latency(summary: dict[str, Any], name: str) -> float | None:
+    value = summary["latency_ms"]["from_sent"][name]
+    return None if value is None else round(float(value), 1)
+
+
 def live_figures(run: Run, horizon_ns: int) -> LiveFigures:
     """The figures so far; only messages sent before ``horizon_ns`` can have lost deliveries."""
     facts = gather(run)
@@ -141,6 +149,8 @@ def live_figures(run: Run, horizon_ns: int) -> LiveFigures:
         late=int(counts["late"]),
         saturation=saturation.describe(summary["saturation"]),
         per_second=_rows(seconds, lost_per_second),
+        p50_ms=_latency(summary, "p50"),
+        p99_ms=_latency(summary, "p99"),
     )
 
 
@@ -162,4 +172,6 @@ def final_figures(run: Run) -> LiveFigures:
         saturation=saturation.describe(summary["saturation"]),
         per_second=_rows(seconds, seconds["lost"]),
         final=True,
+        p50_ms=_latency(summary, "p50"),
+        p99_ms=_latency(summary, "p99"),
     )

@@ -128,8 +128,8 @@ def tab_rows(figures: LiveFigures | None) -> list[dict[str, Any]]:
         "expected": figures.expected_sent,
         "delivered": figures.receipts,
         "lost": figures.lost,
-        "p50": None,
-        "p99": None,
+        "p50": figures.p50_ms,
+        "p99": figures.p99_ms,
         "note": figures.saturation,
     }
     return [whole] + [

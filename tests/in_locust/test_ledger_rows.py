@@ -35,7 +35,7 @@ def figures(expected: int, lost: int, receipts: int = 0, duplicates: int = 0, la
     return LiveFigures(
         expected=expected, expected_sent=expected + 7, lost=lost, receipts=receipts,
         duplicates=duplicates, late=late, saturation="saturation: neither side",
-        per_second=per_second, final=final,
+        per_second=per_second, final=final, p50_ms=11.0, p99_ms=42.0,
     )  # fmt: skip
 
 
@@ -87,6 +87,7 @@ def test_the_tab_shows_the_whole_test_then_each_second_newest_first() -> None:
     assert rows[0]["second"] == "so far"
     assert (rows[0]["expected"], rows[0]["delivered"], rows[0]["lost"]) == (207, 190, 4)
     assert rows[0]["note"] == "saturation: neither side"
+    assert (rows[0]["p50"], rows[0]["p99"]) == (11.0, 42.0)
     assert [row["second"] for row in rows[1:]] == [1, 0]
     assert rows[2]["p50"] == 12.5
     assert tab_rows(figures(200, 4, 190, final=True))[0]["second"] == "final"

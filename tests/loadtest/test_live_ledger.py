@@ -71,6 +71,8 @@ def test_the_final_figures_are_the_reports(run: Run) -> None:
     assert (final.duplicates, final.late) == (counts["duplicates"], counts["late"])
     assert final.loss_rate == pytest.approx(counts["loss_rate"])
     assert final.saturation.startswith("saturation: ")
+    assert final.p50_ms == pytest.approx(10.0)
+    assert final.p99_ms == pytest.approx(10.0)
 
 
 def test_the_table_keeps_the_newest_seconds(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,7 @@ from tests.repo import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 SWARM_S = 30
+FUNCTION_TIMEOUT_S = 30.0
 """Long enough for both looks; Locust is terminated as soon as the test has them."""
 
 
@@ -38,7 +39,9 @@ SWARM_S = 30
 def web_ui(tmp_path: Path) -> Iterator[str]:
     """A running swarm's web UI address."""
     port = free_port("127.0.0.1")
-    with LocalStage(StageConfig(), log_dir=tmp_path / "stage") as stage:
+    # A long function timeout: a cold start on a busy test machine is slow, not a failure.
+    config = StageConfig(function_timeout_s=FUNCTION_TIMEOUT_S)
+    with LocalStage(config, log_dir=tmp_path / "stage") as stage:
         command = [
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", stage.ws_url,
             "--web-host", "127.0.0.1", "--web-port", str(port), "--autostart",

@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,12 @@ import gevent
 from locust import events
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
-from fanbench_common.loss import account
 from fanbench_common.rundir import as_table, default_run_dir
 from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
-from loadtest import health, process_context, run_context
+from loadtest import health, locust_ledger, process_context, run_context
 from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
 from loadtest.distributed import hostname
+from loadtest.live_ledger import LiveFigures, live_figures, live_run, loss_horizon_ns
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
 from loadtest.seats import SEAT, SEAT_REQUEST, MasterSeats, SeatDesk, WorkerSeats
@@ -45,6 +46,8 @@ FLUSH_TIMEOUT_S = 30.0
 PING_ROUNDS = 20
 PROGRESS_INTERVAL_S = 1.0
 PROGRESS_LOSS_ROW_LIMIT = 2_000_000
+PROGRESS_BUSY_FACTOR = 4
+"""The running ledger takes at most about a fifth of the master's time."""
 QUIET_S = 2.0
 """No new receipt for this long after the drain window: the fan-outs have finished."""
 POLL_S = 0.1
@@ -94,6 +97,8 @@ class MasterState:
         self.missing: dict[int, dict[str, int]] = {}
         self.run_dir = Path(scenario.run_dir) if scenario.run_dir else default_run_dir()
         self._written = False
+        self.on_live: list[Callable[[LiveFigures], None]] = []
+        """Called with each second's running ledger (``loadtest.locust_ledger`` shows it)."""
 
     # -- messages from workers ---------------------------------------------------
 
@@ -286,17 +291,10 @@ class MasterState:
         sent, received = rows["sends"], rows["deliveries"]
         lost: int | None = None
         if sum(rows.values()) < PROGRESS_LOSS_ROW_LIMIT:
-            tables = self.collector.tables(self.clock_fits())
-            settle_ns = int(self.scenario.settle_s * 1e9)
-            horizon = time.time_ns() - settle_ns - int(2 * SHIP_INTERVAL_S * 1e9)
-            sends = as_table("sends", tables["sends"])
-            old = sends["sent_ns"] < horizon
-            settled = {column: values[old] for column, values in sends.items()}
-            lost = account(
-                settled, as_table("deliveries", tables["deliveries"]),
-                as_table("membership", tables["membership"]), as_table("errors", tables["errors"]),
-                settle_ns,
-            ).lost  # fmt: skip
+            figures = self.live_figures()
+            lost = figures.lost
+            for listener in self.on_live:
+                listener(figures)
         runner = self.environment.runner
         return {
             "elapsed_s": (time.time_ns() - self.started_ns) / 1e9 if self.started_ns else 0.0,
@@ -306,14 +304,38 @@ class MasterState:
             "lost": lost,
         }
 
+    def live_figures(self) -> LiveFigures:
+        """The running ledger: a delivery is lost once its message's drain window has passed."""
+        tables = self.collector.tables(self.clock_fits())
+        now = time.time_ns()
+        drain_ns = int(self.scenario.drain_s * 1e9)
+        run = live_run(
+            {name: as_table(name, table) for name, table in tables.items()},
+            self.scenario.as_metadata(), self.started_ns, now, self.stop_sending_ns,
+            self.stop_sending_ns + drain_ns if self.stop_sending_ns else None,
+        )  # fmt: skip
+        scenario = self.scenario
+        return live_figures(
+            run, loss_horizon_ns(now, scenario.drain_s, scenario.settle_s, SHIP_INTERVAL_S)
+        )
+
+    @property
+    def written(self) -> bool:
+        return self._written
+
     def write_progress_forever(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         target = self.run_dir / "progress.json"
+        pause_s = PROGRESS_INTERVAL_S
         while not self._written:
-            gevent.sleep(PROGRESS_INTERVAL_S)
+            gevent.sleep(pause_s)
+            began = time.perf_counter()
             staging = target.with_suffix(".tmp")
             staging.write_text(json.dumps(self.progress()))
             staging.replace(target)
+            # The ledger blocks this process's greenlets (the users', in one process): a
+            # large run refreshes it less often rather than starving the receivers.
+            pause_s = max(PROGRESS_INTERVAL_S, PROGRESS_BUSY_FACTOR * (time.perf_counter() - began))
 
 
 class WorkerState:
@@ -419,3 +441,6 @@ def install_hooks() -> None:
         @events.test_stopping.add_listener
         def _stopping(environment: Any, **_: Any) -> None:
             master.finish()
+
+        # After ``_stopping``: the final figures come from the run directory it writes.
+        locust_ledger.install(environment, master)

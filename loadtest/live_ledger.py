@@ -1,0 +1,177 @@
+"""The master's running ledger: what Locust's own statistics and web UI show while a test runs.
+
+Built from the records the master holds so far with the report's own code
+(``reports.analysis``: the same ledger, latencies, per-second bins and
+saturation reasons), so live figures and the report's differ only where they
+must:
+
+* a delivery counts as **lost** only once its message's drain window (and the
+  settle window, and two shipping intervals for records still on their way
+  from workers) has passed without it: a slow fan-out is late, not lost. A
+  late receipt turns a counted loss back into a delivery, so the live lost
+  count can go down;
+* **late** receipts exist only once the drain deadline (sending stopped plus
+  the drain window) is known, as in the report.
+
+When the run directory is written, ``final_figures`` reads it back and takes the
+report's figures as they are (the report remains the reference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fanbench_common.rundir import Run, Table
+from reports import saturation
+from reports.analysis import analyze, gather, lost_per_message_of, per_second
+
+PER_SECOND_ROWS = 300
+"""The web UI's fan-out table keeps the newest seconds only (a long test would swamp it)."""
+
+
+@dataclass(frozen=True)
+class LiveFigures:
+    """Counts as the report defines them, so far, and the fan-out tab's rows."""
+
+    expected: int
+    """Expected deliveries of the messages whose drain window has passed."""
+    expected_sent: int
+    """Expected deliveries of every message sent so far."""
+    lost: int
+    receipts: int
+    duplicates: int
+    late: int
+    saturation: str
+    per_second: list[dict[str, Any]] = field(default_factory=list)
+    """Oldest first: second, expected, delivered, lost (so far), p50_ms, p99_ms."""
+    final: bool = False
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    """Fan-out latency of the whole test so far (the report's measured deliveries)."""
+
+    @property
+    def loss_rate(self) -> float:
+        return self.lost / self.expected if self.expected else 0.0
+
+
+def loss_horizon_ns(now_ns: int, drain_s: float, settle_s: float, ship_interval_s: float) -> int:
+    """Messages sent before this instant have had their whole drain window (and settle window,
+    and time for workers' records to reach the master): a missing delivery of one is lost."""
+    wait_s = max(drain_s, settle_s) + 2 * ship_interval_s
+    return now_ns - int(wait_s * 1e9)
+
+
+def live_run(
+    tables: dict[str, Table],
+    scenario: dict[str, Any],
+    start_ns: int,
+    now_ns: int,
+    stop_sending_ns: int = 0,
+    drain_deadline_ns: int | None = None,
+    path: Path = Path("."),
+) -> Run:
+    """The records so far as a ``Run`` the report's code accepts."""
+    times: dict[str, Any] = {
+        "start_ns": start_ns,
+        "stop_sending_ns": stop_sending_ns or now_ns,
+        "end_ns": now_ns,
+    }
+    if drain_deadline_ns is not None:
+        times["drain_deadline_ns"] = drain_deadline_ns
+    return Run(
+        path=path,
+        meta={"scenario": scenario, "times": times},
+        sends=tables["sends"],
+        deliveries=tables["deliveries"],
+        membership=tables["membership"],
+        errors=tables["errors"],
+        health=tables["health"],
+    )
+
+
+def _rows(seconds: dict[str, Any], lost_per_second: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+    def ms(value: float) -> float | None:
+        return None if math.isnan(value) else round(float(value), 1)
+
+    expected = seconds["expected"]
+    lost_so_far = np.cumsum(lost_per_second)
+    first = max(0, len(seconds["second"]) - PER_SECOND_ROWS)
+    return [
+        {
+            "second": int(seconds["second"][s]),
+            "expected": int(expected[s]),
+            "delivered": int(seconds["deliveries"][s]),
+            "lost": int(lost_so_far[s]),
+            "p50_ms": ms(seconds["p50_ms"][s]),
+            "p99_ms": ms(seconds["p99_ms"][s]),
+        }
+        for s in range(first, len(seconds["second"]))
+    ]
+
+
+def _expected_per_second(run: Run, expected_per_message: Any, bins: Any) -> Any:
+    start = int(run.meta["times"]["start_ns"])
+    return np.histogram(
+        (run.sends["sent_ns"] - start) / 1e9, bins=bins, weights=expected_per_message
+    )[0].astype(np.int64)
+
+
+def _latency(summary: dict[str, Any], name: str) -> float | None:
+    value = summary["latency_ms"]["from_sent"][name]
+    return None if value is None else round(float(value), 1)
+
+
+def live_figures(run: Run, horizon_ns: int) -> LiveFigures:
+    """The figures so far; only messages sent before ``horizon_ns`` can have lost deliveries."""
+    facts = gather(run)
+    summary = analyze(facts)
+    counts = summary["counts"]
+    settled = run.sends["sent_ns"] < horizon_ns
+    lost_per_message = np.where(settled, lost_per_message_of(facts.ledger), 0)
+    seconds = per_second(facts)
+    bins = np.append(seconds["second"], len(seconds["second"]))
+    seconds["expected"] = _expected_per_second(run, facts.ledger.expected_per_message, bins)
+    start = int(run.meta["times"]["start_ns"])
+    lost_per_second = np.histogram(
+        (run.sends["sent_ns"] - start) / 1e9, bins=bins, weights=lost_per_message
+    )[0].astype(np.int64)
+    return LiveFigures(
+        expected=int(facts.ledger.expected_per_message[settled].sum()),
+        expected_sent=int(facts.ledger.expected_per_message.sum()),
+        lost=int(lost_per_message.sum()),
+        receipts=int(counts["receipts"]),
+        duplicates=int(counts["duplicates"]),
+        late=int(counts["late"]),
+        saturation=saturation.describe(summary["saturation"]),
+        per_second=_rows(seconds, lost_per_second),
+        p50_ms=_latency(summary, "p50"),
+        p99_ms=_latency(summary, "p99"),
+    )
+
+
+def final_figures(run: Run) -> LiveFigures:
+    """The report's own figures for a written run directory."""
+    facts = gather(run)
+    summary = analyze(facts)
+    counts = summary["counts"]
+    seconds = per_second(facts)
+    bins = np.append(seconds["second"], len(seconds["second"]))
+    seconds["expected"] = _expected_per_second(run, facts.ledger.expected_per_message, bins)
+    return LiveFigures(
+        expected=int(counts["expected"]),
+        expected_sent=int(counts["expected"]),
+        lost=int(counts["lost"]),
+        receipts=int(counts["receipts"]),
+        duplicates=int(counts["duplicates"]),
+        late=int(counts["late"]),
+        saturation=saturation.describe(summary["saturation"]),
+        per_second=_rows(seconds, seconds["lost"]),
+        final=True,
+        p50_ms=_latency(summary, "p50"),
+        p99_ms=_latency(summary, "p99"),
+    )

@@ -24,15 +24,22 @@ def percentiles(values: npt.NDArray[Any]) -> dict[str, float | None]:
     return out
 
 
-def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
-    """95 % Wilson score interval for a binomial proportion (good near 0, unlike Wald)."""
+def wilson_interval(successes: float, trials: float, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval for a binomial proportion (good near 0, unlike Wald).
+
+    ``trials`` may be fractional: an effective count of clustered trials
+    (``clustered_rate_interval``).
+    """
     if trials <= 0:
         return (0.0, 1.0)
-    p = successes / trials
+    rate = successes / trials
     denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    centre = (rate + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denominator
+    # At 0 (or 1) the bound is exact; rounding would leave a speck such as 7e-18.
+    low = 0.0 if rate == 0 else max(0.0, centre - half)
+    high = 1.0 if rate == 1 else min(1.0, centre + half)
+    return (low, high)
 
 
 class ClusteredSample:
@@ -97,16 +104,6 @@ def bootstrap_ratio(
     return (point, float(low), float(high))
 
 
-def _wilson(rate: float, trials: float, z: float = Z95) -> tuple[float, float]:
-    denominator = 1 + z * z / trials
-    centre = (rate + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denominator
-    # At 0 (or 1) the bound is exact; rounding would leave a speck such as 7e-18.
-    low = 0.0 if rate == 0 else max(0.0, centre - half)
-    high = 1.0 if rate == 1 else min(1.0, centre + half)
-    return (low, high)
-
-
 def effective_trials(hits: npt.NDArray[Any], trials: npt.NDArray[Any]) -> float:
     """How many independent trials clustered counts are worth (Kish's effective sample size).
 
@@ -145,7 +142,7 @@ def clustered_rate_interval(
     n_eff = effective_trials(hits, trials)
     if total <= 0 or n_eff <= 0:
         return (0.0, 1.0)
-    return _wilson(float(np.sum(hits)) / total, n_eff, z)
+    return wilson_interval(float(np.sum(hits)) / total * n_eff, n_eff, z)
 
 
 def bootstrap_difference(

@@ -312,3 +312,10 @@ def test_between_runs_ratio_of_spread_p99s_is_no_verdict() -> None:
     point, low, high = between_runs_ratio([30.0, 31.0, 29.0], [70.0, 40.0, 55.0])
     assert point == pytest.approx((30 * 31 * 29 / (70 * 40 * 55)) ** (1 / 3), rel=1e-9)
     assert low < 1.0 < high
+
+
+def test_the_wilson_bound_at_zero_and_all_is_exact_with_fractional_trials() -> None:
+    # Rounding in centre - half once left 7e-18 where the bound is exactly 0.
+    assert wilson_interval(0, 0.1 + 0.2)[0] == 0.0
+    assert wilson_interval(0.3, 0.1 + 0.2)[1] == 1.0
+    assert wilson_interval(0, 590.5)[1] == pytest.approx(wilson_interval(0, 590)[1], rel=2e-3)

@@ -27,6 +27,7 @@ BENCHMARKS = (
     "stage_headroom",
     "capacity_check",
     "sharded_fanout",
+    "stage_as_aws",
 )
 Runner = Callable[[Size, Path], BenchResult]
 

@@ -7,7 +7,9 @@ this process and 20 ms injected on every @connections POST:
 * ``tutorial``: the AWS tutorial's Node.js app (SDK v3), unmodified, with its template;
 * ``baseline``: fanbench's Python port of it;
 * ``optimized``: fanbench's optimized handler, with the template's ``PostClient``;
-* ``optimized signed``: the same with ``PostClient=signed`` (the lean post path).
+* ``optimized signed``: the same with ``PostClient=signed`` (the lean post path);
+* at full size also ``baseline http`` and ``optimized http``: the same handlers posting
+  over plain HTTP, as the stage let them before, to show the cost it hid.
 
 Per N, sends alternate between contenders (``reps`` each, order reversed every
 rep) and are timed from the sender's ``send()`` to the last recipient's frame.
@@ -55,6 +57,11 @@ CONTENDERS = (
     Contender("optimized", "optimized"),
     Contender("optimized signed", "optimized", (("PostClient", "signed"),)),
 )
+HTTP_CONTRAST = (
+    Contender("baseline http", "baseline", callbacks="http"),
+    Contender("optimized http", "optimized", callbacks="http"),
+)
+"""The same handlers handed a plain-HTTP ``CallbackUrl``: what the stage hid before TLS."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ PLANS: dict[str, Plan] = {
     # hold the wiring, short enough for the test suite.
     "smoke": Plan(audiences=(8,), reps=1, warmup_clients=4, contenders=CONTENDERS[:2]),
     "default": Plan(audiences=(100, 300)),
-    "full": Plan(audiences=(100, 300, 1000)),
+    "full": Plan(audiences=(100, 300, 1000), contenders=CONTENDERS + HTTP_CONTRAST),
 }
 
 
@@ -197,11 +204,15 @@ def _row(samples: list[Sample], memory_mb: int) -> dict[str, Scalar]:
 def _ratios(rows: list[dict[str, Scalar]], audience: int, plan: Plan) -> list[Ratio]:
     by_label = {row["contender"]: row for row in rows if row["N"] == audience}
     tutorial = by_label[TUTORIAL]
-    conditions = f"{plan.post_latency_ms:g} ms per post, TLS callbacks, median of {plan.reps}"
+    callbacks = {c.label: c.callbacks for c in plan.contenders}
     ratios = []
     for label, row in by_label.items():
         if label == TUTORIAL:
             continue
+        conditions = (
+            f"{plan.post_latency_ms:g} ms per post, {callbacks[label]} callbacks against the "
+            f"tutorial's https, median of {plan.reps}"
+        )
         for column, what in (
             ("to last delivery s", "time to last delivery"),
             ("Lambda CPU ms/post", "Lambda CPU per post"),

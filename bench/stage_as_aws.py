@@ -202,7 +202,7 @@ def _row(samples: list[Sample], memory_mb: int) -> dict[str, Scalar]:
 
 
 def _ratios(rows: list[dict[str, Scalar]], audience: int, plan: Plan) -> list[Ratio]:
-    by_label = {row["contender"]: row for row in rows if row["N"] == audience}
+    by_label = {str(row["contender"]): row for row in rows if row["N"] == audience}
     tutorial = by_label[TUTORIAL]
     callbacks = {c.label: c.callbacks for c in plan.contenders}
     ratios = []

@@ -163,7 +163,8 @@ def _workers(stage: LocalStage) -> list[psutil.Process]:
 def _all_frozen(stage: LocalStage, at_least: int) -> bool:
     workers = _workers(stage)
     with contextlib.suppress(psutil.Error):
-        states = [w.status() for w in workers]
+        # A replaced environment (killed at its timeout) may linger as a zombie: not a worker.
+        states = [s for s in (w.status() for w in workers) if s != psutil.STATUS_ZOMBIE]
         return len(states) >= at_least and set(states) == {psutil.STATUS_STOPPED}
     return False
 

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "sharded_fanout",
     "at_limits",
     "side_by_side",
+    "stage_as_aws",
 )
 Runner = Callable[[Size, Path], BenchResult]
 

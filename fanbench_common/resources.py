@@ -1,4 +1,5 @@
-"""Where the deployable pieces are: ``template.yaml`` and the ``handlers/`` it deploys.
+"""Where the deployable pieces are: ``template.yaml`` and the ``handlers/`` it deploys
+(and, under ``apps/``, the AWS tutorial's own app, which the stage runs as a variant).
 
 In a checkout they sit at the repository's root, where SAM expects them. A wheel
 carries the same two under ``fanbench_common/deploy/`` (see pyproject.toml), so
@@ -49,3 +50,20 @@ def bundled_app() -> DeployableApp:
     raise FileNotFoundError(
         f"fanbench's template.yaml and handlers/ are missing (looked in {searched})"
     )
+
+
+APPS_DIR = _PACKAGE_DIR / "apps"
+"""Other apps the stage runs by name, inside this package so a wheel carries them."""
+
+
+def tutorial_app() -> DeployableApp:
+    """The AWS WebSocket chat tutorial's own Node.js app (SDK v3) and its template, unmodified:
+    ``--variant tutorial``, a user's actual starting point beside fanbench's handlers."""
+    root = APPS_DIR / "tutorial"
+    return DeployableApp(root / "template.yaml", root / "src")
+
+
+def unawaited_app() -> DeployableApp:
+    """The tutorial's app with its fan-out left un-awaited: the bug Lambda's freeze exposes."""
+    root = APPS_DIR / "unawaited"
+    return DeployableApp(root / "template.yaml", root / "src")

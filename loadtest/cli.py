@@ -38,6 +38,8 @@ def _stage(args: argparse.Namespace) -> int:
             f"  over TLS:         {info['wss_url']} and {info['https_callback_url']}/@connections"
         )
         print(f"  TLS CA:           {info['ca_file']} (trusted by the stage's functions)")
+        frozen = "frozen between invocations" if info["freeze"] else "kept running (--no-freeze)"
+        print(f"  functions:        post to @connections over {info['callbacks']}, {frozen}")
         print(
             f"  DynamoDB:         {info['dynamodb_endpoint']} ({info['dynamodb_emulator']}, "
             f"table {info['table_name']})"

@@ -75,7 +75,7 @@ READ_UNIT_BYTES = 4 * KIB
 WRITE_UNIT_BYTES = 1 * KIB
 EVENTUALLY_CONSISTENT_UNITS = 0.5
 STRONGLY_CONSISTENT_UNITS = 1.0
-UNPAGINATED_VARIANTS = frozenset({"baseline", "sequential"})
+UNPAGINATED_VARIANTS = frozenset({"baseline", "sequential", "tutorial"})
 """The tutorial's ports: one Scan, first page only, and no lookup of the sender."""
 MESSAGE_DRIVEN = (
     "api_gateway_messages",

@@ -75,7 +75,7 @@ def test_the_installed_packages_and_app_come_from_the_wheel(installed: Installed
         "import json, loadtest, reports, fanbench_common.resources as r; "
         "app = r.bundled_app(); "
         "print(json.dumps([loadtest.__file__, reports.__file__, str(app.template), "
-        "str(app.handlers)]))"
+        "str(app.handlers), str(r.tutorial_app().template), str(r.unawaited_app().template)]))"
     )
     paths = json.loads(_ok(installed.run("python", "-c", probe)))
     for path in paths:
@@ -85,6 +85,10 @@ def test_the_installed_packages_and_app_come_from_the_wheel(installed: Installed
     assert {"connect.py", "sendmessage.py", "aws_limits.py"} <= {p.name for p in handlers.iterdir()}
     # Node.js functions run in this script, which the wheel must carry.
     assert (Path(paths[0]).parent / "stage" / "node_worker.js").is_file()
+    # --variant tutorial's app, and the un-awaited example, travel with it.
+    for template in map(Path, paths[4:]):
+        assert template.is_file(), template
+    assert (Path(paths[4]).parent / "src" / "sendmessage.mjs").is_file()
 
 
 def test_run_report_check_and_compare_from_another_directory(installed: Installed) -> None:

@@ -20,15 +20,21 @@ from fanbench_common.limits import (
     LAMBDA_ASYNC_RETRY_DELAYS_S,
     LAMBDA_DEFAULT_CONCURRENCY,
     MAX_CONNECTION_DURATION_S,
+    NEW_CONNECTIONS_PER_S,
 )
-from fanbench_common.resources import bundled_app
+from fanbench_common.resources import bundled_app, tutorial_app
 from loadtest.stage.faults import Faults
 from loadtest.stage.template import ApiSite, StageTemplate, read_stage_template
 
 LOOPBACK = "127.0.0.1"
 LAMBDA_OVERFLOWS = ("throttle", "queue")
-VARIANTS = ("baseline", "sequential", "optimized", "sharded")
+TEMPLATE_VARIANTS = ("baseline", "sequential", "optimized", "sharded")
 """sendmessage handlers, as template.yaml's ``Variant`` parameter allows them."""
+TUTORIAL = "tutorial"
+"""The AWS tutorial's own Node.js app with its own template (``tutorial_app``), unmodified."""
+VARIANTS = (*TEMPLATE_VARIANTS, TUTORIAL)
+"""What ``--variant`` accepts on the stage: the template's handlers, or the tutorial's app."""
+CALLBACK_SCHEMES = ("https", "http")
 AUTH_TOKEN_ENV = "FANBENCH_AUTH_TOKEN"
 """How a token reaches a stage subprocess: never on a command line, where ps shows it."""
 
@@ -70,9 +76,23 @@ class StageConfig:
     dynamodb_emulator: str = "auto"
     """The embedded emulator: ``dynalite`` (fast writes) or ``moto``."""
     table_name: str = "fanbench-connections"
-    throttle_rps: float | None = None
-    """Enable the @connections token bucket at this rate."""
+    throttle_rps: float = ACCOUNT_THROTTLE_RPS
+    """The @connections token bucket's rate, on by default as AWS's account quota; 0 lifts it."""
     throttle_burst: float = ACCOUNT_THROTTLE_BURST
+    connect_rate: float = NEW_CONNECTIONS_PER_S
+    """New connections per second (AWS's account quota) past which a handshake gets 429;
+    0 lifts it."""
+    connect_burst: float = NEW_CONNECTIONS_PER_S
+    """Handshakes at once before ``connect_rate`` applies (AWS documents no burst: one
+    second's worth)."""
+    callbacks: str = "https"
+    """How the stage's own functions reach @connections: ``https`` (handlers build
+    ``https://{domainName}/{stage}``, TLS as on AWS) or ``http`` (``CallbackUrl`` set to the
+    plain-HTTP port: no TLS handshakes, which AWS never spares)."""
+    freeze: bool = True
+    """Stop (SIGSTOP) an execution environment once it has answered, and resume it (SIGCONT)
+    at its next invocation, as Lambda freezes it: work left running after the response
+    stalls until then."""
     auth_token: str = ""
     parameters: dict[str, str] = field(default_factory=dict)
     """Extra template parameter overrides (e.g. PostConcurrency)."""
@@ -108,6 +128,10 @@ class StageConfig:
             )
         if self.lambda_concurrency_limit < 1:
             raise ValueError("lambda_concurrency_limit must be at least 1")
+        if self.callbacks not in CALLBACK_SCHEMES:
+            raise ValueError(f"callbacks must be https or http, not {self.callbacks!r}")
+        if min(self.throttle_rps, self.connect_rate) < 0:
+            raise ValueError("throttle_rps and connect_rate must not be negative (0 lifts them)")
         if self.throttled_connect_status not in (429, 500):
             raise ValueError("throttled_connect_status must be 429 or 500")
 
@@ -117,13 +141,20 @@ class StageConfig:
         return self.lambda_concurrency_limit if self.lambda_overflow == "throttle" else None
 
     def template_parameters(self, callback_url: str) -> dict[str, str]:
+        """``callback_url`` is the plain-HTTP @connections URL, used only with ``callbacks="http"``;
+        otherwise ``CallbackUrl`` stays empty and handlers build the https URL, as on AWS."""
         return {
             "Variant": self.variant,
             "StageName": self.stage,
             "AuthToken": self.auth_token,
-            "CallbackUrl": callback_url,
+            "CallbackUrl": callback_url if self.callbacks == "http" else "",
             **self.parameters,
         }
+
+
+def default_template(config: StageConfig) -> Path:
+    """The template the stage runs without ``--template``: fanbench's, or the tutorial's."""
+    return tutorial_app().template if config.variant == TUTORIAL else bundled_app().template
 
 
 def resolve_template(
@@ -134,7 +165,7 @@ def resolve_template(
 ) -> StageTemplate:
     """The API the stage runs: ``config.template``, or fanbench's own (raises TemplateError)."""
     return read_stage_template(
-        config.template, bundled_app().template, config.template_parameters(callback_url),
+        config.template, default_template(config), config.template_parameters(callback_url),
         config.parameters, config.table_name, site, inline_code_dir,
     )  # fmt: skip
 
@@ -184,9 +215,28 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
         "--throttle-rps",
         "throttle_rps",
         float,
-        f"@connections throttle (AWS: {ACCOUNT_THROTTLE_RPS})",
+        "@connections requests/s past which they get 429, as AWS's account quota; 0 lifts it",
     ),
     ("--throttle-burst", "throttle_burst", float, "@connections throttle burst"),
+    (
+        "--connect-rate",
+        "connect_rate",
+        float,
+        "new connections/s past which a handshake gets 429, as AWS's account quota; 0 lifts it",
+    ),
+    ("--connect-burst", "connect_burst", float, "handshakes at once before --connect-rate"),
+    (
+        "--callbacks",
+        "callbacks",
+        str,
+        "how functions reach @connections: https (TLS, as on AWS) or http (no TLS)",
+    ),
+    (
+        "--no-freeze",
+        "freeze",
+        bool,
+        "keep environments running after their response (Lambda freezes them)",
+    ),
     ("--auth-token", "auth_token", str, f"require ?token= at $connect (or ${AUTH_TOKEN_ENV})"),
     ("--log-dir", "log_dir", Path, "where handler and emulator logs go"),
     ("--event-log", "event_log", Path, "append every Lambda event to this JSON-lines file"),
@@ -219,6 +269,12 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, name, kind, help_text in _FLAGS:
         owner: Any = defaults.faults if name.startswith("faults.") else defaults
         default = getattr(owner, name.removeprefix("faults."))
+        if kind is bool:  # a --no-X switch for a setting that is on by default
+            parser.add_argument(
+                flag, dest=name.replace(".", "__"), action="store_false", default=default,
+                help=help_text,
+            )  # fmt: skip
+            continue
         parser.add_argument(
             flag, dest=name.replace(".", "__"), type=kind, default=default,
             help=f"{help_text} (default: {default})",
@@ -278,8 +334,9 @@ def config_to_argv(config: StageConfig) -> list[str]:
             value, default = flat["faults"][key], flat_defaults["faults"][key]
         else:
             value, default = flat[name], flat_defaults[name]
-        if value != default and value is not None and name != "auth_token":
-            argv += [flag, str(value)]
+        if value == default or value is None or name == "auth_token":
+            continue
+        argv += [flag] if isinstance(value, bool) else [flag, str(value)]
     for name, value in config.parameters.items():
         argv += ["--param", f"{name}={value}"]
     for name, value in config.lambda_environment.items():

@@ -38,6 +38,7 @@ from loadtest.stage.faults import lose_disconnect
 from loadtest.stage.lambda_runtime import InvocationResult, LambdaRuntime
 from loadtest.stage.routing import select_route, selection_key
 from loadtest.stage.template import FunctionSpec, StageTemplate
+from loadtest.stage.throttle import TokenBucket
 
 INTERNAL_SERVER_ERROR = "Internal server error"
 ENDPOINT_TIMED_OUT = "Endpoint request timed out"
@@ -95,6 +96,12 @@ class Gateway:
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(config.faults.seed)
         self._tasks: set[asyncio.Future[Any]] = set()
+        # AWS's account quota on new connections; 0 lifts it.
+        self._connects = (
+            TokenBucket(config.connect_rate, max(1.0, config.connect_burst), time.monotonic())
+            if config.connect_rate
+            else None
+        )
 
     # -- Lambda integration -------------------------------------------------
 
@@ -133,6 +140,9 @@ class Gateway:
         if url.path.rstrip("/") != f"/{self.api.stage}":
             self.stats["handshake_wrong_stage"] += 1
             return socket.respond(403, "Forbidden\n")
+        if self._connects is not None and not self._connects.take(time.monotonic()):
+            self.stats["connect_throttled"] += 1
+            return socket.respond(429, _reason(429) + "\n")
         now = epoch_ms()
         remote = socket.remote_address
         info = ConnectionInfo(

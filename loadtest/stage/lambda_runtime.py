@@ -11,16 +11,25 @@ invoke. Below it, a semaphore of local slots (the laptop's cores, not an AWS
 quota) makes the rest wait; the wait is reported as queue depth and queue wait.
 With no concurrency limit (``None``) nothing is throttled and invocations queue
 without bound, the stage's behaviour before throttling was modelled.
+
+Between invocations an environment is frozen as Lambda freezes it: the worker
+process is stopped (SIGSTOP) once it has answered (or finished its init) and
+resumed (SIGCONT) when its next invocation is sent, Python and Node.js alike.
+Work a handler starts and does not await before returning (posts, timers,
+threads) stalls until then, as on AWS, where emulators that keep the process
+running hide it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import multiprocessing
 import os
 import random
+import signal
 import socket
 import struct
 import time
@@ -91,6 +100,19 @@ class _Environment:
         self.writer = writer
         self.invocations = 0
 
+    def _signal(self, signum: signal.Signals) -> None:
+        pid = self.process.pid
+        if pid is not None and self.process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def freeze(self) -> None:
+        """Stop the process between invocations, as Lambda freezes an environment."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
     async def send(self, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
         self.writer.write(HEADER.pack(len(data)) + data)
@@ -108,7 +130,7 @@ class _Environment:
     def kill(self) -> None:
         self.close_channel()
         if self.process.is_alive():
-            self.process.kill()
+            self.process.kill()  # SIGKILL ends a stopped process too
 
 
 @dataclass
@@ -170,8 +192,11 @@ class LambdaRuntime:
         timeout_override_s: float | None = None,
         environment_overrides: dict[str, str] | None = None,
         concurrency_limit: int | None = None,
+        freeze: bool = True,
     ) -> None:
         self.log_dir = log_dir
+        self.freeze = freeze
+        """Stop environments between invocations, as Lambda does."""
         self.base_environment = base_environment
         self.environment_overrides = dict(environment_overrides or {})
         """Applied after the template's variables, as an edited function configuration would be."""
@@ -243,6 +268,8 @@ class LambdaRuntime:
         if not ready.get("ready"):
             env.kill()
             raise EnvironmentFailed(f"{spec.logical_id}: {ready.get('error')} (see {log_file})")
+        if self.freeze:  # Lambda freezes an environment after its init, too
+            env.freeze()
         if provisioned:
             self.stats.provisioned[spec.logical_id] += 1
         else:
@@ -309,6 +336,7 @@ class LambdaRuntime:
             "inject_error": inject,
         }
         try:
+            env.thaw()
             await env.send(request)
             reply = await asyncio.wait_for(env.receive(), timeout_s + TIMEOUT_GRACE_S)
         except TimeoutError:
@@ -325,6 +353,8 @@ class LambdaRuntime:
             self._discard(env)
             return InvocationResult(ok=False, error=f"environment died: {error!r}", cold=cold)
         env.invocations += 1
+        if self.freeze:
+            env.freeze()
         idle.append(env)
         duration_ms = float(reply.get("duration_ms", 0.0))
         self.stats.duration_ms[name].append(duration_ms)
@@ -342,6 +372,7 @@ class LambdaRuntime:
         self._live.clear()
         self._idle.clear()
         for env in environments:
+            env.thaw()  # a stopped worker would not see its pipe close
             env.close_channel()
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while any(env.process.is_alive() for env in environments) and time.monotonic() < deadline:

@@ -124,6 +124,11 @@ class LocalStage:
         return self._endpoints
 
     @property
+    def pid(self) -> int | None:
+        """The stage process's id (its Lambda workers are its descendants)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def stats_url(self) -> str:
         return f"{self.endpoints.management_url}/_fanbench/stats"
 

@@ -91,6 +91,8 @@ class ManagementApi:
             handler = {"POST": self._post, "GET": self._get, "DELETE": self._delete}
             response = await handler[request.method](target.connection_id, body)
         stats[f"api_{request.method.lower()}_{response.status}"] += 1
+        # Which port a call came by: https (as every call on AWS) or the plain-HTTP one.
+        stats["api_calls_https" if request.secure else "api_calls_http"] += 1
         # boto3 reads this into ResponseMetadata.RequestId, as from AWS.
         response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
         return response

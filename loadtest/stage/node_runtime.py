@@ -45,6 +45,10 @@ class NodeProcess:
         self.popen = popen
 
     @property
+    def pid(self) -> int | None:
+        return self.popen.pid
+
+    @property
     def exitcode(self) -> int | None:
         return self.popen.poll()
 

@@ -25,8 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from websockets.asyncio.server import serve
 
 from fanbench_common.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
-from fanbench_common.resources import bundled_app
-from loadtest.stage.config import StageConfig, resolve_template
+from loadtest.stage.config import StageConfig, default_template, resolve_template
 from loadtest.stage.dynamodb import LOCAL_CREDENTIALS, EmbeddedDynamoDB, create_table
 from loadtest.stage.events import ApiIdentity
 from loadtest.stage.gateway import Gateway
@@ -76,6 +75,8 @@ async def _serve(
     port = ws_socket.getsockname()[1]
     tls_socket = _bound_socket(config.host, config.tls_port)
     tls_port = tls_socket.getsockname()[1]
+    # The plain-HTTP @connections URL: for clients of the stage, and for its own functions
+    # only with ``--callbacks http`` (by default they build https://{domainName}/{stage}).
     callback_url = f"http://{config.host}:{management_port}/{config.stage}"
     # Lambda's Invoke API, bound early too: its URL goes into every function's environment.
     lambda_socket = _bound_socket(config.host, 0)
@@ -105,6 +106,7 @@ async def _serve(
     runtime = LambdaRuntime(
         log_dir, runtime_environment, config.concurrency, config.faults,
         config.function_timeout_s, config.lambda_environment, config.effective_concurrency_limit,
+        freeze=config.freeze,
     )  # fmt: skip
     gateway = Gateway(config, template, runtime, api)
     management = ManagementApi(gateway, config.throttle_rps, config.throttle_burst)
@@ -162,7 +164,9 @@ async def _serve(
                 "dynamodb_emulator": dynamodb_kind,
                 "table_name": template.tables[0].name if template.tables else config.table_name,
                 "tables": [table.name for table in template.tables],
-                "template": str(config.template or bundled_app().template),
+                "template": str(config.template or default_template(config)),
+                "callbacks": config.callbacks,
+                "freeze": config.freeze,
                 "routes": {key: spec.logical_id for key, spec in template.routes.items()},
                 "unemulated_functions": template.unemulated,
                 "variant": config.variant,

@@ -91,7 +91,8 @@ CASES: dict[str, Case] = {
     "negative duration": Case(("run", "--duration", "-5", "--run-dir", "{root}/r2"), EXIT_USAGE,
                               ("--duration must be positive",), "r2"),
     "unknown variant": Case(("run", "--variant", "nope", "--run-dir", "{root}/r3"), EXIT_USAGE,
-                            ("variant must be baseline, sequential, optimized or sharded",), "r3"),
+                            ("variant must be baseline, sequential, optimized, sharded or "
+                             "tutorial",), "r3"),
     "http target": Case(("run", "--target", "http://{http}/local", "--run-dir", "{root}/r4"),
                         EXIT_USAGE, ("--target must be a ws:// or wss:// URL",), "r4"),
     "nothing listens": Case(("run", "--target", "ws://{closed}/local", "--run-dir", "{root}/r5"),

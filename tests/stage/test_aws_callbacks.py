@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import SSLError
 from websockets.sync.client import ClientConnection, connect
 
+from fanbench_common.resources import tutorial_app
 from loadtest.stage.config import StageConfig
 from loadtest.stage.launcher import LocalStage
 from tests.stage.support import (
@@ -37,17 +38,17 @@ from tests.stage.support import (
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
-NODE_CHAT = Path(__file__).resolve().parent / "apps" / "node_chat" / "template.yaml"
+NODE_CHAT = Path(__file__).resolve().parent / "apps" / "node_chat" / "inline-template.yaml"
 
 
-@pytest.fixture(scope="module", params=["template.yaml", "inline-template.yaml"])
+@pytest.fixture(scope="module", params=["tutorial", "inline"])
 def chat_stage(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStage]:
     """The chat with its code in files (ES modules), and inline in the template (CommonJS)."""
     if shutil.which("node") is None:
         pytest.skip("node is not installed")
-    template = NODE_CHAT.parent / request.param
+    template = tutorial_app().template if request.param == "tutorial" else NODE_CHAT
     config = StageConfig(template=template, table_name="tutorial-connections", provisioned=0)
     yield from stage_in(config, tmp_path_factory, "node-chat")
 

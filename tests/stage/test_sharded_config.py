@@ -18,7 +18,7 @@ from loadtest.stage.config import (
 def test_sharded_is_a_variant_and_an_unknown_one_is_named_in_the_error() -> None:
     assert "sharded" in VARIANTS
     assert StageConfig(variant="sharded").variant == "sharded"
-    choices = "baseline, sequential, optimized or sharded"
+    choices = "baseline, sequential, optimized, sharded or tutorial"
     with pytest.raises(ValueError, match=f"variant must be {choices}"):
         StageConfig(variant="shardd")
 

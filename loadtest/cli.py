@@ -77,6 +77,13 @@ def _worker(args: argparse.Namespace) -> int:
     os.execv(command[0], command)
 
 
+def _locustfile(args: argparse.Namespace) -> int:
+    from loadtest.distributed import LOCUSTFILE
+
+    print(LOCUSTFILE)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fanbench",
@@ -121,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_worker_arguments(worker)
     worker.set_defaults(func=_worker)
+
+    locustfile = commands.add_parser(
+        "locustfile",
+        help="print the path of fanbench's locustfile, for plain Locust: "
+        'locust -f "$(fanbench locustfile)" --host ws://...',
+    )
+    locustfile.set_defaults(func=_locustfile)
 
     from reports.commands import register, register_plan
 

@@ -91,14 +91,3 @@ def test_the_cli_prints_a_user_error_in_one_line_but_lets_a_bug_through(
     monkeypatch.setattr(cli, "parse_arguments", raising(LedgerMismatchError("ledger")))
     with pytest.raises(LedgerMismatchError):
         cli.main([])
-
-
-def test_fanbench_locustfile_prints_the_locustfile_plain_locust_runs(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from loadtest import cli
-
-    assert cli.main(["locustfile"]) == 0
-    printed = Path(capsys.readouterr().out.strip())
-    assert printed.name == "locustfile.py"
-    assert "ChatUser" in printed.read_text(encoding="utf-8")

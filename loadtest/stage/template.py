@@ -8,96 +8,64 @@ timeout), every other function the template creates (a handler may invoke it
 through Lambda's Invoke API) and the DynamoDB tables. Other resources no route
 depends on (an HTTP API, an event source mapping) are left out.
 
-Intrinsics are resolved as CloudFormation would with local names: ``Ref`` and
-``Fn::GetAtt`` of parameters, pseudo parameters, tables, functions and the API;
-``Fn::Sub``, ``Fn::Join``, ``Fn::Select``, ``Fn::Split``, ``Fn::FindInMap`` and
-the condition functions. Anything else a route depends on raises
-``TemplateError`` with one line naming the resource and what it uses, so the
-stage never guesses; a function no route reaches that uses it is listed in
-``StageTemplate.unemulated`` instead, with that line.
+Intrinsics are evaluated by ``loadtest.stage.intrinsics``. Anything a route
+depends on that the stage cannot run raises ``TemplateError`` with one line
+naming the resource and what it uses, so the stage never guesses; a function no
+route reaches that uses it is listed in ``StageTemplate.unemulated`` instead,
+with that line.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fanbench_common.errors import FanbenchError
+from loadtest.stage.intrinsics import (
+    API,
+    INTEGRATION,
+    LAMBDA_ARN_FUNCTION,
+    LOCAL_ACCOUNT_ID,
+    LOCAL_REGION,
+    LOCAL_STACK_NAME,
+    NO_VALUE,
+    ROUTE,
+    SAM_FUNCTION,
+    SIMPLE_TABLE,
+    TABLE_TYPES,
+    ApiSite,
+    Resolver,
+    TemplateError,
+    cfn_text,
+    load_template,
+    stage_parameters,
+)
 from loadtest.stage.routing import selection_key
 
-LOCAL_REGION = "us-east-1"
-LOCAL_ACCOUNT_ID = "000000000000"
-LOCAL_STACK_NAME = "fanbench-local"
 SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
 SUPPORTED_RUNTIMES = ("python3", "nodejs")
 """Runtime prefixes the stage runs: the stage's own Python runs every python3.x, the
 ``node`` on PATH every nodejs*."""
 
-API = "AWS::ApiGatewayV2::Api"
-ROUTE = "AWS::ApiGatewayV2::Route"
-INTEGRATION = "AWS::ApiGatewayV2::Integration"
-STAGE = "AWS::ApiGatewayV2::Stage"
-SAM_FUNCTION = "AWS::Serverless::Function"
-LAMBDA_FUNCTION = "AWS::Lambda::Function"
-TABLE = "AWS::DynamoDB::Table"
-SIMPLE_TABLE = "AWS::Serverless::SimpleTable"
-FUNCTION_TYPES = (SAM_FUNCTION, LAMBDA_FUNCTION)
-TABLE_TYPES = (TABLE, SIMPLE_TABLE)
-
-
-class TemplateError(FanbenchError, ValueError):
-    """The template uses something the local stage does not emulate (one line names it)."""
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """A SafeLoader that maps ``!Ref x`` to ``{"Ref": "x"}``, ``!If`` to ``Fn::If``, and so on."""
-
-
-def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if tag_suffix in ("Ref", "Condition"):
-        return {tag_suffix: value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    """A template file (YAML or JSON) as a dict; short-form tags become their long form."""
-    try:
-        with path.open(encoding="utf-8") as stream:
-            document = yaml.load(stream, Loader=_CfnLoader)
-    except OSError as error:
-        raise TemplateError(f"cannot read the template {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise TemplateError(f"{path} is not valid YAML or JSON: {error}".splitlines()[0]) from None
-    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
-        raise TemplateError(f"{path} is not a CloudFormation template (no Resources)")
-    return document
-
-
-@dataclass(frozen=True)
-class ApiSite:
-    """Where the local API lives: what ``Ref`` of the API, its endpoint and stage resolve to."""
-
-    api_id: str = "localapi00"
-    stage: str = "local"
-    domain_name: str = "127.0.0.1"
+__all__ = [
+    "LOCAL_ACCOUNT_ID",
+    "LOCAL_REGION",
+    "LOCAL_STACK_NAME",
+    "ApiSite",
+    "FunctionSpec",
+    "StageTemplate",
+    "TableSpec",
+    "TemplateError",
+    "inline_code_file",
+    "load_template",
+    "missing_code",
+    "read_stage_template",
+    "stage_parameters",
+    "stage_template",
+    "write_inline_code",
+]
 
 
 @dataclass(frozen=True)
@@ -179,247 +147,6 @@ class StageTemplate:
         return {spec.name: spec for spec in self.functions.values()}
 
 
-_NO_VALUE = object()
-"""``AWS::NoValue``: the property it fills is left out."""
-_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
-_LAMBDA_ARN_FUNCTION = re.compile(r"arn:[^:]+:lambda:[^:]*:[^:]*:function:([^:/]+)")
-
-
-def stage_parameters(
-    template: Mapping[str, Any], offered: Mapping[str, str], chosen: Mapping[str, str]
-) -> dict[str, str]:
-    """Parameter values for a template: ``offered`` (the stage's own settings, such as
-    ``StageName``) where the template declares them, then ``chosen`` (``--param``), which
-    must all be declared."""
-    declared = template.get("Parameters") or {}
-    values = {name: value for name, value in offered.items() if name in declared}
-    values.update(chosen)
-    return values
-
-
-class _Resolver:
-    def __init__(
-        self,
-        template: dict[str, Any],
-        parameters: Mapping[str, str],
-        table_name: str,
-        site: ApiSite,
-    ) -> None:
-        self.template = template
-        self.site = site
-        self.websocket_api: str | None = None
-        declared: dict[str, Any] = template.get("Parameters") or {}
-        unknown = set(parameters) - set(declared)
-        if unknown:
-            raise TemplateError(f"unknown template parameters: {sorted(unknown)}")
-        self.parameters: dict[str, str] = {
-            name: _parameter_text(spec["Default"])
-            for name, spec in declared.items()
-            if isinstance(spec, dict) and "Default" in spec
-        }
-        self.parameters.update(parameters)
-        for name, value in self.parameters.items():
-            allowed = (declared[name] or {}).get("AllowedValues")
-            if allowed and value not in [_parameter_text(a) for a in allowed]:
-                raise TemplateError(f"parameter {name}={value!r} is not one of {allowed}")
-        self.missing_parameters = set(declared) - set(self.parameters)
-        self.resources: dict[str, dict[str, Any]] = {
-            logical_id: resource
-            for logical_id, resource in template["Resources"].items()
-            if isinstance(resource, dict) and self._exists(resource)
-        }
-        self.table_names = self._table_names(table_name)
-        self.function_names = {
-            logical_id: self._function_name(logical_id)
-            for logical_id, resource in self.resources.items()
-            if resource.get("Type") in FUNCTION_TYPES
-        }
-
-    # -- names ---------------------------------------------------------------
-
-    def _exists(self, resource: dict[str, Any]) -> bool:
-        condition = resource.get("Condition")
-        return condition is None or self.condition(str(condition))
-
-    def _table_names(self, default_name: str) -> dict[str, str]:
-        """``TableName`` when given; else the stage's table name for the only unnamed table,
-        or that name suffixed with the logical id when several are unnamed."""
-        unnamed = [
-            logical_id
-            for logical_id, resource in self.resources.items()
-            if resource.get("Type") in TABLE_TYPES
-            and "TableName" not in (resource.get("Properties") or {})
-        ]
-        names = {}
-        for logical_id, resource in self.resources.items():
-            if resource.get("Type") not in TABLE_TYPES:
-                continue
-            properties = resource.get("Properties") or {}
-            if "TableName" in properties:
-                names[logical_id] = str(self.value(properties["TableName"], logical_id))
-            elif len(unnamed) == 1:
-                names[logical_id] = default_name
-            else:
-                names[logical_id] = f"{default_name}-{logical_id}"
-        return names
-
-    def _function_name(self, logical_id: str) -> str:
-        properties = self.resources[logical_id].get("Properties") or {}
-        if "FunctionName" in properties:
-            return str(self.value(properties["FunctionName"], logical_id))
-        return logical_id
-
-    # -- intrinsics ----------------------------------------------------------
-
-    def condition(self, name: str) -> bool:
-        conditions = self.template.get("Conditions") or {}
-        if name not in conditions:
-            raise TemplateError(f"condition {name} is not defined in Conditions")
-        return bool(self.value(conditions[name], f"condition {name}"))
-
-    def value(self, node: Any, where: str) -> Any:
-        """``node`` with every intrinsic resolved; ``where`` names it in errors."""
-        if isinstance(node, list):
-            resolved = [self.value(item, where) for item in node]
-            return [item for item in resolved if item is not _NO_VALUE]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            ((key, arg),) = node.items()
-            if key == "Ref":
-                return self.ref(str(arg), where)
-            if key == "Condition":
-                return self.condition(str(arg))
-            if key.startswith("Fn::"):
-                return self.function(key, arg, where)
-        resolved_map = {key: self.value(item, where) for key, item in node.items()}
-        return {key: item for key, item in resolved_map.items() if item is not _NO_VALUE}
-
-    def ref(self, name: str, where: str) -> Any:
-        if name in self.parameters:
-            return self.parameters[name]
-        if name in self.missing_parameters:
-            raise TemplateError(f"parameter {name} has no Default: pass --param {name}=VALUE")
-        pseudo = {
-            "AWS::Region": LOCAL_REGION,
-            "AWS::AccountId": LOCAL_ACCOUNT_ID,
-            "AWS::StackName": LOCAL_STACK_NAME,
-            "AWS::StackId": f"arn:aws:cloudformation:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:"
-            f"stack/{LOCAL_STACK_NAME}/00000000-0000-0000-0000-000000000000",
-            "AWS::Partition": "aws",
-            "AWS::URLSuffix": "amazonaws.com",
-        }
-        if name == "AWS::NoValue":
-            return _NO_VALUE
-        if name in pseudo:
-            return pseudo[name]
-        kind = self._type_of(name, where, f"Ref {name}")
-        if kind in TABLE_TYPES:
-            return self.table_names[name]
-        if kind in FUNCTION_TYPES:
-            return self.function_names[name]
-        if kind == API:
-            return self.site.api_id if name == self.websocket_api else name
-        if kind == STAGE:
-            return self.site.stage
-        if kind in (INTEGRATION, ROUTE):
-            return name  # the local integration or route id is its logical id
-        raise TemplateError(f"{where}: Ref {name} ({kind}) is not emulated by the local stage")
-
-    def get_att(self, name: str, attribute: str, where: str) -> str:
-        kind = self._type_of(name, where, f"Fn::GetAtt {name}.{attribute}")
-        if kind in TABLE_TYPES and attribute == "Arn":
-            return (
-                f"arn:aws:dynamodb:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:table/{self.table_names[name]}"
-            )
-        if kind in FUNCTION_TYPES and attribute == "Arn":
-            function_name = self.function_names[name]
-            return f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:function:{function_name}"
-        if kind == API and attribute == "ApiEndpoint":
-            return f"wss://{self.site.domain_name}"
-        if kind == API and attribute == "ApiId":
-            return self.site.api_id
-        raise TemplateError(
-            f"{where}: Fn::GetAtt {name}.{attribute} ({kind}) is not emulated by the local stage"
-        )
-
-    def _type_of(self, name: str, where: str, what: str) -> str:
-        resource = self.resources.get(name)
-        if resource is None:
-            raise TemplateError(f"{where}: {what} names no parameter or resource of the template")
-        return str(resource.get("Type"))
-
-    def function(self, key: str, arg: Any, where: str) -> Any:
-        if key == "Fn::GetAtt":
-            if not isinstance(arg, list) or len(arg) != 2:
-                raise TemplateError(f"{where}: Fn::GetAtt wants [resource, attribute]")
-            return self.get_att(str(arg[0]), str(self.value(arg[1], where)), where)
-        if key == "Fn::Sub":
-            return self.sub(arg, where)
-        if key == "Fn::Join":
-            delimiter, items = arg
-            return str(delimiter).join(_text(v) for v in self.value(items, where))
-        if key == "Fn::Select":
-            index, items = arg
-            return self.value(items, where)[int(self.value(index, where))]
-        if key == "Fn::Split":
-            delimiter, text = arg
-            return str(self.value(text, where)).split(str(delimiter))
-        if key == "Fn::If":
-            name, if_true, if_false = arg
-            return self.value(if_true if self.condition(str(name)) else if_false, where)
-        if key == "Fn::Equals":
-            left, right = (self.value(side, where) for side in arg)
-            return _text(left) == _text(right)
-        if key == "Fn::Not":
-            return not self.value(arg[0], where)
-        if key == "Fn::And":
-            return all(self.value(item, where) for item in arg)
-        if key == "Fn::Or":
-            return any(self.value(item, where) for item in arg)
-        if key == "Fn::FindInMap":
-            mapping, first, second = (self.value(item, where) for item in arg)
-            try:
-                return self.value(self.template["Mappings"][mapping][first][second], where)
-            except (KeyError, TypeError):
-                raise TemplateError(
-                    f"{where}: Fn::FindInMap {mapping}.{first}.{second} is not in Mappings"
-                ) from None
-        raise TemplateError(f"{where}: {key} is not emulated by the local stage")
-
-    def sub(self, arg: Any, where: str) -> str:
-        if isinstance(arg, list):
-            text, variables = arg[0], {k: self.value(v, where) for k, v in arg[1].items()}
-        else:
-            text, variables = arg, {}
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                return _text(variables[name])
-            if "." in name and not name.startswith("AWS::"):
-                resource, attribute = name.split(".", 1)
-                return self.get_att(resource, attribute, where)
-            return _text(self.ref(name, where))
-
-        return _SUB_VARIABLE.sub(replace, str(text))
-
-
-def _parameter_text(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return str(value)
-
-
-def _text(value: Any) -> str:
-    """A resolved value as CloudFormation writes it into a string."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _refuse_transforms(template: Mapping[str, Any]) -> None:
     transform = template.get("Transform")
     transforms = transform if isinstance(transform, list) else [transform] if transform else []
@@ -428,7 +155,7 @@ def _refuse_transforms(template: Mapping[str, Any]) -> None:
             raise TemplateError(f"Transform {name} is not emulated by the local stage")
 
 
-def _websocket_api(resolver: _Resolver) -> tuple[str, dict[str, Any]]:
+def _websocket_api(resolver: Resolver) -> tuple[str, dict[str, Any]]:
     apis = [
         (logical_id, resource)
         for logical_id, resource in resolver.resources.items()
@@ -444,7 +171,7 @@ def _websocket_api(resolver: _Resolver) -> tuple[str, dict[str, Any]]:
     return apis[0]
 
 
-def _route_selection_expression(resolver: _Resolver, api_id: str, api: dict[str, Any]) -> str:
+def _route_selection_expression(resolver: Resolver, api_id: str, api: dict[str, Any]) -> str:
     properties = api.get("Properties") or {}
     for unsupported in ("Body", "BodyS3Location"):
         if unsupported in properties:
@@ -460,7 +187,7 @@ def _route_selection_expression(resolver: _Resolver, api_id: str, api: dict[str,
     return expression
 
 
-def _route_integration(resolver: _Resolver, route_id: str, properties: dict[str, Any]) -> str:
+def _route_integration(resolver: Resolver, route_id: str, properties: dict[str, Any]) -> str:
     """The logical id of the integration a route targets, refusing what is not emulated."""
     authorization = resolver.value(properties.get("AuthorizationType", "NONE"), route_id)
     if authorization != "NONE":
@@ -490,7 +217,7 @@ def _route_integration(resolver: _Resolver, route_id: str, properties: dict[str,
     return integration_id
 
 
-def _integration_function(resolver: _Resolver, integration_id: str) -> str:
+def _integration_function(resolver: Resolver, integration_id: str) -> str:
     """The logical id of the function behind a Lambda proxy integration."""
     properties = resolver.resources[integration_id].get("Properties") or {}
     kind = resolver.value(properties.get("IntegrationType"), integration_id)
@@ -500,7 +227,7 @@ def _integration_function(resolver: _Resolver, integration_id: str) -> str:
             "(only AWS_PROXY to a Lambda function)"
         )
     uri = str(resolver.value(properties.get("IntegrationUri", ""), integration_id))
-    match = _LAMBDA_ARN_FUNCTION.search(uri)
+    match = LAMBDA_ARN_FUNCTION.search(uri)
     by_name = {name: logical_id for logical_id, name in resolver.function_names.items()}
     if match is None or match.group(1) not in by_name:
         raise TemplateError(
@@ -509,7 +236,7 @@ def _integration_function(resolver: _Resolver, integration_id: str) -> str:
     return by_name[match.group(1)]
 
 
-def _function(resolver: _Resolver, logical_id: str, base_dir: Path) -> FunctionSpec:
+def _function(resolver: Resolver, logical_id: str, base_dir: Path) -> FunctionSpec:
     resource = resolver.resources[logical_id]
     properties: dict[str, Any] = dict(resource.get("Properties") or {})
     sam = resource.get("Type") == SAM_FUNCTION
@@ -547,9 +274,9 @@ def _function(resolver: _Resolver, logical_id: str, base_dir: Path) -> FunctionS
         **(((resource.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}),
     }
     environment = {
-        name: _text(value)
+        name: cfn_text(value)
         for name, value in resolver.value(variables, logical_id).items()
-        if value is not _NO_VALUE
+        if value is not NO_VALUE
     }
     return FunctionSpec(
         logical_id=logical_id,
@@ -564,7 +291,7 @@ def _function(resolver: _Resolver, logical_id: str, base_dir: Path) -> FunctionS
     )
 
 
-def _table(resolver: _Resolver, logical_id: str) -> TableSpec:
+def _table(resolver: Resolver, logical_id: str) -> TableSpec:
     resource = resolver.resources[logical_id]
     properties = resolver.value(resource.get("Properties") or {}, logical_id)
     name = resolver.table_names[logical_id]
@@ -617,7 +344,7 @@ def stage_template(
     are relative to (the template's directory).
     """
     _refuse_transforms(template)
-    resolver = _Resolver(template, parameters, table_name, site or ApiSite())
+    resolver = Resolver(template, parameters, table_name, site or ApiSite())
     api_id, api = _websocket_api(resolver)
     resolver.websocket_api = api_id
     expression = _route_selection_expression(resolver, api_id, api)

@@ -22,29 +22,29 @@ class UserError(FanbenchError):
 
 
 def _stage(args: argparse.Namespace) -> int:
+    from loadtest.stage.endpoints import StageEndpoints
     from loadtest.stage.server import run_stage
 
     config = config_from_args(args)
     if config.host != LOOPBACK and not args.allow_remote:
         raise UserError(f"refusing to bind {config.host}: pass --allow-remote to expose the stage")
 
-    def announce(info: dict[str, object]) -> None:
+    def announce(endpoints: StageEndpoints) -> None:
         scope = "only" if config.host == LOOPBACK else "(reachable from other hosts)"
-        api = f"{config.template}" if config.template else f"{info['variant']} sendmessage"
+        api = f"{config.template}" if config.template else f"{endpoints.variant} sendmessage"
         print(f"fanbench local stage ({api}), bound to {config.host} {scope}")
-        print(f"  WebSocket URL:    {info['ws_url']}")
-        print(f"  @connections URL: {info['connections_url']}")
+        print(f"  WebSocket URL:    {endpoints.ws_url}")
+        print(f"  @connections URL: {endpoints.connections_url}")
         print(
-            f"  over TLS:         {info['wss_url']} and {info['https_callback_url']}/@connections"
+            f"  over TLS:         {endpoints.wss_url} and "
+            f"{endpoints.https_callback_url}/@connections"
         )
-        print(f"  TLS CA:           {info['ca_file']} (trusted by the stage's functions)")
-        frozen = "frozen between invocations" if info["freeze"] else "kept running (--no-freeze)"
-        print(f"  functions:        post to @connections over {info['callbacks']}, {frozen}")
+        print(f"  TLS CA:           {endpoints.ca_file} (trusted by the stage's functions)")
         print(
-            f"  DynamoDB:         {info['dynamodb_endpoint']} ({info['dynamodb_emulator']}, "
-            f"table {info['table_name']})"
+            f"  DynamoDB:         {endpoints.dynamodb_endpoint} ({endpoints.dynamodb_emulator}, "
+            f"table {endpoints.table_name})"
         )
-        print(f"  logs:             {info['log_dir']}")
+        print(f"  logs:             {endpoints.log_dir}")
         print("Ctrl-C stops it.", flush=True)
 
     run_stage(config, announce)

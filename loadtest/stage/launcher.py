@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +22,7 @@ import psutil
 
 from fanbench_common.errors import FanbenchError
 from loadtest.stage.config import AUTH_TOKEN_ENV, StageConfig, config_to_argv, resolve_template
+from loadtest.stage.endpoints import READY_KEY, StageEndpoints
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -33,33 +33,13 @@ class StageError(FanbenchError, RuntimeError):
     """The stage failed to start or stopped unexpectedly."""
 
 
-@dataclass(frozen=True)
-class StageEndpoints:
-    ws_url: str
-    connections_url: str
-    callback_url: str
-    management_url: str
-    dynamodb_endpoint: str
-    table_name: str
-    variant: str
-    log_dir: Path
-    wss_url: str = ""
-    """The same API over TLS, on the port that also serves https:// @connections."""
-    https_callback_url: str = ""
-    """``https://{domainName}/{stage}``, what handlers written for AWS post to."""
-    ca_file: Path | None = None
-    """The stage's certificate authority: trust it to use ``wss_url`` and https."""
-    lambda_url: str = ""
-    """Lambda's Invoke API on the stage (what ``AWS_ENDPOINT_URL_LAMBDA`` is set to)."""
-
-
 def _read_ready_line(stdout: IO[str], timeout_s: float) -> dict[str, Any] | None:
     found: list[dict[str, Any]] = []
 
     def reader() -> None:
         for line in stdout:
-            if line.startswith('{"ready"'):
-                found.append(json.loads(line)["ready"])
+            if line.startswith(f'{{"{READY_KEY}"'):
+                found.append(json.loads(line)[READY_KEY])
                 return
 
     thread = threading.Thread(target=reader, daemon=True)
@@ -107,20 +87,7 @@ class LocalStage:
                     f"the local stage exited with status {exit_code} before it was ready"
                 )
             raise StageError(f"the local stage did not start within {STARTUP_TIMEOUT_S:.0f} s")
-        self._endpoints = StageEndpoints(
-            ws_url=info["ws_url"],
-            connections_url=info["connections_url"],
-            callback_url=info["callback_url"],
-            management_url=info["management_url"],
-            dynamodb_endpoint=info["dynamodb_endpoint"],
-            table_name=info["table_name"],
-            variant=info["variant"],
-            log_dir=Path(info["log_dir"]),
-            wss_url=info["wss_url"],
-            https_callback_url=info["https_callback_url"],
-            ca_file=Path(info["ca_file"]),
-            lambda_url=info.get("lambda_url", ""),
-        )
+        self._endpoints = StageEndpoints.from_ready(info)
         return self._endpoints
 
     @property

@@ -39,7 +39,7 @@ import psutil
 from bench import REPO_ROOT
 from bench.record import machine, versions
 from fanbench_common.scenario import load_scenario
-from loadtest.stage.config import VARIANTS
+from fanbench_common.variants import VARIANT_NAMES
 
 MAX_MINUTES = 120.0
 SEND_ROW_BYTES = 8 * 4 + 4
@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="sending time (default 10)")
     parser.add_argument("--users", type=int, default=SCENARIO.knobs["users"])
     parser.add_argument("--send-interval", type=float, default=SCENARIO.knobs["send_interval"])
-    parser.add_argument("--variant", choices=VARIANTS, default="optimized")
+    parser.add_argument("--variant", choices=VARIANT_NAMES, default="optimized")
     parser.add_argument("--sample-interval", type=float, default=0.0,
                         help="seconds between samples (default: duration/40, 1-5 s)")  # fmt: skip
     parser.add_argument("--settle-in", type=float,

@@ -37,6 +37,7 @@ from fanbench_common.scenario import (
     check_knobs,
     connect_url,
 )
+from fanbench_common.variants import VARIANTS
 from loadtest import run_context
 from loadtest.distributed import (
     LOCUSTFILE,
@@ -47,7 +48,6 @@ from loadtest.distributed import (
 )
 from loadtest.stage.config import (
     LOOPBACK,
-    VARIANTS,
     StageConfig,
     add_stage_arguments,
     config_from_args,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadtest.stage.config import VARIANTS
+from fanbench_common.variants import VARIANTS
 
 SIDES = "AB"
 START_WAIT_S = 600.0

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fanbench_common.variants import VARIANT_NAMES
 from loadtest.run import RunError, execute, require_locust, summarize_run
-from loadtest.stage.config import VARIANTS
 from reports.compare import write_comparison
 
 SIDES = "AB"
@@ -42,7 +42,7 @@ def default_root() -> Path:
 
 def add_trials_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--variants", nargs=2, required=True, metavar=("A", "B"), choices=VARIANTS,
+        "--variants", nargs=2, required=True, metavar=("A", "B"), choices=VARIANT_NAMES,
         help="the two sendmessage handlers to alternate (the same one twice: an A/A test)",
     )  # fmt: skip
     parser.add_argument(

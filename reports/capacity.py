@@ -44,6 +44,7 @@ from fanbench_common.limits import (
     METERING_INCREMENT_BYTES,
     SCAN_PAGE_BYTES,
 )
+from fanbench_common.variants import Variant
 from reports.prices import Prices, Usage, priced
 
 MB_PER_VCPU = 1769
@@ -114,11 +115,11 @@ class VariantShape:
 
 
 VARIANTS: dict[str, VariantShape] = {
-    "sequential": VariantShape("sequential", post_concurrency=1, paginates=False),
-    "baseline": VariantShape("baseline", post_concurrency=50, paginates=False),
-    "optimized": VariantShape("optimized", post_concurrency=32, paginates=True),
-    "sharded": VariantShape(
-        "sharded", post_concurrency=32, paginates=True, shard_size=500, scan_segments=4
+    Variant.SEQUENTIAL: VariantShape(Variant.SEQUENTIAL, post_concurrency=1, paginates=False),
+    Variant.BASELINE: VariantShape(Variant.BASELINE, post_concurrency=50, paginates=False),
+    Variant.OPTIMIZED: VariantShape(Variant.OPTIMIZED, post_concurrency=32, paginates=True),
+    Variant.SHARDED: VariantShape(
+        Variant.SHARDED, post_concurrency=32, paginates=True, shard_size=500, scan_segments=4
     ),
 }
 """Shapes of the handlers as deployed with template.yaml's defaults: the tutorial's 50-socket

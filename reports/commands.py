@@ -193,7 +193,8 @@ def register_plan(commands: Any) -> None:
     )
     plan.add_argument("--platform", choices=sorted(PLATFORMS), default="aws",
                       help="whose CPU and limits to model (default: aws)")  # fmt: skip
-    plan.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+    modelled = [str(variant) for variant in VARIANTS]
+    plan.add_argument("--variants", nargs="+", choices=modelled, default=modelled,
                       help="handler variants to predict (default: all)")  # fmt: skip
     plan.add_argument("--sizes", type=_sizes, default=list(ROOM_SIZES),
                       help="comma-separated room sizes (default: 100 to 100,000)")  # fmt: skip

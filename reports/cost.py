@@ -56,6 +56,7 @@ from fanbench_common.resources import (
 )
 from fanbench_common.rundir import STILL_CONNECTED, ErrorKind, Run, Table
 from fanbench_common.scenario import GLOBAL_AUDIENCE
+from fanbench_common.variants import UNPAGINATED_VARIANTS
 from reports.prices import REGION, SOURCES, Prices, Usage, priced
 
 CONNECT, DISCONNECT, DEFAULT, SENDMESSAGE = (
@@ -75,7 +76,6 @@ READ_UNIT_BYTES = 4 * KIB
 WRITE_UNIT_BYTES = 1 * KIB
 EVENTUALLY_CONSISTENT_UNITS = 0.5
 STRONGLY_CONSISTENT_UNITS = 1.0
-UNPAGINATED_VARIANTS = frozenset({"baseline", "sequential", "tutorial"})
 """The tutorial's ports: one Scan, first page only, and no lookup of the sender."""
 MESSAGE_DRIVEN = (
     "api_gateway_messages",

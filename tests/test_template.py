@@ -31,7 +31,7 @@ import ledger
 import sharding
 from callbacks import POST_CLIENTS
 from fanbench_common.resources import FANOUT_FUNCTION, SEND_FUNCTION
-from loadtest.stage.config import TEMPLATE_VARIANTS as STAGE_VARIANTS
+from fanbench_common.variants import TEMPLATE_VARIANTS as STAGE_VARIANTS
 from loadtest.stage.template import load_template, stage_template
 from settings import DEFAULT_POST_CLIENT
 from tests.repo import HANDLERS_DIR, TEMPLATE_PATH

@@ -23,17 +23,13 @@ from fanbench_common.limits import (
     NEW_CONNECTIONS_PER_S,
 )
 from fanbench_common.resources import bundled_app, tutorial_app
+from fanbench_common.variants import DEFAULT_VARIANT, VARIANTS, Variant
 from loadtest.stage.faults import Faults
 from loadtest.stage.template import ApiSite, StageTemplate, read_stage_template
 
 LOOPBACK = "127.0.0.1"
 LAMBDA_OVERFLOWS = ("throttle", "queue")
-TEMPLATE_VARIANTS = ("baseline", "sequential", "optimized", "sharded")
-"""sendmessage handlers, as template.yaml's ``Variant`` parameter allows them."""
-TUTORIAL = "tutorial"
-"""The AWS tutorial's own Node.js app with its own template (``tutorial_app``), unmodified."""
-VARIANTS = (*TEMPLATE_VARIANTS, TUTORIAL)
-"""What ``--variant`` accepts on the stage: the template's handlers, or the tutorial's app."""
+TUTORIAL = Variant.TUTORIAL
 CALLBACK_SCHEMES = ("https", "http")
 AUTH_TOKEN_ENV = "FANBENCH_AUTH_TOKEN"
 """How a token reaches a stage subprocess: never on a command line, where ps shows it."""
@@ -51,7 +47,7 @@ class StageConfig:
     stage: str = "local"
     template: Path | None = None
     """A SAM/CloudFormation template of your own WebSocket API; None: fanbench's own."""
-    variant: str = "optimized"
+    variant: str = DEFAULT_VARIANT
     concurrency: int = 8
     """Local slots: invocations running at once across all functions (the laptop's cores,
     not an AWS quota); admitted invocations past them wait, and the wait is reported."""

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from fanbench_common.variants import VARIANTS
 from loadtest.stage.config import (
-    VARIANTS,
     StageConfig,
     add_stage_arguments,
     config_from_args,

@@ -109,12 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     trials = commands.add_parser(
         "trials",
-        help="K interleaved runs of two local variants (A B A B ...) and their comparison",
-        description="Takes every option of `fanbench run`; --run-dir is the folder of all trials.",
+        help="K interleaved runs of two variants (A B A B ...), on the local stage or two "
+        "deployed stacks (--targets), and their comparison",
+        description="Takes every option of `fanbench run` but --target and --variant; "
+        "--run-dir is the folder of all trials.",
     )
     from loadtest.trials import add_trials_arguments
 
     add_run_arguments(trials)
+    for action in trials._actions:
+        if action.dest in ("target", "variant"):  # refused with a reason (validate_trials)
+            action.help = argparse.SUPPRESS
     add_trials_arguments(trials)
     trials.set_defaults(func=_trials, scenario_parser=trials)
 

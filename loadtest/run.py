@@ -98,7 +98,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a non-loopback --host or --master-bind-host")  # fmt: skip
     add_master_arguments(parser)
-    add_stage_arguments(parser)
+    add_stage_arguments(parser, exclude=frozenset({"auth_token", "log_dir"}))
     # None marks "not given", which only --target treats differently (see run_variant).
     parser.set_defaults(variant=None)
     for action in parser._actions:

@@ -260,9 +260,15 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 
 
-def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+def add_stage_arguments(
+    parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()
+) -> None:
+    """The stage's flags; ``exclude`` names fields a command sets itself (``run`` sets the
+    token from ``--token`` and the log folder inside its run directory)."""
     defaults = StageConfig()
     for flag, name, kind, help_text in _FLAGS:
+        if name in exclude:
+            continue
         owner: Any = defaults.faults if name.startswith("faults.") else defaults
         default = getattr(owner, name.removeprefix("faults."))
         if kind is bool:  # a --no-X switch for a setting that is on by default

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from fanbench_common.errors import FanbenchError, RunDirError, ScenarioError
 from fanbench_common.redaction import SECRET_KEYS, redact_mapping
 from fanbench_common.rundir import ErrorKind, Run, default_run_dir, read_run
@@ -362,12 +360,12 @@ def _stage_meta(config: Any) -> dict[str, Any]:
     return meta
 
 
-def _connect_failures(run: Run) -> str:
-    failed = run.errors["kind"] == ErrorKind.CONNECT_FAILED
-    count = int(np.sum(failed))
+def _connect_failures(summary: dict[str, Any], run: Run) -> str:
+    count = summary["errors_by_kind"].get(ErrorKind.CONNECT_FAILED, 0)
     if not count:
         return "connect failures 0"
-    return f"connect failures {count} (first: {run.errors['detail'][failed][0]})"
+    first = run.errors["detail"][run.errors["kind"] == ErrorKind.CONNECT_FAILED][0]
+    return f"connect failures {count} (first: {first})"
 
 
 def summary_lines(summary: dict[str, Any], run: Run) -> list[str]:
@@ -386,7 +384,7 @@ def summary_lines(summary: dict[str, Any], run: Run) -> list[str]:
         f"{100 * loss['ci95'][1]:.3f} %), duplicates {counts['duplicates']}, "
         f"out of order {counts['out_of_order']}, error frames {counts['error_frames']}",
         f"connections {len(run.membership['client'])}, dropped by the server"
-        f" {counts.get('dropped', 0)}, {_connect_failures(run)},"
+        f" {counts.get('dropped', 0)}, {_connect_failures(summary, run)},"
         f" unexpected receipts {counts['unexpected']}",
     ]
     lines.append(saturation.describe(summary["saturation"]))

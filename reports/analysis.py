@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fanbench_common.loss import Ledger, LossAccount, account, ledger
+from fanbench_common.redaction import redact_mapping
 from fanbench_common.rundir import ErrorKind, Run
 from reports import saturation
 from reports.stats import clustered_rate_interval, percentiles, wilson_interval
@@ -227,7 +228,8 @@ def analyze(run_or_facts: Run | RunFacts) -> dict[str, Any]:
         "run": str(run.path),
         "variant": run.meta.get("variant", ""),
         "target": run.meta.get("target", ""),
-        "scenario": run.scenario,
+        # Never a secret in a summary, a report or a comparison built from it.
+        "scenario": redact_mapping(run.scenario),
         "counts": loss.as_dict(),
         "latency_ms": {
             "from_sent": percentiles(lat.from_sent_ms),

@@ -278,8 +278,6 @@ def load(run_dirs: Sequence[Path]) -> list[Measured]:
     for label, run in zip(labels, runs, strict=True):
         facts = gather(run)
         summary = analyze(facts)
-        if summary["scenario"].get("token"):  # never copy a secret into a report
-            summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
         measured.append(Measured(label, run.path, summary, facts))
     return measured
 

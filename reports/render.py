@@ -44,8 +44,6 @@ def json_ready(value: Any) -> Any:
 def summarize(facts: RunFacts, prices: Prices) -> dict[str, Any]:
     """summary.json's content: every headline figure and the cost estimate."""
     summary = analyze(facts)
-    if summary["scenario"].get("token"):
-        summary["scenario"] = {**summary["scenario"], "token": "<redacted>"}
     summary["cost"] = estimate(facts.run, prices)
     server = server_report.read_section(facts.run, summary, prices)
     if server is not None:
@@ -167,11 +165,9 @@ def _banner(problems: Sequence[str]) -> str:
 
 
 def scenario_table(scenario: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The scenario as (name, value) rows, with any ``token`` redacted."""
+    """The scenario as (name, value) rows (``analyze`` has redacted its secrets)."""
     rows = []
     for key, value in sorted(scenario.items()):
-        if key == "token" and value:
-            value = "<redacted>"
         rows.append((str(key), value if isinstance(value, str) else json.dumps(value)))
     return rows
 

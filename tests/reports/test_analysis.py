@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fanbench_common.redaction import REDACTED
 from fanbench_common.rundir import STILL_CONNECTED, Run, read_run, write_run
 from reports.analysis import analyze, gather, measured_window_start, per_message, per_second
 from reports.stats import wilson_interval
@@ -332,3 +333,10 @@ def test_the_ledger_is_built_once_per_report(
     monkeypatch.setattr(reports.analysis, "ledger", counting)
     write_report(build_run(tmp_path / "run"), Prices())
     assert len(built) == 1
+
+
+def test_the_summary_never_carries_a_secret(tmp_path: Path) -> None:
+    run = read_run(build_run(tmp_path / "run", scenario={"token": "s3cret", "auth_token": "x"}))
+    scenario = analyze(run)["scenario"]
+    assert scenario["token"] == REDACTED
+    assert scenario["auth_token"] == REDACTED

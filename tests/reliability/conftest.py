@@ -6,10 +6,15 @@ one after another in a background thread as soon as the first reliability test
 runs, and puts the tests that read swarm results after the ones that do not. The
 direct tests (stale ids, timeouts, the fuzzer, the CLI) overlap the swarms instead
 of waiting behind them.
+
+Under pytest-xdist (``make test``: ``--dist loadgroup``), the tests that share
+swarms form one group and run on one worker, which starts that group's swarms
+when the first of its tests runs; the other workers run the direct tests meanwhile.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +27,8 @@ from tests.reliability.support import SWARM_TIMEOUT_S, SWARMS, SwarmResult, run_
 
 HERE = Path(__file__).resolve().parent
 SWARM_NAMES = pytest.StashKey[list[str]]()
+SWARM_GROUPS = pytest.StashKey[dict[str, list[str]]]()
+"""Under xdist: each swarm's group (the swarms some test reads together), by swarm name."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,10 +45,37 @@ def _swarm_names(item: pytest.Item) -> list[str]:
     return [name for marker in item.iter_markers("swarms") for name in marker.args]
 
 
+def _under_xdist() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def swarm_groups(tests: list[list[str]]) -> dict[str, list[str]]:
+    """Swarms read by one test belong together (transitively): each swarm's group, in
+    first-asked order. Pure: ``tests`` is each test's swarm names."""
+    group_of: dict[str, list[str]] = {}
+    for names in tests:
+        merged: list[str] = []
+        for name in names:
+            for member in group_of.get(name, [name]):
+                if member not in merged:
+                    merged.append(member)
+        for member in merged:
+            group_of[member] = merged
+    return group_of
+
+
+@pytest.hookimpl(tryfirst=True)  # before the root conftest's module groups and xdist's own hook
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Within this package, tests that wait for swarms go after those that do not."""
+    """Within this package, tests that wait for swarms go after those that do not; under
+    xdist, the tests of one group of swarms share a worker."""
+    groups = swarm_groups([_swarm_names(item) for item in items if _ours(item)])
+    config.stash[SWARM_GROUPS] = groups
+    for item in items:
+        if _ours(item) and _swarm_names(item):
+            group = groups[_swarm_names(item)[0]]
+            item.add_marker(pytest.mark.xdist_group("swarms:" + ",".join(group)))
     slots = [index for index, item in enumerate(items) if _ours(item)]
     ours = [items[index] for index in slots]
     ordered = [i for i in ours if not _swarm_names(i)] + [i for i in ours if _swarm_names(i)]
@@ -66,6 +100,10 @@ class SwarmQueue:
         self._futures: dict[str, Future[SwarmResult]] = {}
         self._lock = threading.Lock()
         self.started = time.monotonic()
+        self.start(names)
+
+    def start(self, names: list[str]) -> None:
+        """Queue these swarms (those already queued keep their place)."""
         for name in names:
             self._submit(name)
 
@@ -90,7 +128,8 @@ class SwarmQueue:
 def swarms(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SwarmQueue]:
-    names = request.config.stash.get(SWARM_NAMES, [])
+    # Under xdist this worker's tests are not known at collection: each group starts its own.
+    names = [] if _under_xdist() else request.config.stash.get(SWARM_NAMES, [])
     queue = SwarmQueue(tmp_path_factory.mktemp("swarms"), names)
     yield queue
     queue.close()
@@ -98,6 +137,13 @@ def swarms(
 
 @pytest.fixture(autouse=True)
 def _start_swarms_early(request: pytest.FixtureRequest) -> None:
-    """The first reliability test to run starts the background swarms."""
-    if request.config.stash.get(SWARM_NAMES, []):
+    """The first reliability test to run starts the background swarms (under xdist: the
+    first test of a group of swarms starts that group's)."""
+    if _under_xdist():
+        wanted = _swarm_names(request.node)
+        if wanted:
+            groups = request.config.stash.get(SWARM_GROUPS, {})
+            queue: SwarmQueue = request.getfixturevalue("swarms")
+            queue.start(groups.get(wanted[0], wanted))
+    elif request.config.stash.get(SWARM_NAMES, []):
         request.getfixturevalue("swarms")

@@ -9,15 +9,15 @@ STAMP := $(VENV)/.installed
 .PHONY: run test test-fast lint typecheck pytest bench clean chromium
 
 # The suite mostly waits (on stages, swarms, clocks), so it runs more pytest-xdist
-# workers than cores. A module's tests share a worker (its stages start once), and so
-# do the tests that read the same swarms (tests/conftest.py, tests/reliability/conftest.py).
+# workers than cores. A module's tests share a worker: its module-scoped stages and
+# swarms start once (tests/reliability/conftest.py says how its swarms start).
 PYTEST_WORKERS ?= 4
-PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 # Pure rules: no stage, swarm, browser or subprocess.
 FAST_TESTS := tests/common tests/bench/test_pure.py tests/stage/test_pure_rules.py \
   tests/stage/test_invoke_rules.py tests/handlers/test_pure.py tests/loadtest/test_clock.py \
   tests/loadtest/test_envelope.py tests/loadtest/test_seats.py tests/loadtest/test_scenario_files.py \
-  tests/loadtest/test_distributed.py tests/test_suite_rules.py \
+  tests/loadtest/test_distributed.py \
   $(addprefix tests/reports/test_,analysis.py capacity.py compare.py cost.py gate.py saturation.py stats.py)
 
 $(STAMP): pyproject.toml

@@ -7,9 +7,11 @@ runs, and puts the tests that read swarm results after the ones that do not. The
 direct tests (stale ids, timeouts, the fuzzer, the CLI) overlap the swarms instead
 of waiting behind them.
 
-Under pytest-xdist (``make test``: ``--dist loadgroup``), the tests that share
-swarms form one group and run on one worker, which starts that group's swarms
-when the first of its tests runs; the other workers run the direct tests meanwhile.
+Under pytest-xdist (``make test``: ``--dist loadfile``, a module's tests on one
+worker), a worker starts a module's swarms when the first of its tests that reads
+them runs; the other workers run the direct tests meanwhile. (``--dist loadgroup``
+would let two modules that read one swarm share it, but pytest 9 ignores the group
+xdist 3.8 writes into a test's id, so ``lambda-errors`` runs once per module.)
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ from tests.reliability.support import SWARM_TIMEOUT_S, SWARMS, SwarmResult, run_
 
 HERE = Path(__file__).resolve().parent
 SWARM_NAMES = pytest.StashKey[list[str]]()
-SWARM_GROUPS = pytest.StashKey[dict[str, list[str]]]()
-"""Under xdist: each swarm's group (the swarms some test reads together), by swarm name."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,33 +49,10 @@ def _under_xdist() -> bool:
     return "PYTEST_XDIST_WORKER" in os.environ
 
 
-def swarm_groups(tests: list[list[str]]) -> dict[str, list[str]]:
-    """Swarms read by one test belong together (transitively): each swarm's group, in
-    first-asked order. Pure: ``tests`` is each test's swarm names."""
-    group_of: dict[str, list[str]] = {}
-    for names in tests:
-        merged: list[str] = []
-        for name in names:
-            for member in group_of.get(name, [name]):
-                if member not in merged:
-                    merged.append(member)
-        for member in merged:
-            group_of[member] = merged
-    return group_of
-
-
-@pytest.hookimpl(tryfirst=True)  # before the root conftest's module groups and xdist's own hook
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Within this package, tests that wait for swarms go after those that do not; under
-    xdist, the tests of one group of swarms share a worker."""
-    groups = swarm_groups([_swarm_names(item) for item in items if _ours(item)])
-    config.stash[SWARM_GROUPS] = groups
-    for item in items:
-        if _ours(item) and _swarm_names(item):
-            group = groups[_swarm_names(item)[0]]
-            item.add_marker(pytest.mark.xdist_group("swarms:" + ",".join(group)))
+    """Within this package, tests that wait for swarms go after those that do not."""
     slots = [index for index, item in enumerate(items) if _ours(item)]
     ours = [items[index] for index in slots]
     ordered = [i for i in ours if not _swarm_names(i)] + [i for i in ours if _swarm_names(i)]
@@ -142,8 +119,7 @@ def _start_swarms_early(request: pytest.FixtureRequest) -> None:
     if _under_xdist():
         wanted = _swarm_names(request.node)
         if wanted:
-            groups = request.config.stash.get(SWARM_GROUPS, {})
             queue: SwarmQueue = request.getfixturevalue("swarms")
-            queue.start(groups.get(wanted[0], wanted))
+            queue.start(wanted)
     elif request.config.stash.get(SWARM_NAMES, []):
         request.getfixturevalue("swarms")

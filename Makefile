@@ -1,11 +1,24 @@
 # Two entry points, both self-contained on a fresh clone:
 #   make run   - set up, start the local stage, run a short swarm, write a report
 #   make test  - set up (incl. wscat and chromium for end-to-end tests), ruff, mypy, pytest
+#   make test-fast - the pure rules only (no stage, no swarm), in well under a minute
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean chromium
+.PHONY: run test test-fast lint typecheck pytest bench clean chromium
+
+# The suite mostly waits (on stages, swarms, clocks), so it runs more pytest-xdist
+# workers than cores. A module's tests share a worker: its module-scoped stages and
+# swarms start once (tests/reliability/conftest.py says how its swarms start).
+PYTEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+# Pure rules: no stage, swarm, browser or subprocess.
+FAST_TESTS := tests/common tests/bench/test_pure.py tests/stage/test_pure_rules.py \
+  tests/stage/test_invoke_rules.py tests/handlers/test_pure.py tests/loadtest/test_clock.py \
+  tests/loadtest/test_envelope.py tests/loadtest/test_seats.py tests/loadtest/test_scenario_files.py \
+  tests/loadtest/test_distributed.py \
+  $(addprefix tests/reports/test_,analysis.py capacity.py compare.py cost.py gate.py saturation.py stats.py)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,7 +50,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP) $(NODE_STAMP) chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 $(FAST_TESTS)
 
 test: lint typecheck pytest
 

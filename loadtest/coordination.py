@@ -23,17 +23,19 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 from locust import events
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
 from fanbench_common.rundir import as_table, default_run_dir
 from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
-from loadtest import health, locust_ledger, process_context, run_context
+from loadtest import handoff, health, locust_ledger, process_context, run_context
 from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
 from loadtest.distributed import hostname
 from loadtest.live_ledger import LiveFigures, live_figures, live_run, loss_horizon_ns
@@ -99,6 +101,10 @@ class MasterState:
         self._written = False
         self.on_live: list[Callable[[LiveFigures], None]] = []
         """Called with each second's running ledger (``loadtest.locust_ledger`` shows it)."""
+        self.handed_off: dict[str, Any] | None = None
+        """The scenario message once sent to every worker; a worker that asks later gets it."""
+        self.ran_by_process: dict[int, list[dict[str, Any]]] = {}
+        self.scenario_mismatches: dict[int, str] = {}
 
     # -- messages from workers ---------------------------------------------------
 
@@ -108,7 +114,43 @@ class MasterState:
         self.last_heard_ns[process] = time.time_ns()
         if "host" in msg.data:
             self.worker_hosts[process] = dict(msg.data["host"])
+        for report in msg.data.get("ran", []):
+            reports = self.ran_by_process.setdefault(process, [])
+            if report not in reports:
+                reports.append(report)
         self.collector.add(msg.data)
+
+    # -- the scenario hand-off (loadtest/handoff.py) ------------------------------------
+
+    def hand_off(self) -> None:
+        """Send every worker the scenario, target and token; their users wait for it."""
+        delay_s = float(os.environ.get(handoff.SCENARIO_DELAY_ENV) or 0)
+        if delay_s > 0:
+            gevent.sleep(delay_s)
+        self.handed_off = handoff.handoff(self.scenario, self.environment.host or "")
+        self.environment.runner.send_message(handoff.SCENARIO, self.handed_off)
+
+    def on_scenario_request(self, environment: Any, msg: Any, **_: Any) -> None:
+        # Before the hand-off, the broadcast will reach this worker: its handler is registered.
+        if self.handed_off is not None:
+            environment.runner.send_message(handoff.SCENARIO, self.handed_off, msg.node_id)
+
+    def expected_ran(self) -> dict[str, Any]:
+        return handoff.ran(self.scenario, self.environment.host or "")
+
+    def check_scenarios(self) -> None:
+        """A worker whose sends did not all come from the master's scenario fails the run."""
+        if self.local is not None:
+            return
+        sent = {p for p, rows in self.collector.rows_by_process.items() if rows.get("sends")}
+        self.scenario_mismatches = handoff.mismatches(
+            self.expected_ran(), self.ran_by_process, sent
+        )
+        for process, why in self.scenario_mismatches.items():
+            print(
+                f"fanbench: ERROR: worker {process} did not run the master's scenario: {why}",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
 
     def on_flushed(self, environment: Any, msg: Any, **_: Any) -> None:
         self.flushed.add(int(msg.data["process"]))
@@ -230,6 +272,7 @@ class MasterState:
         if clocks is not None:
             clocks.join(timeout=PING_ROUNDS * 0.1 + 5)
         complete = self.collect()
+        self.check_scenarios()
         self.write(drain_deadline_ns, complete)
 
     def meta(
@@ -249,6 +292,7 @@ class MasterState:
             "versions": versions(),
             "host": host_info(),
             "worker_hosts": {str(p): h for p, h in sorted(self.worker_hosts.items())},
+            "scenario_by_process": {str(p): r for p, r in sorted(self.ran_by_process.items())},
             "times": {
                 "start_ns": self.started_ns,
                 "stop_sending_ns": self.stop_sending_ns,
@@ -263,6 +307,7 @@ class MasterState:
                 "rows": self.collector.rows,
                 "rows_by_process": {str(p): r for p, r in self.collector.rows_by_process.items()},
                 "missing_processes": {str(p): m for p, m in self.missing.items()},
+                "scenario_mismatches": {str(p): w for p, w in self.scenario_mismatches.items()},
             },
             **run_context.run_json_part(os.environ.get(run_context.RUN_CONTEXT_ENV)),
         }
@@ -342,7 +387,30 @@ class WorkerState:
     def __init__(self, environment: Any, context: ProcessContext) -> None:
         self.environment = environment
         self.context = context
-        self.host = host_info()
+        self.ran: list[dict[str, Any]] = []
+        """Every scenario this worker's users ran with, as ``handoff.ran`` reports it."""
+
+    @cached_property
+    def host(self) -> dict[str, Any]:
+        # Not at init: platform.platform() runs ``uname -p`` in a subprocess, a gevent switch,
+        # and messages that arrive during a switch in init find no handler registered yet.
+        return host_info()
+
+    def on_scenario(self, environment: Any, msg: Any, **_: Any) -> None:
+        scenario, target = handoff.applied(msg.data)
+        self.context.scenario = scenario
+        environment.host = target
+        for user_class in environment.runner.user_classes:
+            user_class.host = target
+        report = handoff.ran(scenario, target)
+        if report not in self.ran:
+            self.ran.append(report)
+        self.context.scenario_ready.set()
+
+    def request_scenario(self) -> None:
+        self.environment.runner.send_message(
+            handoff.SCENARIO_REQUEST, {"process": self.context.process}
+        )
 
     def ship_forever(self) -> None:
         while True:
@@ -354,6 +422,7 @@ class WorkerState:
         while True:
             batch = recorder.take_batch(final=final)
             batch["host"] = self.host
+            batch["ran"] = self.ran
             self.environment.runner.send_message(RECORDS, batch)
             if not batch["has_more"]:
                 return
@@ -394,7 +463,10 @@ def install_hooks() -> None:
         runner = environment.runner
         scenario = Scenario.from_options(environment.parsed_options)
         if isinstance(runner, WorkerRunner):
-            context = ProcessContext(runner.worker_index, scenario, Recorder(runner.worker_index))
+            context = ProcessContext(
+                runner.worker_index, scenario, Recorder(runner.worker_index),
+                scenario_ready=gevent.event.Event(),
+            )  # fmt: skip
             seats = WorkerSeats(environment, context.process)
             context.take_seat = seats.take
             process_context.install(context)
@@ -403,15 +475,11 @@ def install_hooks() -> None:
             runner.register_message(FLUSH, worker.on_flush, concurrent=True)
             runner.register_message(CONTROL, worker.on_control)
             runner.register_message(PING, worker.on_ping)
+            runner.register_message(handoff.SCENARIO, worker.on_scenario)
+            # Now that the handler exists: a hand-off sent before it was lost, so ask.
+            worker.request_scenario()
             gevent.spawn(worker.ship_forever)
             gevent.spawn(health.sample_forever, context)
-
-            @events.test_start.add_listener
-            def _knobs_from_master(environment: Any, **_: Any) -> None:
-                # A worker started on its own (``fanbench worker``) has only default knobs;
-                # Locust hands it the master's custom arguments with the test.
-                context.scenario = Scenario.from_options(environment.parsed_options)
-
             return
         local = None
         if isinstance(runner, LocalRunner):
@@ -426,6 +494,7 @@ def install_hooks() -> None:
             runner.register_message(RECORDS, master.on_records)
             runner.register_message(FLUSHED, master.on_flushed)
             runner.register_message(PONG, master.on_pong)
+            runner.register_message(handoff.SCENARIO_REQUEST, master.on_scenario_request)
 
         @events.test_start.add_listener
         def _started(environment: Any, **_: Any) -> None:
@@ -433,6 +502,7 @@ def install_hooks() -> None:
                 return
             master.started_ns = time.time_ns()
             if isinstance(environment.runner, MasterRunner):
+                gevent.spawn(master.hand_off)
                 gevent.spawn(master.measure_clocks)
             else:
                 gevent.spawn(master.absorb_local_forever)

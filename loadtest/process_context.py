@@ -26,6 +26,9 @@ class ProcessContext:
     sending_stopped: gevent.event.Event = field(default_factory=gevent.event.Event)
     """Set with ``sending`` cleared: wakes senders sleeping until their next send."""
     send_lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    scenario_ready: gevent.event.Event = field(default_factory=lambda: _set(gevent.event.Event()))
+    """Set once ``scenario`` is the one this process runs. A Locust worker starts with it
+    clear: its users wait for the master's scenario before connecting (``loadtest/handoff.py``)."""
     take_seat: Callable[[], str] | None = None
     """A new user's audience, from the swarm-wide seat numbering (``loadtest/seats.py``);
     ``None``: this process numbers its own users."""
@@ -46,6 +49,11 @@ class ProcessContext:
         if self.take_seat is not None:
             return self.take_seat()
         return self.scenario.audience_for(next(self._seats))
+
+
+def _set(event: gevent.event.Event) -> gevent.event.Event:
+    event.set()
+    return event
 
 
 _current: ProcessContext | None = None

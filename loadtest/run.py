@@ -61,6 +61,9 @@ PREFLIGHT_TIMEOUT_S = 10.0
 EXIT_INCOMPLETE = 1
 """``fanbench run``'s exit status when records are missing (a worker died): the figures are
 not the whole run."""
+EXIT_WRONG_SCENARIO = 1
+"""... and when a worker's sends did not all come from the master's scenario
+(``loadtest/handoff.py``): the figures measure something else than what was asked."""
 LOCUST_LOG = Path("locust") / "output.log"
 """"Locust's own output (its shutdown tracebacks can run to megabytes) goes here, not to the
 terminal."""
@@ -419,6 +422,11 @@ def run_command(args: argparse.Namespace) -> int:
     run_dir = execute(args)
     run = summarize_run(run_dir, report=not args.no_report)
     print(f"run directory: {run_dir}")
+    mismatches = run.meta.get("collection", {}).get("scenario_mismatches", {})
+    for process, why in mismatches.items():
+        print(f"fanbench: worker {process} did not run this scenario: {why}", file=sys.stderr)
+    if mismatches:
+        return EXIT_WRONG_SCENARIO
     if not run.meta.get("collection", {}).get("complete", True):
         print(
             "fanbench: the run is incomplete (records are missing; see the warnings above)",

@@ -26,7 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 from fanbench_common.redaction import redact_text
 from fanbench_common.rundir import ErrorKind
 from fanbench_common.scenario import connect_url
-from loadtest import envelope, process_context
+from loadtest import envelope, handoff, process_context
 from loadtest.receipt_stats import receipt_stats
 
 REQUEST_TYPE = "WS"
@@ -75,6 +75,13 @@ class ChatUser(User):
         self._fire(FANOUT, response_time_ms)
 
     def on_start(self) -> None:
+        # A worker's users connect only once the master's scenario, target and token are
+        # applied (loadtest/handoff.py): before, they would send with the defaults.
+        if not self.shared.scenario_ready.wait(handoff.SCENARIO_WAIT_S):
+            recorder = self.shared.recorder
+            recorder.error(self.client_id, recorder.now_ns(), "no_scenario", handoff.NO_SCENARIO)
+            self._fire("connect", 0.0, RuntimeError(handoff.NO_SCENARIO))
+            return
         self._connect()
 
     def _connect(self) -> bool:

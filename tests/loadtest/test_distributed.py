@@ -14,8 +14,11 @@ import json
 import re
 from pathlib import Path
 
+import msgpack
 import pytest
 
+from fanbench_common.scenario import Scenario
+from loadtest import handoff
 from loadtest.cli import build_parser, main
 from loadtest.distributed import (
     DEFAULT_MASTER_PORT,
@@ -98,10 +101,11 @@ def test_master_settings_that_cannot_work_are_refused(argv: list[str], message: 
         validate_master(_run_args(*argv))
 
 
-def test_a_remote_master_needs_allow_remote() -> None:
-    validate_master(
-        _run_args("--expect-workers", "2", "--master-bind-host", "0.0.0.0", "--allow-remote")
-    )
+def test_a_remote_master_needs_allow_remote(tmp_path: Path) -> None:
+    args = _run_args("--expect-workers", "2", "--master-bind-host", "0.0.0.0", "--allow-remote")
+    validate_master(args)  # accepted: the refusal above is only for want of --allow-remote
+    command = locust_command(args, "ws://x", tmp_path, "optimized", 10.0)
+    assert command[command.index("--master-bind-host") + 1] == "0.0.0.0"
 
 
 def test_the_host_name_can_be_given() -> None:
@@ -150,3 +154,42 @@ def test_the_compose_master_is_a_valid_fanbench_run_the_workers_can_reach() -> N
     # The token reaches the master through the environment, never a command line.
     assert "--token" not in substituted
     assert "FANBENCH_TOKEN" in services[COMPOSE_MASTER_SERVICE]["environment"]
+
+
+# -- the scenario hand-off (loadtest/handoff.py) -------------------------------------------
+
+
+MASTERS = Scenario(message_bytes=200, send_interval_s=0.5, room_size=8, token="fbtok-secret")
+
+
+def test_a_worker_applies_every_field_the_master_sends_the_token_included() -> None:
+    message = msgpack.unpackb(msgpack.packb(handoff.handoff(MASTERS, "ws://stage/local")))
+    assert handoff.applied(message) == (MASTERS, "ws://stage/local")
+
+
+def test_what_a_worker_reports_it_ran_never_holds_the_token() -> None:
+    report = handoff.ran(MASTERS, "ws://stage/local")
+    assert "fbtok-secret" not in json.dumps(report)
+    assert report["scenario"]["message_bytes"] == 200
+
+
+def test_workers_that_ran_the_masters_scenario_are_no_mismatch() -> None:
+    expected = handoff.ran(MASTERS, "ws://t")
+    assert handoff.mismatches(expected, {0: [expected], 1: [expected]}, {0, 1}) == {}
+    # A worker without sends (fewer users than workers) need not have reported.
+    assert handoff.mismatches(expected, {0: [expected]}, {0}) == {}
+
+
+def test_a_worker_that_ran_anything_else_is_named_with_what_differed() -> None:
+    expected = handoff.ran(MASTERS, "ws://t")
+    default = handoff.ran(Scenario(token="fbtok-secret"), "ws://t")
+    found = handoff.mismatches(expected, {0: [expected], 1: [default, expected]}, {0, 1})
+    assert set(found) == {1}
+    assert "message_bytes=64 (master: 200)" in found[1]
+    elsewhere = handoff.ran(MASTERS, "ws://other")
+    assert "target='ws://other'" in handoff.mismatches(expected, {0: [elsewhere]}, {0})[0]
+
+
+def test_a_worker_that_sent_without_any_scenario_report_is_a_mismatch() -> None:
+    expected = handoff.ran(MASTERS, "ws://t")
+    assert handoff.mismatches(expected, {0: [expected]}, {0, 1}) == {1: handoff.NO_SCENARIO}

@@ -6,10 +6,17 @@ one after another in a background thread as soon as the first reliability test
 runs, and puts the tests that read swarm results after the ones that do not. The
 direct tests (stale ids, timeouts, the fuzzer, the CLI) overlap the swarms instead
 of waiting behind them.
+
+Under pytest-xdist (``make test``: ``--dist loadfile``, a module's tests on one
+worker), a worker starts a module's swarms when the first of its tests that reads
+them runs; the other workers run the direct tests meanwhile. (``--dist loadgroup``
+would let two modules that read one swarm share it, but pytest 9 ignores the group
+xdist 3.8 writes into a test's id, so ``lambda-errors`` runs once per module.)
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +43,10 @@ def _ours(item: pytest.Item) -> bool:
 
 def _swarm_names(item: pytest.Item) -> list[str]:
     return [name for marker in item.iter_markers("swarms") for name in marker.args]
+
+
+def _under_xdist() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
 
 
 def pytest_collection_modifyitems(
@@ -66,6 +77,10 @@ class SwarmQueue:
         self._futures: dict[str, Future[SwarmResult]] = {}
         self._lock = threading.Lock()
         self.started = time.monotonic()
+        self.start(names)
+
+    def start(self, names: list[str]) -> None:
+        """Queue these swarms (those already queued keep their place)."""
         for name in names:
             self._submit(name)
 
@@ -90,7 +105,8 @@ class SwarmQueue:
 def swarms(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SwarmQueue]:
-    names = request.config.stash.get(SWARM_NAMES, [])
+    # Under xdist this worker's tests are not known at collection: each group starts its own.
+    names = [] if _under_xdist() else request.config.stash.get(SWARM_NAMES, [])
     queue = SwarmQueue(tmp_path_factory.mktemp("swarms"), names)
     yield queue
     queue.close()
@@ -98,6 +114,12 @@ def swarms(
 
 @pytest.fixture(autouse=True)
 def _start_swarms_early(request: pytest.FixtureRequest) -> None:
-    """The first reliability test to run starts the background swarms."""
-    if request.config.stash.get(SWARM_NAMES, []):
+    """The first reliability test to run starts the background swarms (under xdist: the
+    first test of a group of swarms starts that group's)."""
+    if _under_xdist():
+        wanted = _swarm_names(request.node)
+        if wanted:
+            queue: SwarmQueue = request.getfixturevalue("swarms")
+            queue.start(wanted)
+    elif request.config.stash.get(SWARM_NAMES, []):
         request.getfixturevalue("swarms")

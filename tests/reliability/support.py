@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,17 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from fanbench_common.loss import ledger
 from fanbench_common.rundir import Run, read_run
 from fanbench_common.scenario import load_scenario
 from loadtest import envelope
 from loadtest.process_context import CLIENTS_PER_PROCESS
-from loadtest.stage.launcher import wait_until
 from reports.analysis import analyze, measured_window_start
+from tests import ws
 from tests.repo import REPO_ROOT as PROJECT_ROOT
-from tests.stage.support import recv_text
 
 if TYPE_CHECKING:
     pass
@@ -45,10 +44,17 @@ SECRET_TOKEN = "fbtok-" + secrets.token_hex(16)
 """The ``$connect`` token of the security run: random per session, so a hit is never luck."""
 
 SEND = "SendMessageFunction"
-DEFAULT_HINT = "Use the sendmessage route to send a message"
+DEFAULT_HINT = ws.DEFAULT_HINT
 INTERNAL_SERVER_ERROR = "Internal server error"
-RECV_TIMEOUT_S = 10.0
 SWARM_TIMEOUT_S = 240.0
+
+# The WebSocket clients' one home is tests/ws.py; the names this module always had:
+RECV_TIMEOUT_S = ws.RECV_TIMEOUT_S
+clients = ws.clients
+open_ws = ws.open_ws
+recv_text = ws.recv_text
+recv_until = ws.recv_until
+wait_for = ws.wait_for
 
 # The fault swarms are the shipped scenario files (short: 10 users, ~10 s of sending).
 RUN_QUIETLY = ("--no-report", "--quiet")
@@ -275,64 +281,18 @@ def lost_in(run: Run, fate: str) -> int:
 # -- WebSocket clients and the stage's view ---------------------------------------------
 
 
-def open_ws(url: str) -> ClientConnection:
-    """A websockets sync client on loopback: no proxy, bounded open and close. Use in ``with``."""
-    return connect(
-        url, proxy=None, open_timeout=15, close_timeout=2, ping_interval=None,
-        compression=None, max_size=None,
-    )  # fmt: skip
-
-
-def recv_until(
-    ws: ClientConnection,
-    accept: Callable[[str], bool],
-    timeout_s: float = RECV_TIMEOUT_S,
-    skip: Callable[[str], bool] = lambda frame: False,
-) -> str:
-    """The first frame ``accept`` takes; frames ``skip`` takes are dropped; any other fails."""
-    deadline = time.monotonic() + timeout_s
-    for _ in range(100_000):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            frame = recv_text(ws, remaining)
-        except TimeoutError:
-            break
-        if accept(frame):
-            return frame
-        if not skip(frame):
-            raise AssertionError(f"unexpected frame: {frame[:300]!r}")
-    raise AssertionError(f"no expected frame within {timeout_s} s")
-
-
 def is_envelope(frame: str) -> bool:
     """A swarm user's chat message (its broadcast reaches every connection)."""
     return envelope.decode(frame) is not None
 
 
-def own_id(ws: ClientConnection) -> str:
-    """The client's connection id, from the ``$default`` route's reply."""
-    ws.send("who am i")
-    frame = recv_until(ws, lambda f: DEFAULT_HINT in f, skip=is_envelope)
-    info = json.loads(frame.split("Your info:", 1)[1])
-    connection_id = info["connectionID"]
-    assert isinstance(connection_id, str)
-    return connection_id
+def own_id(client: ClientConnection) -> str:
+    """The client's connection id; only swarm messages may arrive before the reply."""
+    return ws.own_id(client, skip=is_envelope)
 
 
 def chat(message: str) -> str:
     return json.dumps({"action": "sendmessage", "message": message})
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    assert wait_until(predicate, timeout_s), f"timed out after {timeout_s} s waiting for {what}"
-
-
-@contextlib.contextmanager
-def clients(url: str, count: int) -> Iterator[list[ClientConnection]]:
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(open_ws(url)) for _ in range(count)]
 
 
 # -- clocks across processes -----------------------------------------------------------

@@ -9,11 +9,20 @@ over TCP. They present different host names (``FANBENCH_HOSTNAME``) and worker
 reach the workers from the master, the offsets are measured over the network,
 nothing is lost, and latencies across hosts agree with latencies within one host
 within the stated clock uncertainty.
+
+The scenario hand-off is raced on purpose (issue 21): each worker's ``uname``
+answers only after ``SLOW_UNAME_S`` (``platform.platform()`` runs it in a
+subprocess, a gevent switch, so Locust's spawn message landed while fanbench's
+hooks were half-installed and the worker sent with the default scenario), and the
+master holds its scenario message back ``SCENARIO_DELAY_S`` after the test starts.
+Every send must still carry the master's message size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +33,7 @@ import pytest
 
 from loadtest.clock import CLOCK_SKEW_ENV
 from loadtest.distributed import HOSTNAME_ENV
+from loadtest.handoff import SCENARIO_DELAY_ENV
 from loadtest.process_context import CLIENTS_PER_PROCESS
 from loadtest.stage.dynamodb import free_port
 from tests.containers import worker_argv
@@ -45,6 +55,9 @@ HOSTS = ("generator-a", "generator-b")
 RECEIVER_SPREAD_MS = 8.0
 """How far two workers' median receipt can differ on a loaded 2-core machine."""
 WORKERS_CONNECT_S = 120.0
+SLOW_UNAME_S = 4.0
+"""Longer than the master's 1 s poll for ready workers: its spawn arrives meanwhile."""
+SCENARIO_DELAY_S = 2.0
 MASTER_SWARM = (
     "--users", str(USERS), "--spawn-rate", "4", "--duration", str(DURATION_S),
     "--send-interval", str(SEND_INTERVAL_S), "--message-bytes", str(MESSAGE_BYTES),
@@ -63,11 +76,13 @@ class Swarm:
 @contextlib.contextmanager
 def workers(root: Path, port: int) -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
+    slow = slow_uname(root / "slow-bin")
     try:
         for host in HOSTS:
             # Both carry the skew; it applies to whichever the master numbers worker 1.
             env = {**subprocess_env(), HOSTNAME_ENV: host,
-                   CLOCK_SKEW_ENV: f"1:{SKEW_MS}:{DRIFT_PPM}"}  # fmt: skip
+                   CLOCK_SKEW_ENV: f"1:{SKEW_MS}:{DRIFT_PPM}",
+                   "PATH": f"{slow}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
             with (root / f"{host}.log").open("wb") as log:
                 started.append(
                     subprocess.Popen(
@@ -88,6 +103,17 @@ def workers(root: Path, port: int) -> Iterator[list[subprocess.Popen[bytes]]]:
                 process.wait(timeout=10)
 
 
+def slow_uname(folder: Path) -> Path:
+    """A ``uname`` that answers after ``SLOW_UNAME_S``, first on a worker's PATH."""
+    real = shutil.which("uname")
+    assert real is not None
+    folder.mkdir()
+    script = folder / "uname"
+    script.write_text(f'#!/bin/sh\nsleep {SLOW_UNAME_S}\nexec {real} "$@"\n')
+    script.chmod(0o755)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Swarm:
     root: Path = tmp_path_factory.mktemp("across-hosts")
@@ -97,6 +123,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Swarm:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(HOSTNAME_ENV, "generator-master")
         patch.delenv(CLOCK_SKEW_ENV, raising=False)
+        patch.setenv(SCENARIO_DELAY_ENV, str(SCENARIO_DELAY_S))
         master = start_swarm(run_dir, (*MASTER_SWARM, "--master-bind-port", str(port)))
     # The master announces the port once its stage is up; the workers start then.
     announced = root / "run.stdout"
@@ -128,9 +155,18 @@ def test_each_worker_reports_its_own_host_and_leaves_when_the_test_ends(swarm: S
 
 
 def test_the_workers_ran_the_masters_scenario(swarm: Swarm) -> None:
-    """The workers' command lines hold no knob: what they ran came from the master."""
+    """The workers' command lines hold no knob: what they ran came from the master, though
+    the spawn raced their start-up and the scenario message came late."""
     run = swarm.result.run
     assert set(run.sends["bytes"].tolist()) == {MESSAGE_BYTES}
+    by_process = run.meta["scenario_by_process"]
+    assert set(by_process) == {"0", "1"}
+    for (report,) in by_process.values():  # one scenario each, the master's
+        assert report["scenario"].items() <= run.meta["scenario"].items(), report
+        assert report["target"] == run.meta["target"]
+        assert report["scenario"]["message_bytes"] == MESSAGE_BYTES
+        assert report["scenario"]["send_interval_s"] == SEND_INTERVAL_S
+    assert run.meta["collection"]["scenario_mismatches"] == {}
     per_user = len(run.sends["client"]) / USERS
     # At the default 2 s interval a user would send at most DURATION_S / 2 messages.
     assert per_user > DURATION_S / 2 + 2, per_user

@@ -7,9 +7,6 @@ is 127.0.0.1: the stage binds loopback only and the clients never leave it.
 from __future__ import annotations
 
 import contextlib
-import json
-import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,11 +15,10 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
 from loadtest.stage.config import StageConfig
-from loadtest.stage.launcher import LocalStage, wait_until
+from loadtest.stage.launcher import LocalStage
+from tests import ws
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -30,9 +26,18 @@ if TYPE_CHECKING:
 
 REGION = "us-east-1"
 FAKE_KEY = "x"
-RECV_TIMEOUT_S = 5.0
-DEFAULT_HINT = "Use the sendmessage route to send a message"
-ID_IN_REPLY = re.compile(r'"connectionID": "([A-Za-z0-9_=-]+)"')
+
+# The WebSocket clients' one home is tests/ws.py; the names this module always had:
+DEFAULT_HINT = ws.DEFAULT_HINT
+ID_IN_REPLY = ws.ID_IN_REPLY
+RECV_TIMEOUT_S = ws.RECV_TIMEOUT_S
+expect_close = ws.expect_close
+nothing_arrives = ws.nothing_arrives
+open_ws = ws.open_ws
+own_id = ws.own_id
+recv_json = ws.recv_json
+recv_text = ws.recv_text
+wait_for = ws.wait_for
 
 
 @contextlib.contextmanager
@@ -52,68 +57,6 @@ def stage_in(
     """For module-scoped fixtures: ``yield from stage_in(config, tmp_path_factory, "name")``."""
     with running_stage(config, factory.mktemp(name)) as stage:
         yield stage
-
-
-def open_ws(url: str, user_agent: str = "Python websockets (fanbench tests)") -> ClientConnection:
-    """A websockets sync client on loopback, no proxy, bounded open and close. Use in ``with``."""
-    return connect(
-        url,
-        proxy=None,
-        open_timeout=10,
-        close_timeout=2,
-        ping_interval=None,
-        compression=None,
-        user_agent_header=user_agent,
-    )
-
-
-def recv_text(ws: ClientConnection, timeout_s: float = RECV_TIMEOUT_S) -> str:
-    frame = ws.recv(timeout=timeout_s)
-    assert isinstance(frame, str), f"expected a text frame, got {frame!r:.80}"
-    return frame
-
-
-def recv_json(ws: ClientConnection, timeout_s: float = RECV_TIMEOUT_S) -> dict[str, Any]:
-    parsed = json.loads(recv_text(ws, timeout_s))
-    assert isinstance(parsed, dict), parsed
-    return parsed
-
-
-def nothing_arrives(ws: ClientConnection, within_s: float) -> bool:
-    """True when no frame arrives within ``within_s`` (and the connection stays open)."""
-    try:
-        frame = ws.recv(timeout=within_s)
-    except TimeoutError:
-        return True
-    raise AssertionError(f"unexpected frame: {frame!r:.200}")
-
-
-def expect_close(ws: ClientConnection, timeout_s: float = RECV_TIMEOUT_S) -> ConnectionClosed:
-    """Read (and drop) frames until the server closes; the close exception, or fail."""
-    deadline = time.monotonic() + timeout_s
-    for _ in range(10_000):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            ws.recv(timeout=remaining)
-        except TimeoutError:
-            break
-        except ConnectionClosed as closed:
-            return closed
-    raise AssertionError(f"the server did not close the connection within {timeout_s} s")
-
-
-def own_id(ws: ClientConnection) -> str:
-    """The client's connection id, as the ``$default`` handler reports it."""
-    ws.send("who am i")
-    deadline = time.monotonic() + RECV_TIMEOUT_S
-    for _ in range(100):
-        frame = recv_text(ws, max(0.01, deadline - time.monotonic()))
-        match = ID_IN_REPLY.search(frame)
-        if match and DEFAULT_HINT in frame:
-            return match.group(1)
-    raise AssertionError("no $default reply with a connectionID")
 
 
 def management(stage: LocalStage, endpoint_url: str | None = None) -> ApiGatewayManagementApiClient:
@@ -182,7 +125,3 @@ def error_code(error: ClientError) -> tuple[int, str]:
     """(HTTP status, error code) of a boto3 error."""
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return status, error.response.get("Error", {}).get("Code", "")
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    assert wait_until(predicate, timeout_s), f"timed out after {timeout_s} s waiting for {what}"

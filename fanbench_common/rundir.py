@@ -71,6 +71,8 @@ class ErrorKind(StrEnum):
     """A text frame that is neither an envelope nor an error frame."""
     SEND_FAILED = "send_failed"
     """The client could not send its message."""
+    NO_SCENARIO = "no_scenario"
+    """A worker's user never received the master's scenario, so it sent nothing."""
 
 
 REQUIRED_META = ("schema_version", "scenario", "target", "variant", "times")

@@ -79,7 +79,9 @@ class ChatUser(User):
         # applied (loadtest/handoff.py): before, they would send with the defaults.
         if not self.shared.scenario_ready.wait(handoff.SCENARIO_WAIT_S):
             recorder = self.shared.recorder
-            recorder.error(self.client_id, recorder.now_ns(), "no_scenario", handoff.NO_SCENARIO)
+            recorder.error(
+                self.client_id, recorder.now_ns(), ErrorKind.NO_SCENARIO, handoff.NO_SCENARIO
+            )
             self._fire("connect", 0.0, RuntimeError(handoff.NO_SCENARIO))
             return
         self._connect()

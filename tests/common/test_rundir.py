@@ -220,7 +220,7 @@ def test_as_table_coerces_to_the_schema() -> None:
 def test_error_kinds_are_the_strings_the_run_directory_stores() -> None:
     assert [kind.value for kind in ErrorKind] == [
         "connect_failed", "dropped", "error_frame", "binary_frame", "unrecognized_frame",
-        "send_failed",
+        "send_failed", "no_scenario",
     ]  # fmt: skip
     stored = np.array([ErrorKind.DROPPED.value, "error_frame"])
     assert list(stored == ErrorKind.ERROR_FRAME) == [False, True]

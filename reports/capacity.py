@@ -135,9 +135,10 @@ AWS = Platform(
     item_bytes=62,
     sources={
         "cpu_ms_per_post": f"{MEASURED_HERE}: cost_curve's FanoutMs slope, boto3 on one core "
-        "(PostClient=boto3, the template's default); PostClient=signed measured 0.23-0.27 ms of "
-        "Lambda CPU per post against boto3's 0.56-0.71 in the same runs (post_ceiling, "
-        "2026-11-30): pass --cpu-ms-per-post 0.27 to plan for it",
+        "(PostClient=boto3, as the baseline posts); the template's default for optimized and "
+        "sharded is now PostClient=signed, which measured 0.23-0.27 ms of Lambda CPU per post "
+        "against boto3's 0.56-0.71 in the same runs (post_ceiling, 2026-11-30): pass "
+        "--cpu-ms-per-post 0.27 to plan for it",
         "scan_ms_per_item": "measured here: boto3's client CPU parsing a 20,000-item projected "
         "scan from moto (0.0054-0.0056 ms per item)",
         "post_latency_ms": "assumption: AWS publishes no callback latency (IntegrationLatency is "

@@ -17,7 +17,6 @@ a Lambda environment variable (``env.AWS_MAX_ATTEMPTS=1``) or a stage fault
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import threading
 from collections.abc import Callable
@@ -190,7 +189,7 @@ def run_both(
 def side_by_side_command(args: argparse.Namespace) -> int:
     """Run both sides, summarise each, write ROOT/comparison/ and print its verdict."""
     from loadtest.run import RunError, execute, require_locust, summarize_run
-    from reports.compare import write_comparison
+    from reports.compare import compare_and_write, verdict_sentences
 
     sides = validate_sides(args)
     require_locust()
@@ -210,12 +209,10 @@ def side_by_side_command(args: argparse.Namespace) -> int:
     for letter, side, run_dir in zip(SIDES, sides, run_dirs, strict=True):
         print(f"{letter}: {side.label}")
         summarize_run(run_dir, report=not args.no_report, indent="  ")
-    index = write_comparison(
+    index, document = compare_and_write(
         [run_dirs[0]], root / "comparison", force=False, versus=[run_dirs[1]], side_by_side=True
     )
-    document = json.loads((index.parent / "comparison.json").read_text())
-    for delta in document["deltas"]:
-        for sentence in delta["sentences"]:
-            print(sentence)
+    for sentence in verdict_sentences(document):
+        print(sentence)
     print(f"comparison: {index}")
     return 0

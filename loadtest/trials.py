@@ -14,14 +14,13 @@ shows how different two identical configurations look on this machine.
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from fanbench_common.variants import VARIANT_NAMES
 from loadtest.run import RunError, execute, require_locust, summarize_run
-from reports.compare import write_comparison
+from reports.compare import compare_and_write, verdict_sentences
 
 SIDES = "AB"
 DEFAULT_TRIALS = 3
@@ -92,10 +91,8 @@ def trials_command(args: argparse.Namespace) -> int:
         )
         summarize_run(run_dir, report=not args.no_report, indent="  ")
         sides[side].append(run_dir)
-    index = write_comparison(sides[0], root / "comparison", force=False, versus=sides[1])
-    document = json.loads((index.parent / "comparison.json").read_text())
-    for delta in document["deltas"]:
-        for sentence in delta["sentences"]:
-            print(sentence)
+    index, document = compare_and_write(sides[0], root / "comparison", force=False, versus=sides[1])
+    for sentence in verdict_sentences(document):
+        print(sentence)
     print(f"comparison: {index}")
     return 0

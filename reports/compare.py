@@ -290,12 +290,31 @@ def write_comparison(
     versus: list[Path] | None = None,
     side_by_side: bool = False,
 ) -> Path:
+    """``compare_and_write``'s index.html."""
+    index, _ = compare_and_write(run_dirs, out_dir, force, draw_charts, versus, side_by_side)
+    return index
+
+
+def verdict_sentences(document: Mapping[str, Any]) -> list[str]:
+    """The comparison's verdicts in words, one sentence a figure (what the CLI prints)."""
+    return [sentence for delta in document["deltas"] for sentence in delta["sentences"]]
+
+
+def compare_and_write(
+    run_dirs: list[Path],
+    out_dir: Path | None,
+    force: bool,
+    draw_charts: bool = True,
+    versus: list[Path] | None = None,
+    side_by_side: bool = False,
+) -> tuple[Path, dict[str, Any]]:
     """Compare runs; write comparison.md, comparison.json and index.html.
 
     Without ``versus`` each run is compared with the first. With it, ``run_dirs``
     (the reference side) and ``versus`` are two sides of repeated trials, and the
     verdict uses the runs' spread. ``side_by_side``: one run a side, made at the same time
-    (``fanbench run --variants``), compared block by block. Returns the path of index.html. Raises
+    (``fanbench run --variants``), compared block by block. Returns index.html's path and the
+    document comparison.json holds. Raises
     ``ScenarioMismatch`` (unless ``force``), ``RunDirError`` or ``ValueError`` with a
     one-line message for the user.
     """
@@ -345,4 +364,4 @@ def write_comparison(
     (out / "comparison.md").write_text(render_markdown(document))
     index = out / "index.html"
     index.write_text(render_html(document, out), encoding="utf-8")
-    return index
+    return index, document

@@ -16,8 +16,10 @@ from fanbench_common.errors import RunDirError
 from reports.calibration import Model, false_positives
 from reports.compare import (
     ScenarioMismatch,
+    compare_and_write,
     run_labels,
     scenario_differences,
+    verdict_sentences,
     write_comparison,
 )
 from reports.verdict import Interval, loss_sentence, ratio_sentence
@@ -447,3 +449,16 @@ def test_a_saturated_side_is_named_on_a_side_by_side_page(tmp_path: Path) -> Non
     markdown = (tmp_path / "out" / "comparison.md").read_text()
     assert "- a: saturation: the load generator limited the run" in markdown
     assert "- b: saturation" not in markdown
+
+
+def test_the_document_in_hand_is_the_one_written_and_its_sentences_are_the_verdicts(
+    tmp_path: Path,
+) -> None:
+    fast = make(tmp_path / "fast", variant="optimized", latency_ms=jittered(10.0, seed=1))
+    slow = make(tmp_path / "slow", variant="baseline", latency_ms=jittered(40.0, seed=2))
+    index, in_hand = compare_and_write([fast, slow], tmp_path / "out", False, draw_charts=False)
+    written = document(index)
+    assert json.loads(json.dumps(in_hand, default=str)) == written
+    sentences = verdict_sentences(in_hand)
+    assert sentences == [s for delta in written["deltas"] for s in delta["sentences"]]
+    assert any("higher" in sentence for sentence in sentences)

@@ -41,7 +41,8 @@ from loadtest.stage.launcher import wait_until
 
 NAME = "stage_headroom"
 AWS_CONNECTS_PER_S = 500
-START_DELAY_S = 1.5
+READY_TIMEOUT_S = 120.0
+"""How long posters may take to start (spawned, they import boto3) and sign their first post."""
 DEFAULT_ENVIRONMENTS = StageConfig().concurrency
 CORES = os.cpu_count() or 2
 EMULATOR_ROLES = {"dynalite": DYNALITE, "moto": MOTO}
@@ -93,14 +94,17 @@ PLANS: dict[str, Plan] = {
 
 
 def poster_process(
-    callback_url: str, ids: list[str], payload: int, threads: int, start_at: float,
+    callback_url: str, ids: list[str], payload: int, threads: int, start_line: Any,
     window_s: float, results: Any,
 ) -> None:  # fmt: skip
-    """A poster process: ``threads`` threads post round-robin from ``start_at`` for ``window_s``."""
+    """A poster process: ``threads`` threads post round-robin for ``window_s``, from the moment
+    every poster and the benchmark have reached ``start_line`` (a barrier): a fixed start time
+    left slow-starting posters on a busy host with nothing to do (a window of 0 posts)."""
     poster = SignedPoster(callback_url, pool_size=threads, sign_each=False)
     data = b"h" * payload
     poster.post(ids[0], data)  # sign once, open the first connection
-    deadline = start_at + window_s
+    start_line.wait(READY_TIMEOUT_S)
+    deadline = time.time() + window_s
     max_posts = int(window_s * 20_000) + 1
 
     def loop(offset: int) -> dict[str, int]:
@@ -112,7 +116,6 @@ def poster_process(
             counts[outcome] = counts.get(outcome, 0) + 1
         return counts
 
-    time.sleep(max(0.0, start_at - time.time()))
     cpu = time.process_time()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         parts = list(pool.map(loop, range(threads)))
@@ -140,20 +143,18 @@ def _post_window(
 ) -> Window:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    start_at = time.time() + START_DELAY_S
+    start_line = context.Barrier(plan.posters + 1)
+    arguments = (stage.callback_url, ids, payload, plan.threads, start_line, plan.window_s)
     processes = [
-        context.Process(
-            target=poster_process,
-            args=(stage.callback_url, ids, payload, plan.threads, start_at, plan.window_s, results),
-            daemon=True,
-        )
+        context.Process(target=poster_process, args=(*arguments, results), daemon=True)
         for _ in range(plan.posters)
     ]
     for process in processes:
         process.start()
     frames_before = swarm.frames()
     out_before = int(stage.stats()["gateway"].get("frames_out", 0))
-    time.sleep(max(0.0, start_at - time.time()))
+    start_line.wait(READY_TIMEOUT_S)
+    start_at = time.time()
     cpu_before: CpuSample = stage.processes.sample()
     reports = [results.get(timeout=plan.window_s + 60) for _ in processes]
     cpu = stage.processes.sample().minus(cpu_before)

@@ -147,11 +147,7 @@ def test_two_local_stages_side_by_side(tmp_path: Path) -> None:
         "--warmup", "1", "--drain", "1", "--settle", "0.5", "--quiet", "--no-report",
         "--run-dir", str(root),
     ]  # fmt: skip
-    done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=280,
-        env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO_ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = _fanbench(command, tmp_path)
     a, b = read_run(root / "A-optimized"), read_run(root / "B-optimized-post_latency_ms-15")
     assert a.meta["side_by_side"]["side"] == "A"
     assert b.meta["side_by_side"]["label"] == "optimized:post_latency_ms=15"
@@ -194,13 +190,19 @@ def test_two_deployed_targets_side_by_side(
         "--warmup", "1", "--drain", "1", "--settle", "0.5", "--quiet", "--no-report",
         "--run-dir", str(root),
     ]  # fmt: skip
-    done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=280,
-        env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO_ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = _fanbench(command, tmp_path)
     a, b = read_run(root / "A-optimized"), read_run(root / "B-candidate")
     assert (a.meta["target"], b.meta["target"]) == (a_stage.ws_url, b_stage.ws_url)
     assert (a.meta["variant"], b.meta["variant"]) == ("optimized", "candidate")
     assert (a.meta["stage"]["kind"], b.meta["side_by_side"]["side"]) == ("remote", "B")
     assert "candidate p50 latency" in done.stdout
+
+
+def _fanbench(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a fanbench command line from ``cwd``; it must succeed."""
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=280,
+        env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done

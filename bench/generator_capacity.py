@@ -70,7 +70,7 @@ class Plan:
 
 PLANS: dict[str, Plan] = {
     "smoke": Plan(
-        users=10, rates=(1000, 2000), step_s=0.5, rounds=1, burst=50, refine=0, hold=300,
+        users=10, rates=(1000, 2000), step_s=0.5, rounds=1, burst=1000, refine=0, hold=300,
     ),
     "default": Plan(
         users=100, rates=(*range(10_000, 100_001, 10_000), 120_000, 140_000),

@@ -21,10 +21,12 @@ FAST_TESTS := tests/common tests/bench/test_pure.py tests/stage/test_pure_rules.
   tests/loadtest/test_distributed.py \
   $(addprefix tests/reports/test_,analysis.py capacity.py compare.py cost.py gate.py saturation.py stats.py)
 
+# uv installs into the venv pip made (pip stays there for the user): the same
+# requirements, resolved and installed in seconds instead of pip's minute.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet 'uv>=0.4'
+	$(PY) -m uv pip install --quiet --python $(PY) -e '.[dev]'
 	touch $(STAMP)
 
 # wscat (an independent client for the end-to-end tests) and dynalite (the local

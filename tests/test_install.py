@@ -1,10 +1,12 @@
 """The tool as people install it: a wheel in a fresh virtualenv, used from another directory.
 
 Builds the wheel from this checkout, installs it (with its dependencies, from the
-package index pip is configured for) into a new virtualenv, and runs the main job
-and the report commands from a temporary directory, with relative paths. Nothing
-of the checkout is importable there: the handlers and the template must come from
-the wheel.
+package index) into a new virtualenv, and runs the main job and the report commands
+from a temporary directory, with relative paths. Nothing of the checkout is
+importable there: the handlers and the template must come from the wheel.
+
+uv builds and installs: it resolves the same wheel's requirements as pip does, in
+seconds rather than the minute pip took (the suite's largest single cost).
 """
 
 from __future__ import annotations
@@ -48,16 +50,16 @@ class Installed:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     base = tmp_path_factory.mktemp("wheel")
     wheels = base / "dist"
+    uv = [sys.executable, "-m", "uv", "--quiet"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
-         str(REPO_ROOT)],
+        [*uv, "build", "--wheel", "--out-dir", str(wheels), str(REPO_ROOT)],
         check=True, timeout=INSTALL_TIMEOUT_S, capture_output=True,
     )  # fmt: skip
     (wheel,) = wheels.glob("fanbench-*.whl")
     environment = base / "venv"
-    venv.create(environment, with_pip=True)
+    venv.create(environment, with_pip=False)
     subprocess.run(
-        [str(environment / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        [*uv, "pip", "install", "--python", str(environment / "bin" / "python"), str(wheel)],
         check=True, timeout=INSTALL_TIMEOUT_S, capture_output=True,
     )  # fmt: skip
     workdir = base / "elsewhere"
@@ -101,7 +103,7 @@ def test_run_report_check_and_compare_from_another_directory(installed: Installe
             "--duration",
             "4",
             "--send-interval",
-            "1",
+            "0.5",
             "--warmup",
             "0",
             "--run-dir",

@@ -179,7 +179,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         args.settle_in if args.settle_in is not None else WARMUP_S + max(10.0, 0.1 * duration_s)
     )
     command = [
-        sys.executable, "-m", "loadtest.cli", "run", "--scenario", "soak",
+        sys.executable, "-m", "fanbench", "run", "--scenario", "soak",
         "--run-dir", str(run_dir), "--duration", f"{duration_s:g}",
         "--users", str(args.users), "--send-interval", f"{args.send_interval:g}",
         "--variant", args.variant, "--no-report", "--quiet",

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from fanbench import LOCUSTFILE
+from fanbench.locust_ledger import DUPLICATE, LATE, LEDGER, LOST
 from fanbench_common.rundir import read_run
-from loadtest.distributed import LOCUSTFILE
-from loadtest.locust_ledger import DUPLICATE, LATE, LEDGER, LOST
 from loadtest.stage.config import StageConfig
 from loadtest.stage.dynamodb import free_port
 from loadtest.stage.faults import Faults

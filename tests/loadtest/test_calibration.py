@@ -70,7 +70,7 @@ def run_together(root: Path, names: tuple[str, ...]) -> None:
     """``fanbench run`` for each name at once, each with its own stage; all must succeed."""
     started: dict[str, subprocess.Popen[bytes]] = {}
     for name in names:
-        command = [sys.executable, "-m", "loadtest.cli", "run", "--run-dir", str(root / name)]
+        command = [sys.executable, "-m", "fanbench", "run", "--run-dir", str(root / name)]
         with (root / f"{name}.out").open("wb") as output:  # a file: no pipe can fill and stall
             started[name] = subprocess.Popen(
                 [*command, *COMMON, *SCENARIOS[name]], stdout=output, stderr=subprocess.STDOUT

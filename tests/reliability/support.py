@@ -89,7 +89,7 @@ SWARMS: dict[str, tuple[str, ...]] = {
 
 
 def fanbench(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loadtest.cli", *args]
+    return [sys.executable, "-m", "fanbench", *args]
 
 
 def subprocess_env() -> dict[str, str]:

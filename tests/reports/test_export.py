@@ -21,10 +21,10 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
+from fanbench.cli import main
 from fanbench_common import loss
 from fanbench_common.loss import Ledger
 from fanbench_common.rundir import Run, read_run, write_run
-from loadtest.cli import main
 from reports import export
 from reports.analysis import analyze
 from reports.commands import EXPORT_FORMATS

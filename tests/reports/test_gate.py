@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from fanbench.cli import main
 from fanbench_common.rundir import read_run
-from loadtest.cli import main
 from reports.analysis import analyze
 from reports.gate import Thresholds, failures
 from tests.reports.synthetic import build_run

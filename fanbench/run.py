@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from fanbench import LOCUSTFILE
 from fanbench_common.errors import FanbenchError, RunDirError, ScenarioError
 from fanbench_common.redaction import SECRET_KEYS, redact_mapping
 from fanbench_common.rundir import ErrorKind, Run, default_run_dir, read_run
@@ -38,7 +39,6 @@ from fanbench_common.scenario import (
 from fanbench_common.variants import VARIANTS
 from loadtest import run_context
 from loadtest.distributed import (
-    LOCUSTFILE,
     WORKERS_WAIT_S,
     add_master_arguments,
     master_options,
@@ -258,7 +258,7 @@ def execute(args: argparse.Namespace, ready: Callable[[], None] | None = None) -
     """Run the swarm; return the run directory.
 
     ``ready``, when given, is called once the stage is up and just before the swarm starts:
-    two sides run side by side wait there for each other (``loadtest/sidebyside.py``).
+    two sides run side by side wait there for each other (``fanbench/sidebyside.py``).
     """
     validate(args)
     # Absolute before anything else: Locust must write where the user's shell means.

@@ -53,16 +53,16 @@ def _stage(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.variants or args.targets:
-        from loadtest.sidebyside import side_by_side_command
+        from fanbench.sidebyside import side_by_side_command
 
         return side_by_side_command(args)
-    from loadtest.run import run_command
+    from fanbench.run import run_command
 
     return run_command(args)
 
 
 def _trials(args: argparse.Namespace) -> int:
-    from loadtest.trials import trials_command
+    from fanbench.trials import trials_command
 
     return trials_command(args)
 
@@ -70,15 +70,16 @@ def _trials(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import os
 
+    from fanbench import LOCUSTFILE
     from loadtest.distributed import worker_command
 
-    command = worker_command(args)
+    command = worker_command(args, LOCUSTFILE)
     # Locust replaces this process: signals reach it directly, as with `locust --worker`.
     os.execv(command[0], command)
 
 
 def _locustfile(args: argparse.Namespace) -> int:
-    from loadtest.distributed import LOCUSTFILE
+    from fanbench import LOCUSTFILE
 
     print(LOCUSTFILE)
     return 0
@@ -99,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     stage.set_defaults(func=_stage)
 
     run = commands.add_parser("run", help="run a swarm on the local stage (or --target) and report")
-    from loadtest.run import add_run_arguments
+    from fanbench.run import add_run_arguments
 
     add_run_arguments(run)
-    from loadtest.sidebyside import add_side_by_side_arguments
+    from fanbench.sidebyside import add_side_by_side_arguments
 
     add_side_by_side_arguments(run)
     run.set_defaults(func=_run, scenario_parser=run)
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Takes every option of `fanbench run` but --target and --variant; "
         "--run-dir is the folder of all trials.",
     )
-    from loadtest.trials import add_trials_arguments
+    from fanbench.trials import add_trials_arguments
 
     add_run_arguments(trials)
     for action in trials._actions:
@@ -152,8 +153,8 @@ def _with_scenario_file(
     parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None
 ) -> argparse.Namespace:
     """Parse again with the scenario file's values as defaults, so that flags override it."""
+    from fanbench.run import scenario_defaults
     from fanbench_common.scenario import load_scenario
-    from loadtest.run import scenario_defaults
 
     run_parser: argparse.ArgumentParser = args.scenario_parser
     scenario = load_scenario(args.scenario)

@@ -15,18 +15,20 @@ must:
 
 When the run directory is written, ``final_figures`` reads it back and takes the
 report's figures as they are (the report remains the reference).
+
+The load generator hands the master's records over as a ``Run``
+(``loadtest/live_records.py``); ``locust_ledger`` plugs this ledger into the master.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fanbench_common.rundir import Run, Table
+from fanbench_common.rundir import Run
 from reports import saturation
 from reports.analysis import analyze, gather, lost_per_message_of, per_second
 
@@ -57,41 +59,6 @@ class LiveFigures:
     @property
     def loss_rate(self) -> float:
         return self.lost / self.expected if self.expected else 0.0
-
-
-def loss_horizon_ns(now_ns: int, drain_s: float, settle_s: float, ship_interval_s: float) -> int:
-    """Messages sent before this instant have had their whole drain window (and settle window,
-    and time for workers' records to reach the master): a missing delivery of one is lost."""
-    wait_s = max(drain_s, settle_s) + 2 * ship_interval_s
-    return now_ns - int(wait_s * 1e9)
-
-
-def live_run(
-    tables: dict[str, Table],
-    scenario: dict[str, Any],
-    start_ns: int,
-    now_ns: int,
-    stop_sending_ns: int = 0,
-    drain_deadline_ns: int | None = None,
-    path: Path = Path("."),
-) -> Run:
-    """The records so far as a ``Run`` the report's code accepts."""
-    times: dict[str, Any] = {
-        "start_ns": start_ns,
-        "stop_sending_ns": stop_sending_ns or now_ns,
-        "end_ns": now_ns,
-    }
-    if drain_deadline_ns is not None:
-        times["drain_deadline_ns"] = drain_deadline_ns
-    return Run(
-        path=path,
-        meta={"scenario": scenario, "times": times},
-        sends=tables["sends"],
-        deliveries=tables["deliveries"],
-        membership=tables["membership"],
-        errors=tables["errors"],
-        health=tables["health"],
-    )
 
 
 def _rows(seconds: dict[str, Any], lost_per_second: np.ndarray[Any, Any]) -> list[dict[str, Any]]:

@@ -1,7 +1,10 @@
-"""``fanbench``: one command, subcommands for each job.
+"""``fanbench``: one command, subcommands for each job; this module alone builds its parser.
 
-Errors a user can cause (bad flags, missing run directories, unreachable
-targets) end with a one-line message and a non-zero exit, never a traceback.
+Every subcommand is registered here: the load generator's (stage, worker, locustfile), the run
+driver's (run, trials) and the reports' (report, compare, check, export, fetch-metrics, plan),
+whose work is typed functions in ``reports/commands.py``. Errors a user can cause (bad flags,
+missing run directories, unreachable targets) end with a one-line message and a non-zero exit,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from fanbench_common.errors import FanbenchBug, FanbenchError
 from loadtest.stage.config import LOOPBACK, add_stage_arguments, config_from_args
+from reports import commands as reporting
+from reports.gate import Thresholds
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -85,6 +91,145 @@ def _locustfile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    return reporting.report(args.run_dir, args.price)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    return reporting.compare(args.run_dirs, args.out, args.force, args.versus)
+
+
+def _check(args: argparse.Namespace) -> int:
+    thresholds = Thresholds(
+        max_p50_ms=args.max_p50_ms,
+        max_p99_ms=args.max_p99_ms,
+        max_loss_rate=args.max_loss_rate,
+        max_duplicates=args.max_duplicates,
+        max_error_frames=args.max_error_frames,
+    )
+    return reporting.check(args.run_dir, thresholds, args.allow_invalid)
+
+
+def _export(args: argparse.Namespace) -> int:
+    return reporting.export(args.run_dir, args.format, args.out)
+
+
+def _fetch_metrics(args: argparse.Namespace) -> int:
+    return reporting.fetch_metrics(
+        args.run_dir, args.stack, args.region, args.profile, args.endpoint_url
+    )
+
+
+def _plan(args: argparse.Namespace) -> int:
+    return reporting.plan(
+        args.platform, args.variants, args.sizes,
+        post_latency_ms=args.post_latency_ms, cpu_ms_per_post=args.cpu_ms_per_post,
+        memory_mb=args.memory_mb, concurrency=args.concurrency, shard_size=args.shard_size,
+        price_overrides=args.price, as_json=args.json,
+    )  # fmt: skip
+
+
+def _add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report", help="write RUN_DIR/report/ (HTML, Markdown, JSON, charts)"
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument("--price", action="append", default=[], metavar="NAME=USD",
+                        help="override a price, e.g. lambda_per_million_requests=0.2")  # fmt: skip
+    report.set_defaults(func=_report)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare runs (e.g. baseline vs optimized), or repeated runs: A1 A2 A3 --vs B1 B2 B3",
+    )
+    compare.add_argument(
+        "run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+        help="runs; the first is the reference (with --vs: the reference side)",
+    )  # fmt: skip
+    compare.add_argument(
+        "--vs", dest="versus", type=Path, nargs="+", metavar="RUN_DIR",
+        help="the other side's runs: several runs a side give a verdict that allows for "
+        "run-to-run variation",
+    )  # fmt: skip
+    compare.add_argument("--out", type=Path, help="output folder (default: runs/compare-<time>)")
+    compare.add_argument("--force", action="store_true", help="compare even if scenarios differ")
+    compare.set_defaults(func=_compare)
+
+    check = commands.add_parser(
+        "check", help="exit non-zero when a run misses a threshold (for CI)"
+    )
+    check.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    check.add_argument("--max-p50-ms", type=float, help="fail if fan-out p50 exceeds this")
+    check.add_argument("--max-p99-ms", type=float, help="fail if fan-out p99 exceeds this")
+    check.add_argument("--max-loss-rate", type=float,
+                       help="fail if lost/expected exceeds this fraction, e.g. 0.001")  # fmt: skip
+    check.add_argument("--max-duplicates", type=int, help="fail past this many duplicates")
+    check.add_argument("--max-error-frames", type=int, help="fail past this many error frames")
+    check.add_argument(
+        "--allow-invalid", action="store_true",
+        help="check a run whose validity banner lists problems (default: fail it)",
+    )  # fmt: skip
+    check.set_defaults(func=_check)
+
+    export = commands.add_parser(
+        "export", help="write a run as CSV/Parquet delivery rows or an HdrHistogram log"
+    )
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument("--format", action="append", choices=reporting.EXPORT_FORMATS,
+                        required=True,
+                        help="csv/parquet: one row per expected delivery; hlog: fan-out latency"
+                        " per second as an HdrHistogram interval log (repeatable)")  # fmt: skip
+    export.add_argument("--out", type=Path, help="output file, for one --format"
+                        " (default: in RUN_DIR/export/)")  # fmt: skip
+    export.set_defaults(func=_export)
+
+    metrics = commands.add_parser(
+        "fetch-metrics",
+        help="after a run against AWS: CloudWatch's figures for its window into RUN_DIR/server/",
+    )
+    metrics.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    metrics.add_argument("--stack", required=True, metavar="NAME",
+                         help="the CloudFormation stack the run targeted")  # fmt: skip
+    metrics.add_argument("--region", help="default: boto3's, else the target URL's")
+    metrics.add_argument("--profile", help="a named profile from the AWS config files")
+    metrics.add_argument("--endpoint-url", help="an AWS-compatible endpoint (LocalStack, moto)")
+    metrics.set_defaults(func=_fetch_metrics)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of sizes: {text!r}") from None
+    if not sizes or min(sizes) < 2:
+        raise argparse.ArgumentTypeError("room sizes must be at least 2")
+    return sizes
+
+
+def _add_plan_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from reports.capacity import PLATFORMS, ROOM_SIZES, VARIANTS
+
+    plan = commands.add_parser(
+        "plan", help="predict time to last delivery and cost by room size and variant"
+    )
+    plan.add_argument("--platform", choices=sorted(PLATFORMS), default="aws",
+                      help="whose CPU and limits to model (default: aws)")  # fmt: skip
+    modelled = [str(variant) for variant in VARIANTS]
+    plan.add_argument("--variants", nargs="+", choices=modelled, default=modelled,
+                      help="handler variants to predict (default: all)")  # fmt: skip
+    plan.add_argument("--sizes", type=_sizes, default=list(ROOM_SIZES),
+                      help="comma-separated room sizes (default: 100 to 100,000)")  # fmt: skip
+    plan.add_argument("--post-latency-ms", type=float, help="PostToConnection round trip")
+    plan.add_argument("--cpu-ms-per-post", type=float, help="handler CPU per post on one core")
+    plan.add_argument("--memory-mb", type=int, help="Lambda memory (sets the vCPU share)")
+    plan.add_argument("--concurrency", type=int, help="Lambda concurrency available")
+    plan.add_argument("--shard-size", type=int, help="recipients per fan-out invocation (sharded)")
+    plan.add_argument("--price", action="append", default=[], metavar="NAME=USD",
+                      help="override a price, e.g. lambda_per_gb_second=0.0000166667")  # fmt: skip
+    plan.add_argument("--json", action="store_true", help="JSON instead of Markdown")
+    plan.set_defaults(func=_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fanbench",
@@ -142,10 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     locustfile.set_defaults(func=_locustfile)
 
-    from reports.commands import register, register_plan
-
-    register(commands)
-    register_plan(commands)
+    _add_report_commands(commands)
+    _add_plan_command(commands)
     return parser
 
 

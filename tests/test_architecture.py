@@ -1,7 +1,9 @@
-"""docs/architecture.md's arrows, checked on the import graph (every import, function-level too)."""
+"""docs/architecture.md's arrows, checked on the import graph (every import, function-level too),
+and its one command line: a single module builds the parser."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,8 @@ from tests.repo import REPO_ROOT
 
 PACKAGES = ("handlers", "fanbench_common", "loadtest", "reports", "fanbench", "bench")
 THE_COMMAND_LINE = "fanbench.cli"
+"""The one module that builds ``fanbench``'s parser and registers every subcommand."""
+PARSER_BUILDING = frozenset({"add_subparsers", "add_parser"})
 
 
 def _module(path: Path) -> str:
@@ -33,6 +37,17 @@ def _sources() -> Iterator[tuple[str, Path]]:
 
 def _graph() -> dict[str, set[str]]:
     return {module: {name.split(".")[0] for name in _imports(path)} for module, path in _sources()}
+
+
+def _parser_building_calls(path: Path) -> Iterator[str]:
+    """``x.add_subparsers(...)`` and ``x.add_parser(...)``: a subcommand registered here."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in PARSER_BUILDING
+        ):
+            yield node.func.attr
 
 
 def _top_level_handler_modules() -> set[str]:
@@ -94,6 +109,23 @@ def test_the_application_composes_the_load_generator_and_the_reports() -> None:
     graph = _graph()
     for module in (THE_COMMAND_LINE, "fanbench.run"):
         assert {"loadtest", "reports"} <= graph[module], module
+
+
+def test_one_module_registers_every_subcommand() -> None:
+    building = {module: list(_parser_building_calls(path)) for module, path in _sources()}
+    assert {module for module, calls in building.items() if calls} == {THE_COMMAND_LINE}
+    calls = building[THE_COMMAND_LINE]
+    # The scan sees what it judges: one set of subcommands, each registered by a call there.
+    assert calls.count("add_subparsers") == 1
+    assert calls.count("add_parser") == len(_subcommands()) >= 11
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    from fanbench.cli import build_parser
+
+    parser = build_parser()
+    [action] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
 
 
 def _stdlib() -> set[str]:

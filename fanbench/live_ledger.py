@@ -88,8 +88,7 @@ def _expected_per_second(run: Run, expected_per_message: Any, bins: Any) -> Any:
     )[0].astype(np.int64)
 
 
-def _latency(summary: dict[str, Any], name: str) -> float | None:
-    value = summary["latency_ms"]["from_sent"][name]
+def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 1)
 
 
@@ -97,7 +96,6 @@ def live_figures(run: Run, horizon_ns: int) -> LiveFigures:
     """The figures so far; only messages sent before ``horizon_ns`` can have lost deliveries."""
     facts = gather(run)
     summary = analyze(facts)
-    counts = summary["counts"]
     settled = run.sends["sent_ns"] < horizon_ns
     lost_per_message = np.where(settled, lost_per_message_of(facts.ledger), 0)
     seconds = per_second(facts)
@@ -111,13 +109,13 @@ def live_figures(run: Run, horizon_ns: int) -> LiveFigures:
         expected=int(facts.ledger.expected_per_message[settled].sum()),
         expected_sent=int(facts.ledger.expected_per_message.sum()),
         lost=int(lost_per_message.sum()),
-        receipts=int(counts["receipts"]),
-        duplicates=int(counts["duplicates"]),
-        late=int(counts["late"]),
-        saturation=saturation.describe(summary["saturation"]),
+        receipts=summary.counts.receipts,
+        duplicates=summary.counts.duplicates,
+        late=summary.counts.late,
+        saturation=saturation.describe(summary.saturation),
         per_second=_rows(seconds, lost_per_second),
-        p50_ms=_latency(summary, "p50"),
-        p99_ms=_latency(summary, "p99"),
+        p50_ms=_rounded(summary.latency_ms.from_sent.p50),
+        p99_ms=_rounded(summary.latency_ms.from_sent.p99),
     )
 
 
@@ -125,20 +123,20 @@ def final_figures(run: Run) -> LiveFigures:
     """The report's own figures for a written run directory."""
     facts = gather(run)
     summary = analyze(facts)
-    counts = summary["counts"]
+    counts = summary.counts
     seconds = per_second(facts)
     bins = np.append(seconds["second"], len(seconds["second"]))
     seconds["expected"] = _expected_per_second(run, facts.ledger.expected_per_message, bins)
     return LiveFigures(
-        expected=int(counts["expected"]),
-        expected_sent=int(counts["expected"]),
-        lost=int(counts["lost"]),
-        receipts=int(counts["receipts"]),
-        duplicates=int(counts["duplicates"]),
-        late=int(counts["late"]),
-        saturation=saturation.describe(summary["saturation"]),
+        expected=counts.expected,
+        expected_sent=counts.expected,
+        lost=counts.lost,
+        receipts=counts.receipts,
+        duplicates=counts.duplicates,
+        late=counts.late,
+        saturation=saturation.describe(summary.saturation),
         per_second=_rows(seconds, seconds["lost"]),
         final=True,
-        p50_ms=_latency(summary, "p50"),
-        p99_ms=_latency(summary, "p99"),
+        p50_ms=_rounded(summary.latency_ms.from_sent.p50),
+        p99_ms=_rounded(summary.latency_ms.from_sent.p99),
     )

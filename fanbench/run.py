@@ -55,6 +55,7 @@ from loadtest.stage.dynamodb import free_port
 from loadtest.stage.launcher import LocalStage, StageError
 from reports import saturation
 from reports.analysis import analyze
+from reports.summary import Summary
 
 EXTRA_LOCUST_TIME_S = 60
 PREFLIGHT_TIMEOUT_S = 10.0
@@ -363,35 +364,34 @@ def _stage_meta(config: Any) -> dict[str, Any]:
     return meta
 
 
-def _connect_failures(summary: dict[str, Any], run: Run) -> str:
-    count = summary["errors_by_kind"].get(ErrorKind.CONNECT_FAILED, 0)
+def _connect_failures(summary: Summary, run: Run) -> str:
+    count = summary.errors_of(ErrorKind.CONNECT_FAILED)
     if not count:
         return "connect failures 0"
     first = run.errors["detail"][run.errors["kind"] == ErrorKind.CONNECT_FAILED][0]
     return f"connect failures {count} (first: {first})"
 
 
-def summary_lines(summary: dict[str, Any], run: Run) -> list[str]:
-    counts, latency = summary["counts"], summary["latency_ms"]["from_sent"]
-    loss = summary["rates"]["loss"]
+def summary_lines(summary: Summary, run: Run) -> list[str]:
+    counts, latency = summary.counts, summary.latency_ms.from_sent
+    loss = summary.rates.loss
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} ms"
 
     lines = [
-        f"messages sent {counts['messages']}, deliveries {counts['delivered']} of "
-        f"{counts['expected']} expected, late {counts['late']} (after the drain window)",
-        f"fan-out latency p50 {ms(latency['p50'])}, p99 {ms(latency['p99'])}, "
-        f"max {ms(latency['max'])}",
-        f"lost {counts['lost']} ({100 * loss['rate']:.3f} %, 95 % CI {100 * loss['ci95'][0]:.3f}–"
-        f"{100 * loss['ci95'][1]:.3f} %), duplicates {counts['duplicates']}, "
-        f"out of order {counts['out_of_order']}, error frames {counts['error_frames']}",
+        f"messages sent {counts.messages}, deliveries {counts.delivered} of "
+        f"{counts.expected} expected, late {counts.late} (after the drain window)",
+        f"fan-out latency p50 {ms(latency.p50)}, p99 {ms(latency.p99)}, max {ms(latency.max)}",
+        f"lost {counts.lost} ({100 * loss.rate:.3f} %, 95 % CI {100 * loss.ci95[0]:.3f}–"
+        f"{100 * loss.ci95[1]:.3f} %), duplicates {counts.duplicates}, "
+        f"out of order {counts.out_of_order}, error frames {counts.error_frames}",
         f"connections {len(run.membership['client'])}, dropped by the server"
-        f" {counts.get('dropped', 0)}, {_connect_failures(summary, run)},"
-        f" unexpected receipts {counts['unexpected']}",
+        f" {counts.dropped}, {_connect_failures(summary, run)},"
+        f" unexpected receipts {counts.unexpected}",
     ]
-    lines.append(saturation.describe(summary["saturation"]))
-    lines += [f"WARNING: {problem}" for problem in summary["validity"]]
+    lines.append(saturation.describe(summary.saturation))
+    lines += [f"WARNING: {problem}" for problem in summary.validity]
     return lines
 
 

@@ -57,14 +57,14 @@ def test_per_second_rows_count_lost_so_far_by_send_second(run: Run) -> None:
 
 
 def test_the_final_figures_are_the_reports(run: Run) -> None:
-    counts = analyze(run)["counts"]
+    counts = analyze(run).counts
     final = final_figures(run)
     assert final.final
     assert (final.expected, final.lost, final.receipts) == (
-        counts["expected"], counts["lost"], counts["receipts"],
+        counts.expected, counts.lost, counts.receipts,
     )  # fmt: skip
-    assert (final.duplicates, final.late) == (counts["duplicates"], counts["late"])
-    assert final.loss_rate == pytest.approx(counts["loss_rate"])
+    assert (final.duplicates, final.late) == (counts.duplicates, counts.late)
+    assert final.loss_rate == pytest.approx(counts.loss_rate)
     assert final.saturation.startswith("saturation: ")
     assert final.p50_ms == pytest.approx(10.0)
     assert final.p99_ms == pytest.approx(10.0)

@@ -18,7 +18,7 @@ PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --di
 FAST_TESTS := tests/common tests/bench/test_pure.py tests/stage/test_pure_rules.py \
   tests/stage/test_invoke_rules.py tests/handlers/test_pure.py tests/loadtest/test_clock.py \
   tests/loadtest/test_envelope.py tests/loadtest/test_seats.py tests/loadtest/test_scenario_files.py \
-  tests/loadtest/test_distributed.py \
+  tests/loadtest/test_distributed.py tests/loadtest/test_live_records.py \
   $(addprefix tests/reports/test_,analysis.py capacity.py compare.py cost.py gate.py saturation.py stats.py)
 
 # uv installs into the venv pip made (pip stays there for the user): the same

@@ -98,7 +98,7 @@ PLANS: dict[str, Plan] = {
 def _run(plan: Plan, side_b: str, root: Path) -> dict[str, Any]:
     """One real side-by-side run; its blocked delta and the unpaired comparison of its sides."""
     command = [
-        sys.executable, "-m", "loadtest.cli", "run",
+        sys.executable, "-m", "fanbench", "run",
         "--variants", "optimized", f"optimized:{side_b}",
         "--users", str(plan.users), "--spawn-rate", str(max(2, plan.users // 2)),
         "--duration", str(plan.duration_s), "--send-interval", str(plan.send_interval_s),

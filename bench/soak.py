@@ -179,7 +179,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         args.settle_in if args.settle_in is not None else WARMUP_S + max(10.0, 0.1 * duration_s)
     )
     command = [
-        sys.executable, "-m", "loadtest.cli", "run", "--scenario", "soak",
+        sys.executable, "-m", "fanbench", "run", "--scenario", "soak",
         "--run-dir", str(run_dir), "--duration", f"{duration_s:g}",
         "--users", str(args.users), "--send-interval", f"{args.send_interval:g}",
         "--variant", args.variant, "--no-report", "--quiet",
@@ -231,10 +231,11 @@ def judge(
         from fanbench_common.rundir import read_run
         from reports.analysis import analyze
 
-        counts = analyze(read_run(run_dir))["counts"]
-        if counts["lost"]:
-            problems.append(f"lost {counts['lost']} of {counts['expected']} deliveries")
-        if not counts["expected"]:
+        account = analyze(read_run(run_dir)).counts
+        counts = account.as_dict()  # the result's JSON
+        if account.lost:
+            problems.append(f"lost {account.lost} of {account.expected} deliveries")
+        if not account.expected:
             problems.append("nothing was expected: the swarm did not chat")
     measured = window(samples, duration_s, settle_in_s)
     figures: dict[str, Any] = {"window_samples": len(measured)}

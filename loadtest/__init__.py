@@ -1,1 +1,1 @@
-"""fanbench's load generator, local stage and CLI."""
+"""fanbench's load generator and local stage: Locust users, the recorder, coordination."""

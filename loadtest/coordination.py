@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -33,12 +33,12 @@ import gevent.event
 from locust import events
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
-from fanbench_common.rundir import as_table, default_run_dir
+from fanbench_common.rundir import Run, as_table, default_run_dir
 from fanbench_common.scenario import TOKEN_ENV, Scenario, add_knob_arguments
-from loadtest import handoff, health, locust_ledger, process_context, run_context
+from loadtest import handoff, health, process_context, run_context
 from loadtest.clock import UNMEASURED, ClockFit, ClockSample, fit
 from loadtest.distributed import hostname
-from loadtest.live_ledger import LiveFigures, live_figures, live_run, loss_horizon_ns
+from loadtest.live_records import RunningLedger, live_run, loss_horizon_ns
 from loadtest.process_context import ProcessContext
 from loadtest.recorder import Collector, Recorder
 from loadtest.seats import SEAT, SEAT_REQUEST, MasterSeats, SeatDesk, WorkerSeats
@@ -99,8 +99,9 @@ class MasterState:
         self.missing: dict[int, dict[str, int]] = {}
         self.run_dir = Path(scenario.run_dir) if scenario.run_dir else default_run_dir()
         self._written = False
-        self.on_live: list[Callable[[LiveFigures], None]] = []
-        """Called with each second's running ledger (``loadtest.locust_ledger`` shows it)."""
+        self.running_ledger: RunningLedger | None = None
+        """Counts each second's losses for the progress line; plugged in by the application
+        (``fanbench/locust_ledger.py``, which also shows its figures in Locust)."""
         self.handed_off: dict[str, Any] | None = None
         """The scenario message once sent to every worker; a worker that asks later gets it."""
         self.ran_by_process: dict[int, list[dict[str, Any]]] = {}
@@ -335,11 +336,8 @@ class MasterState:
         rows = self.collector.rows
         sent, received = rows["sends"], rows["deliveries"]
         lost: int | None = None
-        if sum(rows.values()) < PROGRESS_LOSS_ROW_LIMIT:
-            figures = self.live_figures()
-            lost = figures.lost
-            for listener in self.on_live:
-                listener(figures)
+        if self.running_ledger is not None and sum(rows.values()) < PROGRESS_LOSS_ROW_LIMIT:
+            lost = self.running_ledger(*self.records_so_far())
         runner = self.environment.runner
         return {
             "elapsed_s": (time.time_ns() - self.started_ns) / 1e9 if self.started_ns else 0.0,
@@ -349,8 +347,9 @@ class MasterState:
             "lost": lost,
         }
 
-    def live_figures(self) -> LiveFigures:
-        """The running ledger: a delivery is lost once its message's drain window has passed."""
+    def records_so_far(self) -> tuple[Run, int]:
+        """The records so far and the loss horizon: a delivery is lost once its message's drain
+        window has passed."""
         tables = self.collector.tables(self.clock_fits())
         now = time.time_ns()
         drain_ns = int(self.scenario.drain_s * 1e9)
@@ -360,9 +359,7 @@ class MasterState:
             self.stop_sending_ns + drain_ns if self.stop_sending_ns else None,
         )  # fmt: skip
         scenario = self.scenario
-        return live_figures(
-            run, loss_horizon_ns(now, scenario.drain_s, scenario.settle_s, SHIP_INTERVAL_S)
-        )
+        return run, loss_horizon_ns(now, scenario.drain_s, scenario.settle_s, SHIP_INTERVAL_S)
 
     @property
     def written(self) -> bool:
@@ -447,8 +444,14 @@ class WorkerState:
         )
 
 
-def install_hooks() -> None:
-    """Register fanbench's Locust event handlers (called from the locustfile)."""
+MasterPlugin = Callable[[Any, MasterState], None]
+"""Called with Locust's environment and the master's state once the master's own listeners are
+registered: its ``test_stopping`` listeners then run after the run directory is written."""
+
+
+def install_hooks(master_plugins: Sequence[MasterPlugin] = ()) -> None:
+    """Register fanbench's Locust event handlers (called from the locustfile, which names the
+    application's plugins for the master: the load generator knows no report)."""
 
     @events.init_command_line_parser.add_listener
     def _arguments(parser: Any) -> None:
@@ -512,5 +515,6 @@ def install_hooks() -> None:
         def _stopping(environment: Any, **_: Any) -> None:
             master.finish()
 
-        # After ``_stopping``: the final figures come from the run directory it writes.
-        locust_ledger.install(environment, master)
+        # After ``_stopping``: a plugin's final figures come from the run directory it writes.
+        for plugin in master_plugins:
+            plugin(environment, master)

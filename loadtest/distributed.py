@@ -20,7 +20,6 @@ import socket
 import sys
 from pathlib import Path
 
-LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_MASTER_PORT = 5557
 """Locust's own default."""
 WORKERS_WAIT_S = 300
@@ -89,14 +88,15 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes on this machine (default: 1)")  # fmt: skip
 
 
-def worker_command(args: argparse.Namespace) -> list[str]:
-    """The Locust worker ``fanbench worker`` runs."""
+def worker_command(args: argparse.Namespace, locustfile: Path) -> list[str]:
+    """The Locust worker ``fanbench worker`` runs. ``locustfile`` is the master's: the
+    application's (``fanbench.LOCUSTFILE``), which composes these users with its ledger."""
     if not 0 < args.master_port < 65536:
         raise ValueError(f"--master-port must be a port number, not {args.master_port}")
     if args.processes < 1:
         raise ValueError(f"--processes must be at least 1, not {args.processes}")
     command = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",
         "--master-host", args.master_host, "--master-port", str(args.master_port),
         "--loglevel", "WARNING",
     ]  # fmt: skip

@@ -66,5 +66,5 @@ def install(context: ProcessContext) -> None:
 
 def current() -> ProcessContext:
     if _current is None:
-        raise RuntimeError("fanbench's Locust hooks did not run: use -f loadtest/locustfile.py")
+        raise RuntimeError('fanbench\'s Locust hooks did not run: use -f "$(fanbench locustfile)"')
     return _current

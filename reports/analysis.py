@@ -4,7 +4,7 @@
 figure below (``analyze``, ``per_message``, ``per_second``) takes those facts
 rather than rebuilding the ledger. ``analyze`` returns what the report,
 ``fanbench run``'s summary, the comparison and the threshold gate all read, so
-each figure is computed once.
+each figure is computed once: a ``reports.summary.Summary``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,17 @@ from fanbench_common.loss import Ledger, LossAccount, account, ledger
 from fanbench_common.redaction import redact_mapping
 from fanbench_common.rundir import ErrorKind, Run
 from reports import saturation
-from reports.stats import clustered_rate_interval, percentiles, wilson_interval
+from reports.stats import clustered_rate_interval, wilson_interval
+from reports.summary import (
+    Latency,
+    LossRate,
+    Percentiles,
+    Rate,
+    Rates,
+    Summary,
+    Throughput,
+)
 
-SUMMARY_VERSION = 1
 NS_PER_MS = 1e6
 
 # Generator-saturation thresholds for the validity banner.
@@ -190,7 +198,7 @@ def lost_per_message_of(facts: Ledger) -> npt.NDArray[np.int64]:
     return facts.expected_per_message - facts.delivered_per_message
 
 
-def _loss_rate(facts: Ledger) -> dict[str, Any]:
+def _loss_rate(facts: Ledger) -> LossRate:
     """The loss rate with its interval counted over messages, not deliveries.
 
     A message's recipients share one invocation, so its deliveries are lost (or
@@ -199,21 +207,22 @@ def _loss_rate(facts: Ledger) -> dict[str, Any]:
     lost, expected = lost_per_message_of(facts), facts.expected_per_message
     total = int(expected.sum())
     low, high = clustered_rate_interval(lost, expected)
-    return {
-        "count": int(lost.sum()),
-        "rate": int(lost.sum()) / total if total else 0.0,
-        "ci95": [low, high],
-        "messages_with_expected_recipients": int(np.count_nonzero(expected)),
-    }
+    return LossRate(
+        count=int(lost.sum()),
+        rate=int(lost.sum()) / total if total else 0.0,
+        ci95=(low, high),
+        messages_with_expected_recipients=int(np.count_nonzero(expected)),
+    )
 
 
-def _rate(count: int, trials: int) -> dict[str, Any]:
+def _rate(count: int, trials: int) -> Rate:
     low, high = wilson_interval(count, trials)
-    return {"count": count, "rate": count / trials if trials else 0.0, "ci95": [low, high]}
+    return Rate(count=count, rate=count / trials if trials else 0.0, ci95=(low, high))
 
 
-def analyze(run_or_facts: Run | RunFacts) -> dict[str, Any]:
-    """Every headline figure of a run, JSON-ready (pass ``gather(run)`` when it is at hand)."""
+def analyze(run_or_facts: Run | RunFacts) -> Summary:
+    """Every headline figure of a run (pass ``gather(run)`` when it is at hand);
+    ``.to_json()`` is its JSON document."""
     facts = run_or_facts if isinstance(run_or_facts, RunFacts) else gather(run_or_facts)
     run, lat = facts.run, facts.latencies
     times = run.meta["times"]
@@ -223,42 +232,41 @@ def analyze(run_or_facts: Run | RunFacts) -> dict[str, Any]:
     )  # fmt: skip
     duration_s = max(1e-9, (times["stop_sending_ns"] - times["start_ns"]) / 1e9)
     receipts = max(loss.receipts, 1)
-    return {
-        "summary_version": SUMMARY_VERSION,
-        "run": str(run.path),
-        "variant": run.meta.get("variant", ""),
-        "target": run.meta.get("target", ""),
+    return Summary(
+        run=str(run.path),
+        variant=run.meta.get("variant", ""),
+        target=run.meta.get("target", ""),
         # Never a secret in a summary, a report or a comparison built from it.
-        "scenario": redact_mapping(run.scenario),
-        "counts": loss.as_dict(),
-        "latency_ms": {
-            "from_sent": percentiles(lat.from_sent_ms),
-            "from_intended": percentiles(lat.from_intended_ms),
-            "deliveries_measured": len(lat.from_sent_ms),
-        },
-        "rates": {
-            "loss": _loss_rate(facts.ledger),
-            "duplicates": _rate(loss.duplicates, receipts),
-            "out_of_order": _rate(loss.out_of_order, receipts),
-            "late": _rate(loss.late, receipts),
-            "negative_latency": _rate(loss.negative_latency, receipts),
-            "error_frames": _rate(loss.error_frames, max(loss.messages, 1)),
-        },
-        "throughput": {
-            "sends_per_s": loss.messages / duration_s,
-            "deliveries_per_s": loss.receipts / duration_s,
-            "duration_s": duration_s,
-        },
-        "errors_by_kind": {
+        scenario=redact_mapping(run.scenario),
+        counts=loss,
+        latency_ms=Latency(
+            from_sent=Percentiles.of(lat.from_sent_ms),
+            from_intended=Percentiles.of(lat.from_intended_ms),
+            deliveries_measured=len(lat.from_sent_ms),
+        ),
+        rates=Rates(
+            loss=_loss_rate(facts.ledger),
+            duplicates=_rate(loss.duplicates, receipts),
+            out_of_order=_rate(loss.out_of_order, receipts),
+            late=_rate(loss.late, receipts),
+            negative_latency=_rate(loss.negative_latency, receipts),
+            error_frames=_rate(loss.error_frames, max(loss.messages, 1)),
+        ),
+        throughput=Throughput(
+            sends_per_s=loss.messages / duration_s,
+            deliveries_per_s=loss.receipts / duration_s,
+            duration_s=duration_s,
+        ),
+        errors_by_kind={
             str(kind): int(n)
             for kind, n in zip(*np.unique(run.errors["kind"], return_counts=True), strict=True)
         },
-        "validity": validity(run),
-        "saturation": _saturation(run, loss, lat),
-    }
+        validity=tuple(validity(run)),
+        saturation=_saturation(run, loss, lat),
+    )
 
 
-def _saturation(run: Run, loss: LossAccount, lat: Latencies) -> dict[str, Any]:
+def _saturation(run: Run, loss: LossAccount, lat: Latencies) -> saturation.Saturation:
     sent_s = run.sends["sent_ns"][lat.message] / 1e9
     seen = saturation.client_reasons(
         loss.as_dict(),

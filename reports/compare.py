@@ -24,6 +24,7 @@ from fanbench_common.errors import FanbenchError
 from fanbench_common.rundir import read_run
 from reports import page, saturation
 from reports.analysis import analyze, gather, per_message, per_second
+from reports.summary import Summary
 from reports.verdict import (
     Interval,
     Measured,
@@ -117,13 +118,13 @@ def tables(document: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
     """The comparison's tables as (title, header, rows) of text, for Markdown and HTML alike."""
     runs_rows = []
     for run in document["runs"]:
-        s = run["summary"]
-        lat, counts = s["latency_ms"]["from_sent"], s["counts"]
+        s: Summary = run["summary"]
+        lat, counts = s.latency_ms.from_sent, s.counts
         runs_rows.append([
-            run["label"], page.ms(lat["p50"]), page.ms(lat["p99"]), page.ms(lat["p99.9"]),
-            page.percent(counts["loss_rate"]), f"{counts['lost']} / {counts['expected']}",
-            str(counts["duplicates"]), str(counts["error_frames"]),
-            str(s["latency_ms"]["deliveries_measured"]), f"{s['throughput']['sends_per_s']:.1f}",
+            run["label"], page.ms(lat.p50), page.ms(lat.p99), page.ms(lat.p99_9),
+            page.percent(counts.loss_rate), f"{counts.lost} / {counts.expected}",
+            str(counts.duplicates), str(counts.error_frames),
+            str(s.latency_ms.deliveries_measured), f"{s.throughput.sends_per_s:.1f}",
         ])  # fmt: skip
     delta_rows = [
         [d["label"], _ratio_cell(d["p50_ratio"]), _ratio_cell(d["p99_ratio"]),
@@ -153,12 +154,12 @@ def _notes(document: Mapping[str, Any]) -> list[str]:
         notes.append(SIDE_BY_SIDE)
         # Two saturated stages queue on their own schedules: that is what such a run compares.
         for run in document["runs"]:
-            limits = run["summary"].get("saturation") or {}
-            if limits.get("limited_by", saturation.NEITHER) != saturation.NEITHER:
+            limits = run["summary"].saturation
+            if limits.limited_by != saturation.NEITHER:
                 notes.append(f"{run['label']}: {saturation.describe(limits)}; a saturated "
                              "side's latency is mostly queueing, not its handler")  # fmt: skip
     for run in document["runs"]:
-        notes += [f"{run['label']}: {problem}" for problem in run["summary"]["validity"]]
+        notes += [f"{run['label']}: {problem}" for problem in run["summary"].validity]
     return notes
 
 
@@ -300,6 +301,16 @@ def verdict_sentences(document: Mapping[str, Any]) -> list[str]:
     return [sentence for delta in document["deltas"] for sentence in delta["sentences"]]
 
 
+def comparison_json(document: Mapping[str, Any]) -> str:
+    """comparison.json's text: each run's ``Summary`` as its JSON document, anything else
+    JSON has no type for as text."""
+
+    def json_value(value: Any) -> Any:
+        return value.to_json() if isinstance(value, Summary) else str(value)
+
+    return json.dumps(document, indent=2, default=json_value) + "\n"
+
+
 def compare_and_write(
     run_dirs: list[Path],
     out_dir: Path | None,
@@ -314,7 +325,7 @@ def compare_and_write(
     (the reference side) and ``versus`` are two sides of repeated trials, and the
     verdict uses the runs' spread. ``side_by_side``: one run a side, made at the same time
     (``fanbench run --variants``), compared block by block. Returns index.html's path and the
-    document comparison.json holds. Raises
+    document comparison.json holds (each run's ``summary`` as a ``Summary``). Raises
     ``ScenarioMismatch`` (unless ``force``), ``RunDirError`` or ``ValueError`` with a
     one-line message for the user.
     """
@@ -333,7 +344,7 @@ def compare_and_write(
         groups = [measured[: len(run_dirs)], measured[len(run_dirs) :]]
         sides = [Side(label, runs) for label, runs in zip(side_labels(groups), groups, strict=True)]
     differences = scenario_differences(
-        [m.summary["scenario"] for m in measured], [m.label for m in measured]
+        [m.summary.scenario for m in measured], [m.label for m in measured]
     )
     if differences and not force:
         raise ScenarioMismatch(
@@ -344,7 +355,7 @@ def compare_and_write(
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    reference = measured[0].summary["scenario"]
+    reference = measured[0].summary.scenario
     deltas = [side_by_side_delta(sides[1], sides[0])] if side_by_side else compare(sides)
     document: dict[str, Any] = {
         "comparison_version": COMPARISON_VERSION,
@@ -360,7 +371,7 @@ def compare_and_write(
     if draw_charts:
         meta = {**measured[0].facts.run.meta, "variant": " vs ".join(m.label for m in measured)}
         document["charts"] += _block_chart(deltas, meta, out)
-    (out / "comparison.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+    (out / "comparison.json").write_text(comparison_json(document))
     (out / "comparison.md").write_text(render_markdown(document))
     index = out / "index.html"
     index.write_text(render_html(document, out), encoding="utf-8")

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command line builds Thresholds without loading numpy
+    from reports.summary import Summary
 
 
 @dataclass(frozen=True)
@@ -54,24 +57,21 @@ def _distinct(value: float, limit: float, decimals: int) -> str:
     return repr(value)
 
 
-def _latency(summary: dict[str, Any], key: str, limit: float | None) -> str | None:
+def _latency(summary: Summary, key: str, value: float | None, limit: float | None) -> str | None:
     if limit is None:
         return None
     name = f"{key} fan-out latency"
-    measured = summary["latency_ms"]["deliveries_measured"]
-    value = summary["latency_ms"]["from_sent"][key]
-    if not measured or value is None:
+    if not summary.latency_ms.deliveries_measured or value is None:
         return f"{name} unknown: no deliveries were measured (limit {limit:g} ms)"
     if value > limit:
         return f"{name} {_distinct(value, limit, 1)} ms > {limit:g} ms"
     return None
 
 
-def _loss(summary: dict[str, Any], limit: float | None) -> str | None:
+def _loss(summary: Summary, limit: float | None) -> str | None:
     if limit is None:
         return None
-    counts = summary["counts"]
-    expected, lost = int(counts["expected"]), int(counts["lost"])
+    expected, lost = summary.counts.expected, summary.counts.lost
     if not expected:
         return f"loss rate unknown: no deliveries were expected (limit {limit * 100:g} %)"
     rate = lost / expected
@@ -84,29 +84,27 @@ def _loss(summary: dict[str, Any], limit: float | None) -> str | None:
     return None
 
 
-def _count(summary: dict[str, Any], key: str, name: str, limit: int | None) -> str | None:
+def _count(value: int, name: str, limit: int | None) -> str | None:
     if limit is None:
         return None
-    value = int(summary["counts"][key])
     return f"{name} {value} > {limit}" if value > limit else None
 
 
-def failures(
-    summary: dict[str, Any], thresholds: Thresholds, allow_invalid: bool = False
-) -> list[str]:
+def failures(summary: Summary, thresholds: Thresholds, allow_invalid: bool = False) -> list[str]:
     """One line per threshold ``summary`` (from ``analysis.analyze``) misses; empty = pass.
 
     Each problem of the run's validity banner is a failure too, unless ``allow_invalid``.
     """
     invalid = [] if allow_invalid else [
         f"run is not valid: {problem} (pass --allow-invalid to check it anyway)"
-        for problem in summary["validity"]
+        for problem in summary.validity
     ]  # fmt: skip
+    latency, counts = summary.latency_ms.from_sent, summary.counts
     found = [
-        _latency(summary, "p50", thresholds.max_p50_ms),
-        _latency(summary, "p99", thresholds.max_p99_ms),
+        _latency(summary, "p50", latency.p50, thresholds.max_p50_ms),
+        _latency(summary, "p99", latency.p99, thresholds.max_p99_ms),
         _loss(summary, thresholds.max_loss_rate),
-        _count(summary, "duplicates", "duplicate receipts", thresholds.max_duplicates),
-        _count(summary, "error_frames", "error frames", thresholds.max_error_frames),
+        _count(counts.duplicates, "duplicate receipts", thresholds.max_duplicates),
+        _count(counts.error_frames, "error frames", thresholds.max_error_frames),
     ]
     return invalid + [line for line in found if line is not None]

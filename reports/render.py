@@ -1,7 +1,8 @@
 """Write RUN_DIR/report/: index.html, report.md, summary.json and every chart as PNG and SVG.
 
 index.html is self-contained (built with ``reports.page``, as the comparison is).
-summary.json is ``analyze(run)`` plus ``cost``, with NaN written as null.
+summary.json is ``analyze(run).to_json()`` plus ``cost`` (and ``server`` when CloudWatch's
+figures were fetched), with NaN written as null.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from reports import charts, page, saturation, server_report
 from reports.analysis import RunFacts, analyze, gather, per_message, per_second
 from reports.cost import estimate
 from reports.prices import PRICES_TRANSCRIBED, Prices
+from reports.summary import SUMMARY_VERSION, Percentiles, Summary
 
 CHART_FILES = (
     "latency_distribution", "latency_over_time", "fanout_completion", "loss_errors", "throughput",
@@ -41,14 +44,33 @@ def json_ready(value: Any) -> Any:
     return str(value)
 
 
-def summarize(facts: RunFacts, prices: Prices) -> dict[str, Any]:
-    """summary.json's content: every headline figure and the cost estimate."""
+@dataclass(frozen=True)
+class ReportFigures:
+    """What a report shows: every headline figure, the cost estimate and, when CloudWatch's
+    figures were fetched, the server-side section (the last two JSON-ready)."""
+
+    summary: Summary
+    cost: Mapping[str, Any]
+    server: Mapping[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """summary.json's content."""
+        document: dict[str, Any] = {**self.summary.to_json(), "cost": self.cost}
+        if self.server is not None:
+            document["server"] = self.server
+        return dict(json_ready(document))
+
+
+def summarize(facts: RunFacts, prices: Prices) -> ReportFigures:
     summary = analyze(facts)
-    summary["cost"] = estimate(facts.run, prices)
-    server = server_report.read_section(facts.run, summary, prices)
-    if server is not None:
-        summary["server"] = server
-    return dict(json_ready(summary))
+    cost = estimate(facts.run, prices)
+    server = server_report.read_section(facts.run, summary, cost, prices)
+    return ReportFigures(summary, json_ready(cost), None if server is None else json_ready(server))
+
+
+def _described(summary: Summary) -> str:
+    """'optimized, 20 users, ...': the run's variant and scenario in a few words."""
+    return charts.describe({"variant": summary.variant, "scenario": summary.scenario})
 
 
 def figures(facts: RunFacts) -> dict[str, tuple[Figure, str]]:
@@ -94,31 +116,29 @@ def _pct(value: float) -> str:
 _ms, _usd = page.ms, page.usd
 
 
-def headline(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+def headline(summary: Summary, cost: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The figures a reader wants first, as (label, value) rows."""
-    counts, rates, cost = summary["counts"], summary["rates"], summary["cost"]
-    sent, intended = summary["latency_ms"]["from_sent"], summary["latency_ms"]["from_intended"]
-    loss, errors = rates["loss"], summary["errors_by_kind"]
+    counts, loss, rate = summary.counts, summary.rates.loss, summary.throughput
+    sent, intended = summary.latency_ms.from_sent, summary.latency_ms.from_intended
 
-    def spread(p: Mapping[str, float | None]) -> str:
-        return " / ".join(_ms(p[key]) for key in ("p50", "p90", "p99", "p99.9", "max"))
+    def spread(p: Percentiles) -> str:
+        return " / ".join(_ms(value) for value in (p.p50, p.p90, p.p99, p.p99_9, p.max))
 
-    ci = f"95 % CI {_pct(loss['ci95'][0])}–{_pct(loss['ci95'][1])}"
-    kinds = ", ".join(f"{kind} {n:,}" for kind, n in errors.items()) or "none"
-    rate = summary["throughput"]
+    ci = f"95 % CI {_pct(loss.ci95[0])}–{_pct(loss.ci95[1])}"
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary.errors_by_kind.items()) or "none"
     return [
-        ("Messages sent", f"{counts['messages']:,}"),
+        ("Messages sent", f"{counts.messages:,}"),
         ("Deliveries (expected pairs received)",
-         f"{counts['delivered']:,} of {counts['expected']:,}"),
+         f"{counts.delivered:,} of {counts.expected:,}"),
         ("Latency from send, p50 / p90 / p99 / p99.9 / max (ms)", spread(sent)),
         ("Latency from intended send, same (ms)", spread(intended)),
-        ("Lost", f"{counts['lost']:,} ({_pct(loss['rate'])}, {ci})"),
+        ("Lost", f"{counts.lost:,} ({_pct(loss.rate)}, {ci})"),
         ("Duplicates / out of order / late",
-         f"{counts['duplicates']:,} / {counts['out_of_order']:,} / {counts['late']:,}"),
+         f"{counts.duplicates:,} / {counts.out_of_order:,} / {counts.late:,}"),
         ("Error records by kind", kinds),
         ("Error frames / negative latencies",
-         f"{counts['error_frames']:,} / {counts['negative_latency']:,}"),
-        ("Sends / s, receipts / s", f"{rate['sends_per_s']:,.1f}, {rate['deliveries_per_s']:,.1f}"),
+         f"{counts.error_frames:,} / {counts.negative_latency:,}"),
+        ("Sends / s, receipts / s", f"{rate.sends_per_s:,.1f}, {rate.deliveries_per_s:,.1f}"),
         ("Cost per million messages sent", _usd(cost["usd_per_million_messages"])),
         ("Cost per hour at this send rate", _usd(cost["usd_per_hour"])),
     ]  # fmt: skip
@@ -172,29 +192,29 @@ def scenario_table(scenario: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def to_html(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, str]]) -> str:
+def to_html(figures: ReportFigures, images: Mapping[str, tuple[bytes, str, str]]) -> str:
     """The whole page; ``images`` maps chart name to (PNG bytes, title, caption)."""
     e = page.e
-    cost, scenario = summary["cost"], summary["scenario"]
+    summary, cost = figures.summary, figures.cost
     charts_html = "".join(page.figure(*image) for image in images.values())
-    scenario_rows = scenario_table(scenario)
-    scenario_rows += [("target", str(summary["target"])), ("run", str(summary["run"]))]
+    scenario_rows = scenario_table(json_ready(summary.scenario))
+    scenario_rows += [("target", str(summary.target)), ("run", str(summary.run))]
     functions = [
         (name, f"{use['requests']:,}", use["requests_from"], f"{use['billed_ms_mean']:,.1f}",
          use["duration_from"], f"{use['memory_mb']}")
         for name, use in cost["usage"]["lambda"].items()
     ]  # fmt: skip
-    errors = [(kind, f"{n:,}") for kind, n in summary["errors_by_kind"].items()] or [("none", "0")]
+    errors = [(kind, f"{n:,}") for kind, n in summary.errors_by_kind.items()] or [("none", "0")]
     sources = "; ".join(f"{service}: {url}" for service, url in cost["price_sources"].items())
-    variant = str(summary["variant"] or "unlabelled")
+    variant = str(summary.variant or "unlabelled")
     lambda_header = ("Lambda function", "requests", "from", "billed ms (mean)", "duration from",
                      "MB")  # fmt: skip
     body = f"""<h1>fanbench report — {e(variant)}</h1>
-<p class="sub">{e(charts.describe(summary))} · target {e(str(summary["target"]))}</p>
-{_banner(summary["validity"])}
-<p><strong>{e(saturation.describe(summary["saturation"]))}</strong></p>
+<p class="sub">{e(_described(summary))} · target {e(str(summary.target))}</p>
+{_banner(summary.validity)}
+<p><strong>{e(saturation.describe(summary.saturation))}</strong></p>
 <h2>Headline</h2>
-{page.table(headline(summary))}
+{page.table(headline(summary, cost))}
 <h2>Charts</h2>
 {charts_html}
 <h2>Cost estimate ({e(cost["region"])}, list prices)</h2>
@@ -206,45 +226,47 @@ per hour at {cost["send_rate_per_s"]:,.2f} sends/s with {cost["mean_connections"
 {page.table(functions, lambda_header)}
 <div class="small">{page.items(cost["assumptions"])}</div>
 <p class="small">Prices transcribed {PRICES_TRANSCRIBED} from {e(sources)}.</p>
-{server_report.to_html(summary.get("server"))}
+{server_report.to_html(figures.server)}
 <h2>Errors by kind</h2>
 {page.table(errors)}
 <h2>Scenario</h2>
 {page.table(scenario_rows)}
-<p class="small">Every figure is in summary.json (summary_version {summary["summary_version"]});
+<p class="small">Every figure is in summary.json (summary_version {SUMMARY_VERSION});
 charts as PNG and SVG beside this page.</p>"""
     return page.html_page(f"fanbench — {variant}", body)
 
 
-def to_markdown(summary: Mapping[str, Any], images: Mapping[str, tuple[bytes, str, str]]) -> str:
+def to_markdown(figures: ReportFigures, images: Mapping[str, tuple[bytes, str, str]]) -> str:
     table = page.markdown_table
-    lines = [f"# fanbench report — {summary['variant'] or 'unlabelled'}", "",
-             f"{charts.describe(summary)} · target `{summary['target']}`", ""]  # fmt: skip
-    if summary["validity"]:
+    summary, cost = figures.summary, figures.cost
+    lines = [f"# fanbench report — {summary.variant or 'unlabelled'}", "",
+             f"{_described(summary)} · target `{summary.target}`", ""]  # fmt: skip
+    if summary.validity:
         lines += ["**Measurement validity:** these latencies may describe the load generator:", ""]
-        lines += [f"- {problem}" for problem in summary["validity"]] + [""]
-    lines += [f"**{saturation.describe(summary['saturation'])}**", ""]
-    lines += [*table(headline(summary), ("figure", "value")), "", "## Charts", ""]
+        lines += [f"- {problem}" for problem in summary.validity] + [""]
+    lines += [f"**{saturation.describe(summary.saturation)}**", ""]
+    lines += [*table(headline(summary, cost), ("figure", "value")), "", "## Charts", ""]
     lines += [f"![{title}]({name}.png) ([SVG]({name}.svg))  \n{caption}\n"
               for name, (_, title, caption) in images.items()]  # fmt: skip
-    lines += ["## Cost estimate", "", *table(cost_rows(summary["cost"]), ("item", "usage", "USD"))]
-    lines += ["", *[f"- {a}" for a in summary["cost"]["assumptions"]], ""]
-    lines += [*server_report.to_markdown(summary.get("server")), "All figures: `summary.json`.", ""]
+    lines += ["## Cost estimate", "", *table(cost_rows(cost), ("item", "usage", "USD"))]
+    lines += ["", *[f"- {a}" for a in cost["assumptions"]], ""]
+    lines += [*server_report.to_markdown(figures.server), "All figures: `summary.json`.", ""]
     return "\n".join(lines)
 
 
 def write_report(run_dir: Path, prices: Prices) -> Path:
     """Write RUN_DIR/report/ and return its index.html; RunDirError if the run is unreadable."""
     facts = gather(read_run(run_dir))
-    summary = summarize(facts, prices)
+    report = summarize(facts, prices)
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     images: dict[str, tuple[bytes, str, str]] = {}
     for name, (figure, caption) in figures(facts).items():
         png, _ = charts.save(figure, out / name)
         images[name] = (png.read_bytes(), figure.get_suptitle(), caption)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    (out / "report.md").write_text(to_markdown(summary, images))
+    document = report.to_json()
+    (out / "summary.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    (out / "report.md").write_text(to_markdown(report, images))
     index = out / "index.html"
-    index.write_text(to_html(summary, images), encoding="utf-8")
+    index.write_text(to_html(report, images), encoding="utf-8")
     return index

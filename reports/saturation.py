@@ -17,6 +17,7 @@ thresholds). The system's side comes from two sources:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -113,24 +114,41 @@ def client_reasons(
     return reasons
 
 
-def verdict(system: Sequence[str], generator: Sequence[str]) -> dict[str, Any]:
-    """``limited_by`` and the reasons on each side, JSON-ready."""
+@dataclass(frozen=True)
+class Saturation:
+    """Which side limited the run (``SYSTEM``, ``GENERATOR``, ``BOTH`` or ``NEITHER``), and
+    the reasons seen on each side."""
+
+    limited_by: str
+    system: tuple[str, ...]
+    generator: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "limited_by": self.limited_by,
+            "system": list(self.system),
+            "generator": list(self.generator),
+        }
+
+
+def verdict(system: Sequence[str], generator: Sequence[str]) -> Saturation:
+    """``limited_by`` and the reasons on each side."""
     limited_by = {
         (True, True): BOTH, (True, False): SYSTEM, (False, True): GENERATOR,
         (False, False): NEITHER,
     }[(bool(system), bool(generator))]  # fmt: skip
-    return {"limited_by": limited_by, "system": list(system), "generator": list(generator)}
+    return Saturation(limited_by, tuple(system), tuple(generator))
 
 
-def describe(saturation: Mapping[str, Any]) -> str:
+def describe(saturation: Saturation) -> str:
     """One line for the CLI summary and the report."""
-    limited_by = saturation["limited_by"]
+    limited_by = saturation.limited_by
     if limited_by == NEITHER:
         return "saturation: neither side (no sign of a limit in the stage or the generator)"
     parts = []
-    if saturation["system"]:
-        parts.append("system under test: " + "; ".join(saturation["system"]))
-    if saturation["generator"]:
-        parts.append("load generator: " + "; ".join(saturation["generator"]))
+    if saturation.system:
+        parts.append("system under test: " + "; ".join(saturation.system))
+    if saturation.generator:
+        parts.append("load generator: " + "; ".join(saturation.generator))
     who = "both sides" if limited_by == BOTH else f"the {limited_by}"
     return f"saturation: {who} limited the run ({' | '.join(parts)})"

@@ -17,6 +17,7 @@ from fanbench_common.rundir import Run
 from reports import cloudwatch
 from reports.cost import cost_from_counts
 from reports.prices import Prices
+from reports.summary import Summary
 
 Row = tuple[str, str, str]
 
@@ -45,15 +46,19 @@ def _emf(document: Mapping[str, Any], variant: str) -> dict[str, Any]:
 
 
 def section(
-    run: Run, summary: Mapping[str, Any], document: Mapping[str, Any], prices: Prices
+    run: Run,
+    summary: Summary,
+    client_cost: Mapping[str, Any],
+    document: Mapping[str, Any],
+    prices: Prices,
 ) -> dict[str, Any]:
-    """The server-side figures, the client/server pairs and the cost from actual counts."""
+    """The server-side figures, the client/server pairs and the cost from actual counts;
+    ``client_cost`` is the estimate from the client's records (``cost.estimate``)."""
     functions: Mapping[str, Any] = document.get("functions") or {}
     api = (document.get("api_gateway") or {}).get("metrics") or {}
     dynamodb = document.get("dynamodb") or {}
     emf = _emf(document, str(run.meta.get("variant") or ""))
     counts, durations = emf.get("counts", {}), emf.get("durations_ms", {})
-    client_cost = summary["cost"]
     actual = cost_from_counts(
         prices,
         api_gateway_messages=api.get("MessageCount"),
@@ -72,30 +77,29 @@ def section(
     send = functions.get(SEND_FUNCTION, {})
     send_duration = send.get("duration_ms") or {}
     fanout = durations.get("FanoutMs") or {}
-    latency = summary["latency_ms"]["from_sent"]
-    c = summary["counts"]
+    latency, c = summary.latency_ms.from_sent, summary.counts
     errors = _total([f.get("Errors") for f in functions.values()])
     api_errors = _total([api.get(m) for m in ("ClientError", "ExecutionError", "IntegrationError")])
     pairs: list[Row] = [
         ("Connections opened / ConnectCount", f"{len(run.membership['client']):,}",
          _number(api.get("ConnectCount"))),
-        ("Chat messages sent / sendmessage invocations", f"{c['messages']:,}",
+        ("Chat messages sent / sendmessage invocations", f"{c.messages:,}",
          _number(send.get("Invocations"))),
-        ("Recipients expected / handler Recipients", f"{c['expected']:,}",
+        ("Recipients expected / handler Recipients", f"{c.expected:,}",
          _number(counts.get("Recipients"))),
-        ("Frames received / handler Delivered posts", f"{c['receipts']:,}",
+        ("Frames received / handler Delivered posts", f"{c.receipts:,}",
          _number(counts.get("Delivered"))),
-        ("Lost / handler Gone, Undelivered, Unknown, Failed posts", f"{c['lost']:,}",
+        ("Lost / handler Gone, Undelivered, Unknown, Failed posts", f"{c.lost:,}",
          " / ".join(
              _number(counts.get(k)) for k in ("Gone", "Undelivered", "Unknown", "Failed")
          )),
-        ("Error frames / Lambda Errors, API 4xx+5xx", f"{c['error_frames']:,}",
+        ("Error frames / Lambda Errors, API 4xx+5xx", f"{c.error_frames:,}",
          f"{_number(errors)} / {_number(api_errors)}"),
         ("API Gateway messages (estimated / MessageCount)",
          f"{client_cost['usage']['api_gateway_messages']['total']:,}",
          _number(api.get("MessageCount"))),
         ("Fan-out p50 / p99 ms (send→receipt / handler FanoutMs)",
-         f"{_number(latency['p50'], 1)} / {_number(latency['p99'], 1)}",
+         f"{_number(latency.p50, 1)} / {_number(latency.p99, 1)}",
          f"{_number(fanout.get('p50'), 1)} / {_number(fanout.get('p99'), 1)}"),
         ("sendmessage Duration p50 / p99 ms", "", f"{_number(send_duration.get('p50'), 1)} / "
          f"{_number(send_duration.get('p99'), 1)}"),
@@ -129,12 +133,15 @@ def section(
     }
 
 
-def read_section(run: Run, summary: Mapping[str, Any], prices: Prices) -> dict[str, Any] | None:
+def read_section(
+    run: Run, summary: Summary, client_cost: Mapping[str, Any], prices: Prices
+) -> dict[str, Any] | None:
     """The section, when the run directory holds fetched metrics."""
     path = run.path / cloudwatch.RELATIVE_PATH
     if not path.is_file():
         return None
-    return section(run, summary, cloudwatch.read_document(path.read_text(), str(path)), prices)
+    document = cloudwatch.read_document(path.read_text(), str(path))
+    return section(run, summary, client_cost, document, prices)
 
 
 FUNCTION_HEADER = ("function", "invocations", "errors", "throttles", "duration p50 / p99 / max ms",

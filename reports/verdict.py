@@ -31,6 +31,7 @@ from reports.stats import (
     bootstrap_ratio,
     welch_interval,
 )
+from reports.summary import Summary
 
 Z80 = 0.8416212335729143
 """The standard normal's 80th percentile: 80 % power."""
@@ -44,7 +45,7 @@ class Measured:
 
     label: str
     path: Path
-    summary: dict[str, Any]
+    summary: Summary
     facts: RunFacts
 
     def latency_sample(self) -> ClusteredSample:
@@ -145,18 +146,18 @@ class Side:
 
     def per_run(self, key: str) -> list[float]:
         """A latency percentile of each run (NaN where a run measured nothing)."""
-        values = [m.summary["latency_ms"]["from_sent"][key] for m in self.runs]
+        values = [m.summary.latency_ms.from_sent.named(key) for m in self.runs]
         return [math.nan if v is None else float(v) for v in values]
 
     def loss_rates(self) -> list[float]:
-        return [float(m.summary["counts"]["loss_rate"]) for m in self.runs]
+        return [float(m.summary.counts.loss_rate) for m in self.runs]
 
 
 def side_labels(sides: Sequence[Sequence[Measured]]) -> list[str]:
     """A side is named by its runs' variant when they share one, else by its letter."""
     labels = []
     for index, runs in enumerate(sides):
-        variants = {str(m.summary.get("variant") or "") for m in runs}
+        variants = {str(m.summary.variant or "") for m in runs}
         (only,) = variants if len(variants) == 1 else ("",)
         labels.append(only or chr(ord("A") + index))
     if len(set(labels)) < len(labels):  # e.g. optimized against optimized: an A/A test

@@ -74,12 +74,17 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_the_installed_packages_and_app_come_from_the_wheel(installed: Installed) -> None:
     probe = (
-        "import json, loadtest, reports, fanbench_common.resources as r; "
+        "import json, fanbench, loadtest, reports, fanbench_common.resources as r; "
         "app = r.bundled_app(); "
         "print(json.dumps([loadtest.__file__, reports.__file__, str(app.template), "
-        "str(app.handlers), str(r.tutorial_app().template), str(r.unawaited_app().template)]))"
+        "str(app.handlers), str(r.tutorial_app().template), str(r.unawaited_app().template), "
+        "str(fanbench.LOCUSTFILE)]))"
     )
-    paths = json.loads(_ok(installed.run("python", "-c", probe)))
+    *paths, locustfile = json.loads(_ok(installed.run("python", "-c", probe)))
+    # The application package, and the locustfile its swarms run, come from the wheel too.
+    assert Path(locustfile).is_file(), locustfile
+    assert Path(locustfile).is_relative_to(installed.root), locustfile
+    assert _ok(installed.run("fanbench", "locustfile")).strip() == locustfile
     for path in paths:
         assert Path(path).is_relative_to(installed.root), path
         assert not Path(path).is_relative_to(REPO_ROOT), path

@@ -77,7 +77,7 @@ def test_the_source_scan_sees_the_classes_it_judges() -> None:
 def test_the_cli_prints_a_user_error_in_one_line_but_lets_a_bug_through(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from loadtest import cli
+    from fanbench import cli
 
     def raising(error: Exception) -> Callable[[Sequence[str] | None], argparse.Namespace]:
         def failing(args: argparse.Namespace) -> int:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.distributed import LOCUSTFILE
-from loadtest.locust_ledger import COLUMNS, CSV_PATH, TAB
+from fanbench import LOCUSTFILE
+from fanbench.locust_ledger import COLUMNS, CSV_PATH, TAB
 from loadtest.stage.config import StageConfig
 from loadtest.stage.dynamodb import free_port
 from loadtest.stage.launcher import LocalStage, wait_until

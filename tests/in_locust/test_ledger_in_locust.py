@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from fanbench import LOCUSTFILE
+from fanbench.locust_ledger import DUPLICATE, LATE, LEDGER, LOST
 from fanbench_common.rundir import read_run
-from loadtest.distributed import LOCUSTFILE
-from loadtest.locust_ledger import DUPLICATE, LATE, LEDGER, LOST
 from loadtest.stage.config import StageConfig
 from loadtest.stage.dynamodb import free_port
 from loadtest.stage.faults import Faults
@@ -106,29 +106,29 @@ def test_locust_csv_carries_the_reports_loss(stage: LocalStage, tmp_path: Path) 
             "--master-bind-port", port, "--master-port", port,
         )  # fmt: skip
     assert (tmp_path / "run" / "run.json").is_file(), result.stdout[-2000:] + result.stderr[-3000:]
-    counts = analyze(read_run(tmp_path / "run"))["counts"]
+    counts = analyze(read_run(tmp_path / "run")).counts
     # Enough deliveries for a 2 % loss to show (a busy machine connects slowly).
-    assert counts["expected"] > (600 if faulty else 100), counts
+    assert counts.expected > (600 if faulty else 100), counts
     rows = ledger_rows(tmp_path)
     lost = rows[LOST]
-    assert int(lost["Request Count"]) == counts["expected"]
-    assert int(lost["Failure Count"]) == counts["lost"]
-    assert int(rows[DUPLICATE]["Request Count"]) == counts["receipts"]
-    assert int(rows[DUPLICATE]["Failure Count"]) == counts["duplicates"]
-    assert int(rows[LATE]["Failure Count"]) == counts["late"]
+    assert int(lost["Request Count"]) == counts.expected
+    assert int(lost["Failure Count"]) == counts.lost
+    assert int(rows[DUPLICATE]["Request Count"]) == counts.receipts
+    assert int(rows[DUPLICATE]["Failure Count"]) == counts.duplicates
+    assert int(rows[LATE]["Failure Count"]) == counts.late
     explained = failures(tmp_path)
     if faulty:
         # The stage drops about 2 % of posts; the report sees it, and so does Locust.
-        assert 0.005 < counts["loss_rate"] < 0.05, counts
+        assert 0.005 < counts.loss_rate < 0.05, counts
         error, occurrences = explained[LOST]
-        assert occurrences == counts["lost"]
+        assert occurrences == counts.lost
         assert error == "lost: never received (counted once its 1 s drain window passed)"
         aggregated = _aggregated(tmp_path)
-        assert int(aggregated["Failure Count"]) >= counts["lost"]
-        assert last_exported(result.stdout, "fanbench.deliveries.lost") == counts["lost"]
-        assert last_exported(result.stdout, "fanbench.deliveries.expected") == counts["expected"]
+        assert int(aggregated["Failure Count"]) >= counts.lost
+        assert last_exported(result.stdout, "fanbench.deliveries.lost") == counts.lost
+        assert last_exported(result.stdout, "fanbench.deliveries.expected") == counts.expected
     else:
-        assert counts["lost"] == 0, counts
+        assert counts.lost == 0, counts
         assert int(lost["Failure Count"]) == 0
         assert LOST not in explained
 

@@ -1,4 +1,4 @@
-"""The ledger's rows in Locust's own statistics (``loadtest.locust_ledger``), without a swarm."""
+"""The ledger's rows in Locust's own statistics (``fanbench.locust_ledger``), without a swarm."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from locust.stats import RequestStats
 
-from loadtest.live_ledger import LiveFigures
-from loadtest.locust_ledger import (
+from fanbench.live_ledger import LiveFigures
+from fanbench.locust_ledger import (
     COLUMNS,
     DUPLICATE,
     LATE,

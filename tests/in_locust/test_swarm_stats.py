@@ -36,7 +36,7 @@ def fanout_row(run_dir: Path) -> dict[str, str]:
 def test_locust_counts_every_recorded_receipt(tmp_path: Path, workers: int) -> None:
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "loadtest.cli", "run", "--users", "8", "--spawn-rate", "20",
+        sys.executable, "-m", "fanbench", "run", "--users", "8", "--spawn-rate", "20",
         "--duration", "4", "--send-interval", "0.5", "--warmup", "0.5", "--drain", "2",
         "--settle", "0.5", "--workers", str(workers), "--no-report", "--quiet",
         "--run-dir", str(run_dir),

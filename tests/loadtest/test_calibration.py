@@ -36,6 +36,7 @@ from loadtest.stage.faults import Faults
 from loadtest.stage.launcher import LocalStage
 from reports.analysis import analyze
 from reports.stats import wilson_interval
+from reports.summary import Summary
 from tests.reliability.support import chat
 from tests.stage.support import running_stage
 from tests.ws import clients, recv_until
@@ -70,7 +71,7 @@ def run_together(root: Path, names: tuple[str, ...]) -> None:
     """``fanbench run`` for each name at once, each with its own stage; all must succeed."""
     started: dict[str, subprocess.Popen[bytes]] = {}
     for name in names:
-        command = [sys.executable, "-m", "loadtest.cli", "run", "--run-dir", str(root / name)]
+        command = [sys.executable, "-m", "fanbench", "run", "--run-dir", str(root / name)]
         with (root / f"{name}.out").open("wb") as output:  # a file: no pipe can fill and stall
             started[name] = subprocess.Popen(
                 [*command, *COMMON, *SCENARIOS[name]], stdout=output, stderr=subprocess.STDOUT
@@ -124,18 +125,18 @@ def test_the_paired_shift_recovers_a_known_shift_and_widens_with_noise() -> None
     assert paired_shift(clean, {})[2] == 0
 
 
-def summary(path: Path) -> dict[str, Any]:
+def summary(path: Path) -> Summary:
     return analyze(read_run(path))
 
 
 def test_fault_free_run_loses_nothing(runs: dict[str, Path]) -> None:
-    counts = summary(runs["clean"])["counts"]
-    assert counts["messages"] >= USERS * 8
-    assert counts["expected"] >= counts["messages"] * (USERS - 1) * 0.9
-    assert counts["lost"] == 0
-    assert counts["duplicates"] == 0
-    assert counts["delivered"] == counts["expected"]
-    assert counts["negative_latency"] == 0
+    counts = summary(runs["clean"]).counts
+    assert counts.messages >= USERS * 8
+    assert counts.expected >= counts.messages * (USERS - 1) * 0.9
+    assert counts.lost == 0
+    assert counts.duplicates == 0
+    assert counts.delivered == counts.expected
+    assert counts.negative_latency == 0
 
 
 @pytest.fixture(scope="module")
@@ -196,18 +197,18 @@ def test_injected_latency_is_recovered(side_by_side: tuple[str, str]) -> None:
 
 
 def test_injected_drop_rate_is_recovered(runs: dict[str, Path]) -> None:
-    counts = summary(runs["faulty"])["counts"]
+    counts = summary(runs["faulty"]).counts
     meta = json.loads((runs["faulty"] / "run.json").read_text())
-    assert counts["lost"] == meta["stage"]["stats"]["gateway"]["frames_dropped"] > 0
-    low, high = wilson_interval(counts["lost"], counts["expected"], z=Z_999)
-    assert low <= 0.05 <= high, (counts["lost"], counts["expected"])
+    assert counts.lost == meta["stage"]["stats"]["gateway"]["frames_dropped"] > 0
+    low, high = wilson_interval(counts.lost, counts.expected, z=Z_999)
+    assert low <= 0.05 <= high, (counts.lost, counts.expected)
 
 
 def test_injected_duplicates_are_counted_exactly(runs: dict[str, Path]) -> None:
     meta = json.loads((runs["faulty"] / "run.json").read_text())
     duplicated_by_stage = meta["stage"]["stats"]["gateway"]["frames_duplicated"]
     assert duplicated_by_stage > 0
-    assert summary(runs["faulty"])["counts"]["duplicates"] == duplicated_by_stage
+    assert summary(runs["faulty"]).counts.duplicates == duplicated_by_stage
 
 
 def test_distributed_records_merge_and_match_single_process(runs: dict[str, Path]) -> None:
@@ -220,10 +221,10 @@ def test_distributed_records_merge_and_match_single_process(runs: dict[str, Path
     run = read_run(runs["distributed"])
     assert len(run.sends["client"]) == collection["rows"]["sends"]
     assert len(run.deliveries["client"]) == collection["rows"]["deliveries"]
-    distributed, single = summary(runs["distributed"])["counts"], summary(runs["clean"])["counts"]
+    distributed, single = summary(runs["distributed"]).counts, summary(runs["clean"]).counts
     for counts in (distributed, single):
-        assert counts["lost"] == 0
-        assert counts["duplicates"] == 0
-        assert counts["delivered"] == counts["expected"] > 0
+        assert counts.lost == 0
+        assert counts.duplicates == 0
+        assert counts.delivered == counts.expected > 0
     # Same scenario, same size: both swarms send about the same number of messages.
-    assert distributed["messages"] == pytest.approx(single["messages"], rel=0.15)
+    assert distributed.messages == pytest.approx(single.messages, rel=0.15)

@@ -17,18 +17,18 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from fanbench import LOCUSTFILE
+from fanbench.cli import build_parser, main
+from fanbench.run import locust_command, validate
 from fanbench_common.scenario import Scenario
 from loadtest import handoff
-from loadtest.cli import build_parser, main
 from loadtest.distributed import (
     DEFAULT_MASTER_PORT,
     HOSTNAME_ENV,
-    LOCUSTFILE,
     hostname,
     validate_master,
     worker_command,
 )
-from loadtest.run import locust_command, validate
 from tests.containers import COMPOSE_MASTER_SERVICE, DOCKERFILE, compose, worker_argv
 
 
@@ -40,7 +40,7 @@ def test_a_worker_runs_fanbenchs_locustfile_against_the_named_master() -> None:
     args = build_parser().parse_args(
         ["worker", "--master-host", "10.0.0.5", "--master-port", "6000"]
     )
-    command = worker_command(args)
+    command = worker_command(args, LOCUSTFILE)
     assert command[command.index("-f") + 1] == str(LOCUSTFILE)
     assert LOCUSTFILE.is_file()
     assert "--worker" in command
@@ -48,7 +48,7 @@ def test_a_worker_runs_fanbenchs_locustfile_against_the_named_master() -> None:
     assert command[command.index("--master-port") + 1] == "6000"
     assert "--processes" not in command
     several = build_parser().parse_args(["worker", "--master-host", "h", "--processes", "4"])
-    assert worker_command(several)[-2:] == ["--processes", "4"]
+    assert worker_command(several, LOCUSTFILE)[-2:] == ["--processes", "4"]
 
 
 @pytest.mark.parametrize(

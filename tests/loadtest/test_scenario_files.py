@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fanbench.cli import parse_arguments
+from fanbench.run import locust_command, stage_config_for
 from fanbench_common.errors import ScenarioError
 from fanbench_common.scenario import (
     KNOBS,
@@ -17,8 +19,6 @@ from fanbench_common.scenario import (
     parse_scenario,
     shipped_scenarios,
 )
-from loadtest.cli import parse_arguments
-from loadtest.run import locust_command, stage_config_for
 from loadtest.stage.config import (
     StageConfig,
     add_stage_arguments,

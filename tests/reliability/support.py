@@ -28,12 +28,13 @@ import numpy as np
 import psutil
 from websockets.sync.client import ClientConnection
 
-from fanbench_common.loss import ledger
+from fanbench_common.loss import LossAccount, ledger
 from fanbench_common.rundir import Run, read_run
 from fanbench_common.scenario import load_scenario
 from loadtest import envelope
 from loadtest.process_context import CLIENTS_PER_PROCESS
 from reports.analysis import analyze, measured_window_start
+from reports.summary import Summary
 from tests import ws
 from tests.repo import REPO_ROOT as PROJECT_ROOT
 
@@ -89,7 +90,7 @@ SWARMS: dict[str, tuple[str, ...]] = {
 
 
 def fanbench(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loadtest.cli", *args]
+    return [sys.executable, "-m", "fanbench", *args]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -122,13 +123,12 @@ class SwarmResult:
         return read_run(self.check().run_dir)
 
     @cached_property
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         return analyze(self.run)
 
     @property
-    def counts(self) -> dict[str, Any]:
-        counts: dict[str, Any] = self.summary["counts"]
-        return counts
+    def counts(self) -> LossAccount:
+        return self.summary.counts
 
     @property
     def stage_stats(self) -> dict[str, Any]:
@@ -144,11 +144,11 @@ class SwarmResult:
     def figures(self) -> str:
         """One line for the test log: what this run measured."""
         c = self.counts
-        low, high = self.summary["rates"]["loss"]["ci95"]
+        low, high = self.summary.rates.loss.ci95
         return (
-            f"{self.name}: {c['messages']} messages, {c['delivered']}/{c['expected']} delivered,"
-            f" lost {c['lost']} ({100 * c['loss_rate']:.2f} %, 95 % CI {100 * low:.2f}"
-            f"-{100 * high:.2f} %), error frames {c['error_frames']}"
+            f"{self.name}: {c.messages} messages, {c.delivered}/{c.expected} delivered,"
+            f" lost {c.lost} ({100 * c.loss_rate:.2f} %, 95 % CI {100 * low:.2f}"
+            f"-{100 * high:.2f} %), error frames {c.error_frames}"
         )
 
 

@@ -36,7 +36,7 @@ def test_refused_connects_are_counted_as_failures_and_join_no_audience(
     refused = int(np.sum(failed))
     assert refused >= 1, "the fault seed should have refused the first connect"
     assert refused == result.gateway("connect_rejected")
-    assert result.summary["errors_by_kind"]["connect_failed"] == refused
+    assert result.summary.errors_by_kind["connect_failed"] == refused
     assert all("HTTP 502" in detail for detail in run.errors["detail"][failed])
     refused_clients = {int(c) for c in run.errors["client"][failed]}
     admitted = {int(c) for c in run.membership["client"]}
@@ -44,14 +44,14 @@ def test_refused_connects_are_counted_as_failures_and_join_no_audience(
     assert not admitted & refused_clients
     assert len(admitted) == USERS - refused
     assert not {int(c) for c in run.sends["client"]} & refused_clients
-    assert result.counts["expected"] > 0
+    assert result.counts.expected > 0
 
 
 def test_error_frames_lose_only_their_own_message(swarms: SwarmQueue) -> None:
     result = swarms.result("lambda-errors")
     run = result.run
     counts = result.counts
-    frames = counts["error_frames"]
+    frames = counts.error_frames
     assert frames >= 1, result.figures()
     assert frames == result.gateway("error_frames")
     details = run.errors["detail"][run.errors["kind"] == "error_frame"]
@@ -68,7 +68,7 @@ def test_error_frames_lose_only_their_own_message(swarms: SwarmQueue) -> None:
         assert account.partial == 0, (client, account)
         assert account.none <= account.error_frames, (client, account)
         assert account.error_frames <= account.none + account.audienceless, (client, account)
-    assert counts["lost"] == lost_in(run, "none") > 0, result.figures()
+    assert counts.lost == lost_in(run, "none") > 0, result.figures()
 
 
 def test_a_refused_connect_is_reported_without_a_traceback(swarms: SwarmQueue) -> None:

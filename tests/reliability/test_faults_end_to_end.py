@@ -45,8 +45,8 @@ def binomial_bound(trials: int, p: float, tail: float = 1e-6) -> int:
 def assert_faults_were_injected(result: SwarmResult) -> None:
     """The stage answered enough posts with 500 and 429 for the figures to mean something."""
     counts = result.counts
-    assert counts["messages"] >= USERS * 10, result.figures()
-    assert counts["expected"] >= counts["messages"] * (USERS - 1) * 0.8, result.figures()
+    assert counts.messages >= USERS * 10, result.figures()
+    assert counts.expected >= counts.messages * (USERS - 1) * 0.8, result.figures()
     assert result.gateway("api_post_500") >= 5, result.stage_stats["gateway"]
     assert result.gateway("api_post_429") >= 5, result.stage_stats["gateway"]
 
@@ -56,10 +56,10 @@ def test_optimized_loses_no_delivery(swarms: SwarmQueue) -> None:
     print(result.figures())
     assert_faults_were_injected(result)
     counts = result.counts
-    assert counts["lost"] == 0, result.figures()
-    assert counts["delivered"] == counts["expected"]
-    assert counts["error_frames"] == 0
-    assert result.gateway("api_post_200") >= counts["delivered"]
+    assert counts.lost == 0, result.figures()
+    assert counts.delivered == counts.expected
+    assert counts.error_frames == 0
+    assert result.gateway("api_post_200") >= counts.delivered
 
 
 def test_baseline_with_sdk_retries_loses_only_what_three_failed_attempts_lose(
@@ -71,10 +71,10 @@ def test_baseline_with_sdk_retries_loses_only_what_three_failed_attempts_lose(
     counts = result.counts
     all_attempts_fail = INJECTED_POST_FAULT_SHARE**SDK_ATTEMPTS
     # No more loss than three independent failed attempts explain ...
-    bound = binomial_bound(counts["expected"], all_attempts_fail)
-    assert counts["lost"] <= bound, (result.figures(), bound)
+    bound = binomial_bound(counts.expected, all_attempts_fail)
+    assert counts.lost <= bound, (result.figures(), bound)
     # ... and clearly less than the injected share: the SDK's retries did the work.
-    _, high = wilson_interval(counts["lost"], counts["expected"])
+    _, high = wilson_interval(counts.lost, counts.expected)
     assert high < INJECTED_POST_FAULT_SHARE, result.figures()
 
 
@@ -83,11 +83,11 @@ def test_baseline_without_sdk_retries_loses_the_injected_share(swarms: SwarmQueu
     print(result.figures())
     assert_faults_were_injected(result)
     counts = result.counts
-    low, high = wilson_interval(counts["lost"], counts["expected"])
+    low, high = wilson_interval(counts.lost, counts.expected)
     assert low <= INJECTED_POST_FAULT_SHARE <= high, result.figures()
     # One attempt per post: every post the stage failed is a delivery that never came,
     # and nothing else was lost (a few failed posts went to users that were still
     # completing their handshake, which the accounting rightly does not expect).
     failed = result.gateway("api_post_500") + result.gateway("api_post_429")
-    assert counts["lost"] <= failed
-    assert counts["lost"] >= failed - USERS, (counts["lost"], failed)
+    assert counts.lost <= failed
+    assert counts.lost >= failed - USERS, (counts.lost, failed)

@@ -395,16 +395,16 @@ def test_swarm_lost_nothing_and_the_gateway_stayed_up(
     """Runs last in this module: it waits for the swarm the fuzzing ran beside."""
     result = finish_swarm("fuzzed", swarm.process, swarm.run_dir, swarm.started).check()
     run = read_run(result.run_dir)
-    counts = analyze(run)["counts"]
+    counts = analyze(run).counts
     times = run.meta["times"]
     during = sum(times["start_ns"] <= t <= times["stop_sending_ns"] for t in log.sent_ns)
     print(
         f"fuzz: {len(log.sent_ns)} bad frames, {during} while the swarm sent; swarm "
-        f"{counts['delivered']}/{counts['expected']} delivered, lost {counts['lost']}"
+        f"{counts.delivered}/{counts.expected} delivered, lost {counts.lost}"
     )
     assert during >= 20, "the fuzzer should run while the swarm sends"
-    assert counts["expected"] > 0
-    assert counts["lost"] == 0
+    assert counts.expected > 0
+    assert counts.lost == 0
     # The swarm's users saw nothing but chat: no error frame, no echo of a bad frame,
     # no refused connect, no dropped connection.
     assert len(run.errors["kind"]) == 0, sorted(set(run.errors["kind"]))

@@ -101,7 +101,7 @@ def test_swarm_counts_each_cut_short_fanout_as_loss(swarms: SwarmQueue) -> None:
     assert timeouts >= 3, result.stage_stats["lambda"]
     assert result.lambda_stat("cold_starts", SEND) >= 1, "timed-out environments are replaced"
     assert result.gateway("integration_errors") == timeouts
-    assert counts["error_frames"] == result.gateway("error_frames") >= 1
+    assert counts.error_frames == result.gateway("error_frames") >= 1
     details = run.errors["detail"][run.errors["kind"] == "error_frame"]
     assert {json.loads(detail)["message"] for detail in details} == {INTERNAL_SERVER_ERROR}
 
@@ -112,7 +112,7 @@ def test_swarm_counts_each_cut_short_fanout_as_loss(swarms: SwarmQueue) -> None:
     # ... and cut-short fan-outs reached some recipients: their missing ones are loss.
     assert sum(account.partial for account in accounts.values()) >= 1
     assert lost_in(run, "partial") > 0
-    assert counts["lost"] == lost_in(run, "partial") + lost_in(run, "none")
+    assert counts.lost == lost_in(run, "partial") + lost_in(run, "none")
 
 
 @pytest.mark.swarms("optimized-timeout")
@@ -123,7 +123,7 @@ def test_optimized_fans_out_within_the_same_timeout_and_loses_nothing(
     result = swarms.result("optimized-timeout")
     counts = result.counts
     print(result.figures())
-    assert counts["expected"] > 0
+    assert counts.expected > 0
     assert result.lambda_stat("timeouts", SEND) == 0
-    assert counts["error_frames"] == 0
-    assert counts["lost"] == 0, result.figures()
+    assert counts.error_frames == 0
+    assert counts.lost == 0, result.figures()

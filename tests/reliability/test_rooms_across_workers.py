@@ -79,9 +79,9 @@ def test_every_member_hears_senders_on_the_other_worker_and_no_other_room(
 
 def test_nothing_is_lost_on_the_fault_free_stage(rooms: SwarmResult) -> None:
     counts = rooms.counts
-    assert counts["expected"] > 0
-    assert counts["lost"] == 0, rooms.figures()
-    assert counts["expected"] <= counts["messages"] * (ROOM_SIZE - 1)
+    assert counts.expected > 0
+    assert counts.lost == 0, rooms.figures()
+    assert counts.expected <= counts.messages * (ROOM_SIZE - 1)
     # Unexpected receipts are only the connect race (docs/measurement.md): the stage had the
     # recipient's connection a moment before its client stamped it, after the send.
     run = rooms.run

@@ -71,8 +71,8 @@ def test_the_token_admits_and_never_reaches_a_file_a_report_or_a_command_line(
     assert run.meta["scenario"]["token"] == "<redacted>"
     assert len(run.membership["client"]) == 3
     assert "connect_failed" not in set(run.errors["kind"])
-    assert result.counts["delivered"] > 0
-    assert result.counts["lost"] == 0
+    assert result.counts.delivered > 0
+    assert result.counts.lost == 0
 
     # Not in the run directory: run.json, records, Locust CSVs, stage logs, the report.
     scanned, leaks = _files_holding(result.run_dir, SECRET_TOKEN)

@@ -40,15 +40,15 @@ def closing(tmp_path_factory: pytest.TempPathFactory) -> SwarmResult:
 
 def test_server_closes_are_dropped_connections_not_lost_messages(closing: SwarmResult) -> None:
     counts = closing.counts
-    print(closing.figures(), "dropped", counts["dropped"])
+    print(closing.figures(), "dropped", counts.dropped)
     run = closing.run
     dropped = run.errors["kind"] == "dropped"
-    assert counts["dropped"] == int(np.sum(dropped)) >= USERS
+    assert counts.dropped == int(np.sum(dropped)) >= USERS
     assert all("1001" in detail for detail in run.errors["detail"][dropped])
-    assert counts["expected"] > 0
+    assert counts.expected > 0
     # Memberships end at the close (next test), so nothing counts as lost.
-    assert counts["lost"] == 0, closing.figures()
-    assert f"dropped by the server {counts['dropped']}," in closing.stdout
+    assert counts.lost == 0, closing.figures()
+    assert f"dropped by the server {counts.dropped}," in closing.stdout
 
 
 def test_a_dropped_clients_membership_ends_at_the_close_and_it_rejoins(

@@ -35,14 +35,14 @@ def slow(tmp_path_factory: pytest.TempPathFactory) -> SwarmResult:
 
 def test_fanouts_finishing_after_the_drain_window_are_late_not_lost(slow: SwarmResult) -> None:
     counts = slow.counts
-    print(slow.figures(), "late", counts["late"])
-    assert counts["expected"] > 0
-    assert counts["lost"] == 0, slow.figures()
-    assert counts["delivered"] == counts["expected"]
-    assert counts["late"] > 0, "the stage was meant to finish fan-outs after the drain window"
+    print(slow.figures(), "late", counts.late)
+    assert counts.expected > 0
+    assert counts.lost == 0, slow.figures()
+    assert counts.delivered == counts.expected
+    assert counts.late > 0, "the stage was meant to finish fan-outs after the drain window"
     times = slow.run.meta["times"]
     after_drain = slow.run.deliveries["received_ns"] > times["drain_deadline_ns"]
-    assert counts["late"] == int(np.sum(after_drain))
+    assert counts.late == int(np.sum(after_drain))
 
 
 def test_the_wait_ended_because_receipts_stopped_not_at_its_limit(slow: SwarmResult) -> None:
@@ -54,17 +54,17 @@ def test_the_wait_ended_because_receipts_stopped_not_at_its_limit(slow: SwarmRes
     # (integration timeout plus function timeouts) was never reached.
     assert times["end_ns"] - last_receipt >= drain["quiet_s"] * 1e9 * 0.9
     assert (last_receipt - times["stop_sending_ns"]) / 1e9 < drain["limit_s"]
-    assert f"late {slow.counts['late']} (after the drain window)" in slow.stdout
+    assert f"late {slow.counts.late} (after the drain window)" in slow.stdout
 
 
 def test_the_summary_says_the_stage_limited_the_run(slow: SwarmResult) -> None:
     """Issue 11, item 2: the stage queues, and the summary names it. (On a shared 2-core
     machine the generator may lag too, which the verdict then reports as both sides.)"""
-    assessed = slow.summary["saturation"]
-    assert f"{slow.counts['late']:,} receipts after the drain window" in assessed["system"]
-    if assessed["generator"]:
-        assert assessed["limited_by"] == "both"
+    assessed = slow.summary.saturation
+    assert f"{slow.counts.late:,} receipts after the drain window" in assessed.system
+    if assessed.generator:
+        assert assessed.limited_by == "both"
         assert "saturation: both sides limited the run (system under test: " in slow.stdout
     else:
-        assert assessed["limited_by"] == "system under test"
+        assert assessed.limited_by == "system under test"
         assert "saturation: the system under test limited the run" in slow.stdout

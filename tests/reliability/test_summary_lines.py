@@ -24,4 +24,4 @@ def test_connect_failures_appear_in_the_summary_lines(swarms: SwarmQueue) -> Non
     assert f"connect failures {refused} (first: " in line
     assert "HTTP 502" in line
     assert f"connections {len(run.membership['client'])}," in line
-    assert f"unexpected receipts {result.counts['unexpected']}" in line
+    assert f"unexpected receipts {result.counts.unexpected}" in line

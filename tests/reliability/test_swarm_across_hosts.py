@@ -200,9 +200,9 @@ def test_the_skewed_worker_is_measured_over_the_network(swarm: Swarm) -> None:
 def test_loss_is_exact_and_latencies_across_hosts_agree(swarm: Swarm) -> None:
     result = swarm.result
     counts = result.counts
-    assert counts["expected"] > 0
-    assert counts["lost"] == 0, result.figures()
-    assert counts["negative_latency"] == 0
+    assert counts.expected > 0
+    assert counts.lost == 0, result.figures()
+    assert counts.negative_latency == 0
     run = result.run
     stated_ms = sum(c["uncertainty_ns"] for c in run.meta["clock_offsets"].values()) / 1e6
     for source in (0, 1):

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from loadtest.cli import main
+from fanbench.cli import main
 from reports.capacity import (
     AWS,
     LOCAL_STAGE,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.cli import main
+from fanbench.cli import main
 from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.reports.synthetic import build_run
 
@@ -43,7 +43,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cli(runs: dict[str, Path]) -> dict[str, Result]:
-    """Every command line below, run at once as ``python -m loadtest.cli ...``."""
+    """Every command line below, run at once as ``python -m fanbench ...``."""
     commands: dict[str, list[str | Path]] = {
         "check pass": ["check", runs["good"], "--max-p99-ms", "10", "--max-loss-rate", "0"],
         "check fail": ["check", runs["lossy"], "--max-p50-ms", "4", "--max-loss-rate", "0.005"],
@@ -55,7 +55,7 @@ def cli(runs: dict[str, Path]) -> dict[str, Result]:
     }
     started = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "loadtest.cli", *map(str, args)],
+            [sys.executable, "-m", "fanbench", *map(str, args)],
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

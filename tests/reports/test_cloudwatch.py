@@ -14,6 +14,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 import emf
+from fanbench.cli import main
 from fanbench_common.resources import (
     CONNECT_FUNCTION,
     DEFAULT_FUNCTION,
@@ -21,7 +22,6 @@ from fanbench_common.resources import (
     SEND_FUNCTION,
 )
 from fanbench_common.rundir import read_run, write_run
-from loadtest.cli import main
 from reports import cloudwatch as cw
 from reports.cloudwatch_fetch import fetch
 from reports.cost import cost_from_counts

@@ -17,6 +17,7 @@ from reports.calibration import Model, false_positives
 from reports.compare import (
     ScenarioMismatch,
     compare_and_write,
+    comparison_json,
     run_labels,
     scenario_differences,
     verdict_sentences,
@@ -458,7 +459,7 @@ def test_the_document_in_hand_is_the_one_written_and_its_sentences_are_the_verdi
     slow = make(tmp_path / "slow", variant="baseline", latency_ms=jittered(40.0, seed=2))
     index, in_hand = compare_and_write([fast, slow], tmp_path / "out", False, draw_charts=False)
     written = document(index)
-    assert json.loads(json.dumps(in_hand, default=str)) == written
+    assert json.loads(comparison_json(in_hand)) == written
     sentences = verdict_sentences(in_hand)
     assert sentences == [s for delta in written["deltas"] for s in delta["sentences"]]
     assert any("higher" in sentence for sentence in sentences)

@@ -21,10 +21,10 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
+from fanbench.cli import main
 from fanbench_common import loss
 from fanbench_common.loss import Ledger
 from fanbench_common.rundir import Run, read_run, write_run
-from loadtest.cli import main
 from reports import export
 from reports.analysis import analyze
 from reports.commands import EXPORT_FORMATS
@@ -42,18 +42,18 @@ def outcomes(table: pa.Table) -> Counter[str]:
 
 
 def assert_matches_account(table: pa.Table, run: Run) -> None:
-    counts = analyze(run)["counts"]
+    counts = analyze(run).counts
     seen = outcomes(table)
-    assert seen[export.DELIVERED] + seen[export.LATE] == counts["delivered"]
-    assert seen[export.LOST] == counts["lost"]
-    assert seen[export.DUPLICATE] == counts["duplicates"]
-    assert seen[export.UNEXPECTED] == counts["unexpected"]
+    assert seen[export.DELIVERED] + seen[export.LATE] == counts.delivered
+    assert seen[export.LOST] == counts.lost
+    assert seen[export.DUPLICATE] == counts.duplicates
+    assert seen[export.UNEXPECTED] == counts.unexpected
     expected_pairs = seen[export.DELIVERED] + seen[export.LATE] + seen[export.LOST]
-    assert expected_pairs == counts["expected"]
+    assert expected_pairs == counts.expected
     received = np.array(table.column("received_ns").drop_null().to_pylist(), dtype=np.int64)
     deadline = run.meta["times"]["drain_deadline_ns"]
-    assert int(np.sum(received > deadline)) == counts["late"]
-    assert len(received) == counts["receipts"]
+    assert int(np.sum(received > deadline)) == counts.late
+    assert len(received) == counts.receipts
 
 
 def rewrite(run: Run, **tables: dict[str, Any]) -> Run:
@@ -344,9 +344,11 @@ def test_the_log_reads_back_with_hdrhs_reader_and_matches_the_analysis(tmp_path:
     assert reader.get_start_time_sec() == pytest.approx(START_NS / 1e9)
     summary = analyze(run)
     total = merged(intervals)
-    assert total.get_total_count() == summary["latency_ms"]["deliveries_measured"] == 6 * 5 * 4
-    from_sent = summary["latency_ms"]["from_sent"]
-    assert total.get_max_value() == total.get_highest_equivalent_value(int(from_sent["max"] * 1e6))
+    assert total.get_total_count() == summary.latency_ms.deliveries_measured == 6 * 5 * 4
+    from_sent = summary.latency_ms.from_sent
+    assert from_sent.max is not None
+    assert from_sent.p50 is not None
+    assert total.get_max_value() == total.get_highest_equivalent_value(int(from_sent.max * 1e6))
     # The run's own latencies, straight from the records: every receipt after warm-up.
     measured = run.deliveries["seq"] >= 2
     received = run.deliveries["received_ns"][measured]
@@ -355,7 +357,7 @@ def test_the_log_reads_back_with_hdrhs_reader_and_matches_the_analysis(tmp_path:
     latency_ms = (received - sent_at) / 1e6
     assert_equivalent_percentiles(total, latency_ms)
     assert total.get_value_at_percentile(50) == total.get_highest_equivalent_value(
-        int(from_sent["p50"] * 1e6)
+        int(from_sent.p50 * 1e6)
     )
     # One interval per second of receipt, each holding that second's deliveries.
     second = (received - START_NS) // SECOND
@@ -464,12 +466,12 @@ def test_a_real_swarm_exports_what_its_analysis_counts(tmp_path: Path) -> None:
     folder = swarm.run_dir / "export"
     table = pq.read_table(folder / "deliveries.parquet")
     assert_matches_account(table, swarm.run)
-    assert swarm.counts["expected"] > 0
+    assert swarm.counts.expected > 0
     with (folder / "deliveries.csv").open(newline="") as stream:
         assert sum(1 for _ in csv.DictReader(stream)) == table.num_rows
     total = merged(read_hlog(folder / "fanout-latency.hlog")[0])
-    latency = swarm.summary["latency_ms"]
-    assert total.get_total_count() == latency["deliveries_measured"] > 0
+    latency = swarm.summary.latency_ms
+    assert total.get_total_count() == latency.deliveries_measured > 0
     # The rows' measured deliveries are exactly the analysis's latencies...
     counted = table.filter(
         pc.and_(pc.is_in(table["outcome"], pa.array(["delivered", "late"])), table["measured"])
@@ -477,7 +479,7 @@ def test_a_real_swarm_exports_what_its_analysis_counts(tmp_path: Path) -> None:
     latency_ms = counted.column("latency_ms").to_numpy()
     for key, p in (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)):
         assert float(np.percentile(latency_ms, p, method="inverted_cdf")) == pytest.approx(
-            latency["from_sent"][key]
+            latency.from_sent.named(key)
         )
     # ...and the log holds them, bucket for bucket.
     assert_equivalent_percentiles(total, latency_ms)

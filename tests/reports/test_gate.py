@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fanbench.cli import main
 from fanbench_common.rundir import read_run
-from loadtest.cli import main
 from reports.analysis import analyze
 from reports.gate import Thresholds, failures
+from reports.summary import Summary
 from tests.reports.synthetic import build_run
 
 # 5 clients x 10 messages x 4 recipients = 200 expected deliveries, each after exactly 10 ms.
@@ -21,19 +22,19 @@ DUPLICATED = [(2, 1, 3), (3, 2, 4), (4, 5, 0)]
 
 
 @pytest.fixture(scope="module")
-def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def summary(tmp_path_factory: pytest.TempPathFactory) -> Summary:
     path = build_run(
         tmp_path_factory.mktemp("gate") / "run", drop=DROPPED, duplicate=DUPLICATED, errors=4
     )
     return analyze(read_run(path))
 
 
-def test_the_synthetic_run_has_the_figures_the_boundaries_assume(summary: dict[str, Any]) -> None:
-    assert summary["latency_ms"]["from_sent"]["p50"] == 10.0
-    assert summary["latency_ms"]["from_sent"]["p99"] == 10.0
-    assert (summary["counts"]["lost"], summary["counts"]["expected"]) == (2, 200)
-    assert summary["counts"]["duplicates"] == 3
-    assert summary["counts"]["error_frames"] == 4
+def test_the_synthetic_run_has_the_figures_the_boundaries_assume(summary: Summary) -> None:
+    assert summary.latency_ms.from_sent.p50 == 10.0
+    assert summary.latency_ms.from_sent.p99 == 10.0
+    assert (summary.counts.lost, summary.counts.expected) == (2, 200)
+    assert summary.counts.duplicates == 3
+    assert summary.counts.error_frames == 4
 
 
 @pytest.mark.parametrize(
@@ -50,13 +51,13 @@ def test_the_synthetic_run_has_the_figures_the_boundaries_assume(summary: dict[s
     ],
 )  # fmt: skip
 def test_each_limit_passes_at_equality_and_fails_just_below(
-    summary: dict[str, Any], passing: Thresholds, failing: Thresholds, line: str
+    summary: Summary, passing: Thresholds, failing: Thresholds, line: str
 ) -> None:
     assert failures(summary, passing) == []
     assert failures(summary, failing) == [line]
 
 
-def test_every_missed_limit_gets_its_own_line(summary: dict[str, Any]) -> None:
+def test_every_missed_limit_gets_its_own_line(summary: Summary) -> None:
     lines = failures(
         summary,
         Thresholds(
@@ -72,9 +73,11 @@ def test_every_missed_limit_gets_its_own_line(summary: dict[str, Any]) -> None:
     ]
 
 
-def test_a_value_just_over_its_limit_never_prints_equal_to_it(summary: dict[str, Any]) -> None:
-    nudged = copy.deepcopy(summary)
-    nudged["latency_ms"]["from_sent"]["p99"] = 150.04
+def test_a_value_just_over_its_limit_never_prints_equal_to_it(summary: Summary) -> None:
+    latency = replace(
+        summary.latency_ms, from_sent=replace(summary.latency_ms.from_sent, p99=150.04)
+    )
+    nudged = replace(summary, latency_ms=latency)
     assert failures(nudged, Thresholds(max_p99_ms=150)) == [
         "p99 fan-out latency 150.04 ms > 150 ms"
     ]
@@ -83,7 +86,7 @@ def test_a_value_just_over_its_limit_never_prints_equal_to_it(summary: dict[str,
 def test_no_measured_deliveries_fails_latency_limits_with_a_reason(tmp_path: Path) -> None:
     # Every send falls in the warm-up, so no latency is measured; loss is still accounted.
     summary = analyze(read_run(build_run(tmp_path / "run", warmup_s=60.0)))
-    assert summary["latency_ms"]["deliveries_measured"] == 0
+    assert summary.latency_ms.deliveries_measured == 0
     lines = failures(summary, Thresholds(max_p50_ms=1000, max_p99_ms=1000, max_loss_rate=0.5))
     assert lines == [
         "p50 fan-out latency unknown: no deliveries were measured (limit 1000 ms)",

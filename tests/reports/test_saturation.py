@@ -111,7 +111,12 @@ def test_the_verdict_names_the_side(
     system: list[str], generator: list[str], limited_by: str, line: str
 ) -> None:
     assessed = saturation.verdict(system, generator)
-    assert assessed == {"limited_by": limited_by, "system": system, "generator": generator}
+    assert assessed == saturation.Saturation(limited_by, tuple(system), tuple(generator))
+    assert assessed.to_json() == {
+        "limited_by": limited_by,
+        "system": system,
+        "generator": generator,
+    }
     assert saturation.describe(assessed) == line
 
 
@@ -120,16 +125,15 @@ def test_analyze_blames_the_stage_not_a_healthy_generator(tmp_path: Path) -> Non
     path = build_run(tmp_path / "run", health_cpu=18.0)
     run = read_run(path)
     run.meta["stage"] = NEWER_STAGE
-    assessed = analyze(run)["saturation"]
-    assert assessed["limited_by"] == "system under test"
-    assert assessed["generator"] == []
-    healthy = analyze(read_run(path))["saturation"]
-    assert healthy["limited_by"] == "neither"
-    busy = analyze(read_run(build_run(tmp_path / "busy", health_cpu=97.0)))["saturation"]
-    assert busy == {
-        "limited_by": "load generator", "system": [],
-        "generator": ["load generator CPU reached 97 %"],
-    }  # fmt: skip
+    assessed = analyze(run).saturation
+    assert assessed.limited_by == "system under test"
+    assert assessed.generator == ()
+    healthy = analyze(read_run(path)).saturation
+    assert healthy.limited_by == "neither"
+    busy = analyze(read_run(build_run(tmp_path / "busy", health_cpu=97.0))).saturation
+    assert busy == saturation.Saturation(
+        limited_by="load generator", system=(), generator=("load generator CPU reached 97 %",)
+    )
 
 
 def test_integration_timeouts_the_gateway_counted_are_read_too() -> None:

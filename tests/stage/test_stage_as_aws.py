@@ -244,7 +244,7 @@ def test_fanbench_run_drives_the_tutorials_own_app(tmp_path: Path) -> None:
         pytest.skip("node is not installed")
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "loadtest.cli", "run", "--variant", "tutorial", "--users", "4",
+        sys.executable, "-m", "fanbench", "run", "--variant", "tutorial", "--users", "4",
         "--spawn-rate", "20", "--duration", "4", "--send-interval", "0.5", "--warmup", "0.5",
         "--drain", "2", "--settle", "0.5", "--no-report", "--quiet", "--run-dir", str(run_dir),
         # Warm environments for every client: a Node.js cold start is a fresh `node`, seconds

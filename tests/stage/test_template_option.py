@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.cli import EXIT_USAGE, main, parse_arguments
-from loadtest.run import stage_config_for
+from fanbench.cli import EXIT_USAGE, main, parse_arguments
+from fanbench.run import stage_config_for
 from loadtest.stage.config import StageConfig, config_from_args, config_to_argv
 
 

@@ -1,9 +1,9 @@
 """Loss, duplicates and lateness where Locust users look: its statistics, failures, CSV and web UI.
 
-The master's running ledger (``loadtest.live_ledger``, the figures behind
-``fanbench run``'s progress line) is written into Locust's own statistics every
-second, as three rows of type ``ledger``. Each row's failure ratio is one of the
-report's rates:
+The master's running ledger (``fanbench.live_ledger``, the figures behind
+``fanbench run``'s progress line; ``install`` plugs it into the load generator's master) is
+written into Locust's own statistics every second, as three rows of type ``ledger``. Each
+row's failure ratio is one of the report's rates:
 
 * ``lost deliveries``: requests = deliveries expected of the messages whose drain
   window has passed, failures = those never received (the loss rate);
@@ -45,8 +45,9 @@ from typing import Any
 import gevent
 from locust.stats import CSV_STATS_INTERVAL_SEC, RequestStats, StatsError
 
-from fanbench_common.rundir import read_run
-from loadtest.live_ledger import LiveFigures, final_figures
+from fanbench.live_ledger import LiveFigures, final_figures, live_figures
+from fanbench_common.rundir import Run, read_run
+from loadtest.coordination import MasterState
 
 LEDGER = "ledger"
 """Locust's Type column for the rows written here."""
@@ -232,11 +233,17 @@ class LedgerView:
             )  # fmt: skip
 
 
-def install(environment: Any, master: Any) -> None:
-    """Show ``master``'s running ledger (a ``coordination.MasterState``) in Locust; call after
-    registering its ``test_stopping`` listener, so the final figures follow the run directory."""
+def install(environment: Any, master: MasterState) -> None:
+    """Plug the running ledger into ``master`` and show it in Locust. A ``MasterPlugin``: called
+    after the master's ``test_stopping`` listener, so the final figures follow the run directory."""
     view = LedgerView(environment, master.scenario.drain_s)
-    master.on_live.append(view.show)
+
+    def running_ledger(run: Run, horizon_ns: int) -> int:
+        figures = live_figures(run, horizon_ns)
+        view.show(figures)
+        return figures.lost
+
+    master.running_ledger = running_ledger
     if environment.web_ui is not None:
         view.extend_web_ui(environment.web_ui)
     options = environment.parsed_options

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fanbench_common.rundir import read_run
-from loadtest.cli import build_parser
-from loadtest.sidebyside import (
+from fanbench.cli import build_parser
+from fanbench.sidebyside import (
     SideSpec,
     fault_names,
     parse_side,
@@ -28,6 +27,7 @@ from loadtest.sidebyside import (
     side_namespace,
     validate_sides,
 )
+from fanbench_common.rundir import read_run
 from loadtest.stage.config import StageConfig
 from loadtest.stage.launcher import LocalStage
 from tests.repo import REPO_ROOT
@@ -141,7 +141,7 @@ def test_two_local_stages_side_by_side(tmp_path: Path) -> None:
     which side it is, and the comparison pairs them block by block with a detectable change."""
     root = tmp_path / "sbs"
     command = [
-        sys.executable, "-m", "loadtest.cli", "run",
+        sys.executable, "-m", "fanbench", "run",
         "--variants", "optimized", "optimized:post_latency_ms=15",
         "--users", "6", "--spawn-rate", "20", "--duration", "8", "--send-interval", "0.25",
         "--warmup", "1", "--drain", "1", "--settle", "0.5", "--quiet", "--no-report",
@@ -184,7 +184,7 @@ def test_two_deployed_targets_side_by_side(
     a_stage, b_stage = two_stages
     root = tmp_path / "targets"
     command = [
-        sys.executable, "-m", "loadtest.cli", "run",
+        sys.executable, "-m", "fanbench", "run",
         "--targets", a_stage.ws_url, b_stage.ws_url, "--variants", "optimized", "candidate",
         "--users", "4", "--spawn-rate", "20", "--duration", "5", "--send-interval", "0.5",
         "--warmup", "1", "--drain", "1", "--settle", "0.5", "--quiet", "--no-report",

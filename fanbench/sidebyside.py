@@ -188,7 +188,7 @@ def run_both(
 
 def side_by_side_command(args: argparse.Namespace) -> int:
     """Run both sides, summarise each, write ROOT/comparison/ and print its verdict."""
-    from loadtest.run import RunError, execute, require_locust, summarize_run
+    from fanbench.run import RunError, execute, require_locust, summarize_run
     from reports.compare import compare_and_write, verdict_sentences
 
     sides = validate_sides(args)

@@ -10,7 +10,7 @@ import pytest
 def test_fanbench_locustfile_prints_the_locustfile_plain_locust_runs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from loadtest import cli
+    from fanbench import cli
 
     assert cli.main(["locustfile"]) == 0
     printed = Path(capsys.readouterr().out.strip())
@@ -19,7 +19,7 @@ def test_fanbench_locustfile_prints_the_locustfile_plain_locust_runs(
 
 
 def _help(*argv: str) -> None:
-    from loadtest.cli import build_parser
+    from fanbench.cli import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args([*argv, "--help"])

@@ -15,18 +15,20 @@ must:
 
 When the run directory is written, ``final_figures`` reads it back and takes the
 report's figures as they are (the report remains the reference).
+
+The load generator hands the master's records over as a ``Run``
+(``loadtest/live_records.py``); ``locust_ledger`` plugs this ledger into the master.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fanbench_common.rundir import Run, Table
+from fanbench_common.rundir import Run
 from reports import saturation
 from reports.analysis import analyze, gather, lost_per_message_of, per_second
 
@@ -59,41 +61,6 @@ class LiveFigures:
         return self.lost / self.expected if self.expected else 0.0
 
 
-def loss_horizon_ns(now_ns: int, drain_s: float, settle_s: float, ship_interval_s: float) -> int:
-    """Messages sent before this instant have had their whole drain window (and settle window,
-    and time for workers' records to reach the master): a missing delivery of one is lost."""
-    wait_s = max(drain_s, settle_s) + 2 * ship_interval_s
-    return now_ns - int(wait_s * 1e9)
-
-
-def live_run(
-    tables: dict[str, Table],
-    scenario: dict[str, Any],
-    start_ns: int,
-    now_ns: int,
-    stop_sending_ns: int = 0,
-    drain_deadline_ns: int | None = None,
-    path: Path = Path("."),
-) -> Run:
-    """The records so far as a ``Run`` the report's code accepts."""
-    times: dict[str, Any] = {
-        "start_ns": start_ns,
-        "stop_sending_ns": stop_sending_ns or now_ns,
-        "end_ns": now_ns,
-    }
-    if drain_deadline_ns is not None:
-        times["drain_deadline_ns"] = drain_deadline_ns
-    return Run(
-        path=path,
-        meta={"scenario": scenario, "times": times},
-        sends=tables["sends"],
-        deliveries=tables["deliveries"],
-        membership=tables["membership"],
-        errors=tables["errors"],
-        health=tables["health"],
-    )
-
-
 def _rows(seconds: dict[str, Any], lost_per_second: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
     def ms(value: float) -> float | None:
         return None if math.isnan(value) else round(float(value), 1)
@@ -121,8 +88,7 @@ def _expected_per_second(run: Run, expected_per_message: Any, bins: Any) -> Any:
     )[0].astype(np.int64)
 
 
-def _latency(summary: dict[str, Any], name: str) -> float | None:
-    value = summary["latency_ms"]["from_sent"][name]
+def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 1)
 
 
@@ -130,7 +96,6 @@ def live_figures(run: Run, horizon_ns: int) -> LiveFigures:
     """The figures so far; only messages sent before ``horizon_ns`` can have lost deliveries."""
     facts = gather(run)
     summary = analyze(facts)
-    counts = summary["counts"]
     settled = run.sends["sent_ns"] < horizon_ns
     lost_per_message = np.where(settled, lost_per_message_of(facts.ledger), 0)
     seconds = per_second(facts)
@@ -144,13 +109,13 @@ def live_figures(run: Run, horizon_ns: int) -> LiveFigures:
         expected=int(facts.ledger.expected_per_message[settled].sum()),
         expected_sent=int(facts.ledger.expected_per_message.sum()),
         lost=int(lost_per_message.sum()),
-        receipts=int(counts["receipts"]),
-        duplicates=int(counts["duplicates"]),
-        late=int(counts["late"]),
-        saturation=saturation.describe(summary["saturation"]),
+        receipts=summary.counts.receipts,
+        duplicates=summary.counts.duplicates,
+        late=summary.counts.late,
+        saturation=saturation.describe(summary.saturation),
         per_second=_rows(seconds, lost_per_second),
-        p50_ms=_latency(summary, "p50"),
-        p99_ms=_latency(summary, "p99"),
+        p50_ms=_rounded(summary.latency_ms.from_sent.p50),
+        p99_ms=_rounded(summary.latency_ms.from_sent.p99),
     )
 
 
@@ -158,20 +123,20 @@ def final_figures(run: Run) -> LiveFigures:
     """The report's own figures for a written run directory."""
     facts = gather(run)
     summary = analyze(facts)
-    counts = summary["counts"]
+    counts = summary.counts
     seconds = per_second(facts)
     bins = np.append(seconds["second"], len(seconds["second"]))
     seconds["expected"] = _expected_per_second(run, facts.ledger.expected_per_message, bins)
     return LiveFigures(
-        expected=int(counts["expected"]),
-        expected_sent=int(counts["expected"]),
-        lost=int(counts["lost"]),
-        receipts=int(counts["receipts"]),
-        duplicates=int(counts["duplicates"]),
-        late=int(counts["late"]),
-        saturation=saturation.describe(summary["saturation"]),
+        expected=counts.expected,
+        expected_sent=counts.expected,
+        lost=counts.lost,
+        receipts=counts.receipts,
+        duplicates=counts.duplicates,
+        late=counts.late,
+        saturation=saturation.describe(summary.saturation),
         per_second=_rows(seconds, seconds["lost"]),
         final=True,
-        p50_ms=_latency(summary, "p50"),
-        p99_ms=_latency(summary, "p99"),
+        p50_ms=_rounded(summary.latency_ms.from_sent.p50),
+        p99_ms=_rounded(summary.latency_ms.from_sent.p99),
     )

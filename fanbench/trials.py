@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fanbench.run import RunError, execute, require_locust, summarize_run
 from fanbench_common.variants import VARIANT_NAMES
-from loadtest.run import RunError, execute, require_locust, summarize_run
 from reports.compare import compare_and_write, verdict_sentences
 
 SIDES = "AB"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from fanbench import LOCUSTFILE
 from fanbench_common.errors import FanbenchError, RunDirError, ScenarioError
 from fanbench_common.redaction import SECRET_KEYS, redact_mapping
 from fanbench_common.rundir import ErrorKind, Run, default_run_dir, read_run
@@ -38,7 +39,6 @@ from fanbench_common.scenario import (
 from fanbench_common.variants import VARIANTS
 from loadtest import run_context
 from loadtest.distributed import (
-    LOCUSTFILE,
     WORKERS_WAIT_S,
     add_master_arguments,
     master_options,
@@ -55,6 +55,7 @@ from loadtest.stage.dynamodb import free_port
 from loadtest.stage.launcher import LocalStage, StageError
 from reports import saturation
 from reports.analysis import analyze
+from reports.summary import Summary
 
 EXTRA_LOCUST_TIME_S = 60
 PREFLIGHT_TIMEOUT_S = 10.0
@@ -258,7 +259,7 @@ def execute(args: argparse.Namespace, ready: Callable[[], None] | None = None) -
     """Run the swarm; return the run directory.
 
     ``ready``, when given, is called once the stage is up and just before the swarm starts:
-    two sides run side by side wait there for each other (``loadtest/sidebyside.py``).
+    two sides run side by side wait there for each other (``fanbench/sidebyside.py``).
     """
     validate(args)
     # Absolute before anything else: Locust must write where the user's shell means.
@@ -363,35 +364,34 @@ def _stage_meta(config: Any) -> dict[str, Any]:
     return meta
 
 
-def _connect_failures(summary: dict[str, Any], run: Run) -> str:
-    count = summary["errors_by_kind"].get(ErrorKind.CONNECT_FAILED, 0)
+def _connect_failures(summary: Summary, run: Run) -> str:
+    count = summary.errors_of(ErrorKind.CONNECT_FAILED)
     if not count:
         return "connect failures 0"
     first = run.errors["detail"][run.errors["kind"] == ErrorKind.CONNECT_FAILED][0]
     return f"connect failures {count} (first: {first})"
 
 
-def summary_lines(summary: dict[str, Any], run: Run) -> list[str]:
-    counts, latency = summary["counts"], summary["latency_ms"]["from_sent"]
-    loss = summary["rates"]["loss"]
+def summary_lines(summary: Summary, run: Run) -> list[str]:
+    counts, latency = summary.counts, summary.latency_ms.from_sent
+    loss = summary.rates.loss
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} ms"
 
     lines = [
-        f"messages sent {counts['messages']}, deliveries {counts['delivered']} of "
-        f"{counts['expected']} expected, late {counts['late']} (after the drain window)",
-        f"fan-out latency p50 {ms(latency['p50'])}, p99 {ms(latency['p99'])}, "
-        f"max {ms(latency['max'])}",
-        f"lost {counts['lost']} ({100 * loss['rate']:.3f} %, 95 % CI {100 * loss['ci95'][0]:.3f}–"
-        f"{100 * loss['ci95'][1]:.3f} %), duplicates {counts['duplicates']}, "
-        f"out of order {counts['out_of_order']}, error frames {counts['error_frames']}",
+        f"messages sent {counts.messages}, deliveries {counts.delivered} of "
+        f"{counts.expected} expected, late {counts.late} (after the drain window)",
+        f"fan-out latency p50 {ms(latency.p50)}, p99 {ms(latency.p99)}, max {ms(latency.max)}",
+        f"lost {counts.lost} ({100 * loss.rate:.3f} %, 95 % CI {100 * loss.ci95[0]:.3f}–"
+        f"{100 * loss.ci95[1]:.3f} %), duplicates {counts.duplicates}, "
+        f"out of order {counts.out_of_order}, error frames {counts.error_frames}",
         f"connections {len(run.membership['client'])}, dropped by the server"
-        f" {counts.get('dropped', 0)}, {_connect_failures(summary, run)},"
-        f" unexpected receipts {counts['unexpected']}",
+        f" {counts.dropped}, {_connect_failures(summary, run)},"
+        f" unexpected receipts {counts.unexpected}",
     ]
-    lines.append(saturation.describe(summary["saturation"]))
-    lines += [f"WARNING: {problem}" for problem in summary["validity"]]
+    lines.append(saturation.describe(summary.saturation))
+    lines += [f"WARNING: {problem}" for problem in summary.validity]
     return lines
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from fanbench.cli import build_parser
+from fanbench.run import run_variant
 from fanbench_common.scenario import UNKNOWN_VARIANT
-from loadtest.cli import build_parser
-from loadtest.run import run_variant
 from loadtest.stage.config import StageConfig
 from loadtest.stage.launcher import LocalStage
 from tests.repo import REPO_ROOT as PROJECT_ROOT
@@ -51,7 +51,7 @@ def test_a_target_run_without_variant_is_labelled_unknown_everywhere(
 ) -> None:
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "loadtest.cli", "run", "--target", stage.ws_url,
+        sys.executable, "-m", "fanbench", "run", "--target", stage.ws_url,
         "--users", "3", "--spawn-rate", "10", "--duration", "3", "--send-interval", "1",
         "--warmup", "0.5", "--drain", "1", "--settle", "0.5", "--quiet", "--run-dir", str(run_dir),
     ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The master's running ledger (``loadtest.live_ledger``) on synthetic runs with known answers."""
+"""The master's running ledger (``fanbench.live_ledger``) on synthetic runs with known answers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from fanbench import live_ledger
+from fanbench.live_ledger import final_figures, live_figures
 from fanbench_common.rundir import Run, read_run
-from loadtest import live_ledger
-from loadtest.live_ledger import final_figures, live_figures, live_run, loss_horizon_ns
+from loadtest.live_records import live_run
 from reports.analysis import analyze
 from tests.reports.synthetic import SECOND, START_NS, build_run
 
@@ -28,12 +29,6 @@ def as_live(run: Run, now_ns: int) -> Run:
         for name in ("sends", "deliveries", "membership", "errors", "health")
     }
     return live_run(tables, run.scenario, START_NS, now_ns)
-
-
-def test_the_horizon_waits_the_longer_of_drain_and_settle_plus_two_shipping_intervals() -> None:
-    now = 100 * SECOND
-    assert loss_horizon_ns(now, drain_s=3.0, settle_s=1.0, ship_interval_s=1.0) == now - 5 * SECOND
-    assert loss_horizon_ns(now, drain_s=1.0, settle_s=4.0, ship_interval_s=0.5) == now - 5 * SECOND
 
 
 def test_a_missing_delivery_is_lost_only_once_its_message_passed_the_horizon(run: Run) -> None:
@@ -62,14 +57,14 @@ def test_per_second_rows_count_lost_so_far_by_send_second(run: Run) -> None:
 
 
 def test_the_final_figures_are_the_reports(run: Run) -> None:
-    counts = analyze(run)["counts"]
+    counts = analyze(run).counts
     final = final_figures(run)
     assert final.final
     assert (final.expected, final.lost, final.receipts) == (
-        counts["expected"], counts["lost"], counts["receipts"],
+        counts.expected, counts.lost, counts.receipts,
     )  # fmt: skip
-    assert (final.duplicates, final.late) == (counts["duplicates"], counts["late"])
-    assert final.loss_rate == pytest.approx(counts["loss_rate"])
+    assert (final.duplicates, final.late) == (counts.duplicates, counts.late)
+    assert final.loss_rate == pytest.approx(counts.loss_rate)
     assert final.saturation.startswith("saturation: ")
     assert final.p50_ms == pytest.approx(10.0)
     assert final.p99_ms == pytest.approx(10.0)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from fanbench.cli import main
+from fanbench.trials import schedule, trial_dir
 from fanbench_common.rundir import read_run
-from loadtest.cli import main
 from loadtest.stage.config import StageConfig
-from loadtest.trials import schedule, trial_dir
 from reports.compare import verdict_sentences
 from tests.repo import REPO_ROOT as PROJECT_ROOT
 from tests.stage.support import running_stage
@@ -61,7 +61,7 @@ def test_two_interleaved_trials_write_four_runs_and_a_between_run_comparison(
 ) -> None:
     root = tmp_path / "session"
     command = [
-        sys.executable, "-m", "loadtest.cli", "trials", "--variants", "baseline", "optimized",
+        sys.executable, "-m", "fanbench", "trials", "--variants", "baseline", "optimized",
         "--trials", "2", "--run-dir", str(root), *TINY_RUN,
     ]  # fmt: skip
     result = subprocess.run(
@@ -102,7 +102,7 @@ def test_trials_against_two_deployed_stages_run_each_side_on_its_own_stage(
         running_stage(StageConfig(variant="optimized"), tmp_path / "stage-b") as stage_b,
     ):
         command = [
-            sys.executable, "-m", "loadtest.cli", "trials", "--variants", "baseline",
+            sys.executable, "-m", "fanbench", "trials", "--variants", "baseline",
             "optimized", "--targets", stage_a.ws_url, stage_b.ws_url, "--trials", "1",
             "--run-dir", str(root), *TINY_RUN,
         ]  # fmt: skip

@@ -26,7 +26,7 @@ FAST_TESTS := tests/common tests/bench/test_pure.py tests/stage/test_pure_rules.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet 'uv>=0.4'
-	$(PY) -m uv pip install --quiet --python $(PY) -e '.[dev]'
+	$(PY) -m uv pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]'
 	touch $(STAMP)
 
 # wscat (an independent client for the end-to-end tests) and dynalite (the local

@@ -24,6 +24,17 @@ def percentiles(values: npt.NDArray[Any]) -> dict[str, float | None]:
     return out
 
 
+def median_standard_error(sample: npt.NDArray[Any]) -> float:
+    """The standard error of a sample's median, robustly: the spread as 1.4826 median absolute
+    deviations (sigma for a normal sample, unmoved by a few outliers), times the median's
+    asymptotic 1.2533 / sqrt(n). NaN for an empty sample."""
+    values = np.asarray(sample, dtype=float)
+    if values.size == 0:
+        return math.nan
+    spread = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    return 1.2533 * spread / math.sqrt(values.size)
+
+
 def wilson_interval(successes: float, trials: float, z: float = Z95) -> tuple[float, float]:
     """95 % Wilson score interval for a binomial proportion (good near 0, unlike Wald).
 

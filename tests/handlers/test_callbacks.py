@@ -197,7 +197,9 @@ def test_every_attempt_fits_before_the_deadline(
     returned = time.monotonic()
 
     assert result is PostResult.UNKNOWN
-    assert len(timed.attempts) == 1
+    # One post reached the recipient: a busy host may time out a connect first (nothing sent,
+    # so retried), but a post sent and left unanswered is never sent again.
+    assert len(stub.posts_to(target)) == 1, timed.attempts
     for started, budget_s in timed.attempts:
         assert started + budget_s <= deadline
     assert returned - deadline < 0.25, f"returned {returned - deadline:.2f} s past the deadline"

@@ -437,8 +437,9 @@ def _mixed_audience(table: Table, stub: ConnectionsStub) -> tuple[str, str]:
     return sender, throttled
 
 
-MIXED_REMAINING_MS = 1_200
-"""The throttled recipient is retried until the deadline: keep it short."""
+MIXED_REMAINING_MS = 2_000
+"""The throttled recipient is retried until the deadline: keep it short, but leave the scan
+room on a busy host (1.2 s left none once a loaded moto took 0.7 s to answer it)."""
 
 
 EXPECTED_COUNTS = {

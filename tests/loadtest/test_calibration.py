@@ -35,7 +35,7 @@ from loadtest.stage.config import StageConfig
 from loadtest.stage.faults import Faults
 from loadtest.stage.launcher import LocalStage
 from reports.analysis import analyze
-from reports.stats import wilson_interval
+from reports.stats import median_standard_error, wilson_interval
 from reports.summary import Summary
 from tests.reliability.support import chat
 from tests.stage.support import running_stage
@@ -101,16 +101,15 @@ def paired_shift(
     clean: Mapping[int, float], shifted: Mapping[int, float]
 ) -> tuple[float, float, int]:
     """(median of the paired differences, its noise bound, pairs). The bound is
-    ``NOISE_SIGMAS`` standard errors of that median (the differences' spread, robustly: 1.4826
-    MAD, times 1.2533 / sqrt(n) for a median) plus ``TIMER_FLOOR_MS``."""
+    ``NOISE_SIGMAS`` standard errors of that median (``median_standard_error``) plus
+    ``TIMER_FLOOR_MS``."""
     seconds = sorted(set(clean) & set(shifted))
     if not seconds:
         return math.nan, math.nan, 0
     differences = np.array([shifted[s] - clean[s] for s in seconds])
     estimate = float(np.median(differences))
-    spread = 1.4826 * float(np.median(np.abs(differences - estimate)))
-    standard_error = 1.2533 * spread / math.sqrt(len(seconds))
-    return estimate, NOISE_SIGMAS * standard_error + TIMER_FLOOR_MS, len(seconds)
+    noise_ms = NOISE_SIGMAS * median_standard_error(differences)
+    return estimate, noise_ms + TIMER_FLOOR_MS, len(seconds)
 
 
 def test_the_paired_shift_recovers_a_known_shift_and_widens_with_noise() -> None:

@@ -18,6 +18,7 @@ from reports.stats import (
     bootstrap_ratio,
     clustered_rate_interval,
     effective_trials,
+    median_standard_error,
     percentiles,
     welch_interval,
     wilson_interval,
@@ -319,3 +320,15 @@ def test_the_wilson_bound_at_zero_and_all_is_exact_with_fractional_trials() -> N
     assert wilson_interval(0, 0.1 + 0.2)[0] == 0.0
     assert wilson_interval(0.3, 0.1 + 0.2)[1] == 1.0
     assert wilson_interval(0, 590.5)[1] == pytest.approx(wilson_interval(0, 590)[1], rel=2e-3)
+
+
+def test_median_standard_error_matches_the_normal_theory_and_ignores_outliers() -> None:
+    rng = np.random.default_rng(3)
+    medians = [float(np.median(rng.normal(0.0, 10.0, 400))) for _ in range(2_000)]
+    sample = rng.normal(0.0, 10.0, 400)
+    estimated = median_standard_error(sample)
+    assert estimated == pytest.approx(float(np.std(medians)), rel=0.15)
+    assert estimated == pytest.approx(1.2533 * 10.0 / 20.0, rel=0.15)
+    with_outliers = np.concatenate([sample, [1e6, -1e6]])
+    assert median_standard_error(with_outliers) == pytest.approx(estimated, rel=0.05)
+    assert math.isnan(median_standard_error(np.array([])))

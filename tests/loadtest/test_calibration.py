@@ -198,7 +198,15 @@ def test_injected_latency_is_recovered(side_by_side: tuple[str, str]) -> None:
 def test_injected_drop_rate_is_recovered(runs: dict[str, Path]) -> None:
     counts = summary(runs["faulty"]).counts
     meta = json.loads((runs["faulty"] / "run.json").read_text())
-    assert counts.lost == meta["stage"]["stats"]["gateway"]["frames_dropped"] > 0
+    dropped = meta["stage"]["stats"]["gateway"]["frames_dropped"]
+    assert 0 < counts.lost <= dropped
+    # The stage drops any post; a drop counts as lost only where the ledger expected that
+    # delivery. The rest fell on deliveries it did not expect (a client mid-handshake, more of
+    # them on a busy host), so they must be a plausible 5 % of those.
+    uncounted = dropped - counts.lost
+    if uncounted:
+        low, _ = wilson_interval(uncounted, uncounted + counts.unexpected, z=Z_999)
+        assert low <= 0.05, (uncounted, counts.unexpected)
     low, high = wilson_interval(counts.lost, counts.expected, z=Z_999)
     assert low <= 0.05 <= high, (counts.lost, counts.expected)
 

@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # and on 2 cores four pytest-xdist workers starved them (swarm p50 of 1.6-2.5 s, 3-7
 # failures in 3 of 4 fresh-clone runs). PYTEST_WORKERS=4 runs it in parallel, faster on
 # a quiet or larger machine; a module's tests then share a worker (its stages start once).
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 # Pure rules: no stage, swarm, browser or subprocess.
 FAST_TESTS := tests/common tests/bench/test_pure.py tests/stage/test_pure_rules.py \

@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast lint typecheck pytest bench clean chromium
 
-# The suite runs in one process by default: its swarms and stages are timing-sensitive,
-# and on 2 cores four pytest-xdist workers starved them (swarm p50 of 1.6-2.5 s, 3-7
-# failures in 3 of 4 fresh-clone runs). PYTEST_WORKERS=4 runs it in parallel, faster on
-# a quiet or larger machine; a module's tests then share a worker (its stages start once).
+# Two pytest-xdist workers, a module to a worker (its stages start once). The suite is
+# CPU-bound on 2 cores (about 700 CPU-seconds: a real stage, Lambda workers and Locust per
+# swarm): beside a busy core, 2 workers took 12 min 14 s and passed; 4 took 9 min 49 s
+# but starved the timing-sensitive swarms (load average 16, 9 failures); one process
+# took 16 min 40 s. PYTEST_WORKERS=4 suits a larger machine; PYTEST_WORKERS=0 runs one.
 PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 # Pure rules: no stage, swarm, browser or subprocess.

@@ -452,9 +452,10 @@ def test_a_fanout_ends_posting_deadline_reserve_ms_before_its_deadline(
     stub.script(hanging, Reply(200, delay_s=4.0))
 
     started = time.monotonic()
-    counts = counts_of(fanout.handler(event, LambdaContext(remaining_ms=2_500)))
+    # 1.7 s to post in: a 0.7 s window left a loaded host no time to post at all.
+    counts = counts_of(fanout.handler(event, LambdaContext(remaining_ms=3_500)))
     elapsed_s = time.monotonic() - started
 
     assert counts["Unknown"] == 1
     assert counts["Delivered"] == SHARD_SIZE - 1
-    assert elapsed_s < 1.1, f"posting ran {elapsed_s:.2f} s into a 0.7 s window"
+    assert elapsed_s < 2.1, f"posting ran {elapsed_s:.2f} s into a 1.7 s window"

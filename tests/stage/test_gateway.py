@@ -267,8 +267,13 @@ def test_message_over_128_kb_in_fragments_closes_with_1009(default_stage: LocalS
     fragments = ["z" * 25_000] * 6
     assert sum(map(len, fragments)) > MAX_MESSAGE_BYTES
     with open_ws(default_stage.ws_url) as ws:
-        ws.send(iter(fragments))
-        closed = expect_close(ws)
+        try:
+            ws.send(iter(fragments))
+        except ConnectionClosed as closed_while_sending:
+            # On a busy host the server's close can complete before the last fragment is sent.
+            closed = closed_while_sending
+        else:
+            closed = expect_close(ws)
     assert closed.rcvd is not None
     assert closed.rcvd.code == 1009
 

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 # Two pytest-xdist workers, a module to a worker (its stages start once). The suite is
 # CPU-bound on 2 cores (about 700 CPU-seconds: a real stage, Lambda workers and Locust per
-# swarm): beside a busy core, 2 workers took 12 min 14 s and passed; 4 took 9 min 49 s
+# swarm): beside a busy core, 2 workers took 11-12 min and passed 3 times; 4 took 9 min 49 s
 # but starved the timing-sensitive swarms (load average 16, 9 failures); one process
 # took 16 min 40 s. PYTEST_WORKERS=4 suits a larger machine; PYTEST_WORKERS=0 runs one.
 PYTEST_WORKERS ?= 2

@@ -11,10 +11,14 @@ One broadcast to an audience of N (N - 1 recipients) takes:
   recipients on it);
 * **posting** at the slower of two limits per function: in-flight posts over
   their round trip (``post_concurrency / (post_latency + CPU per post)``) and
-  CPU (``effective cores / CPU per post``), where a Python function's effective
+  CPU (``effective cores / CPU per post``), where a function's effective
   cores are ``min(1, memory / 1,769 MB)`` (Lambda gives one vCPU per 1,769 MB;
-  the GIL keeps boto3's threads on one of them); on a shared host, also by the
-  host's cores over the CPU each post costs there (handler plus stage);
+  the GIL keeps boto3's threads on one of them, and Node.js runs JavaScript on
+  one thread); on a shared host, also by the host's cores over the CPU each
+  post costs there (handler plus stage);
+* **the tutorial's own app** (Node.js, SDK v3) is its own shape: its template's
+  256 MB and 10 s, its own CPU per post, and a CPU cost per invocation for the
+  management client and TLS connections it builds anew every time;
 * **the account's callback quota**: every PostToConnection draws on a token
   bucket (10,000 requests/s, burst 5,000 on AWS); a fan-out faster than the
   rate empties the burst and then runs at the rate;
@@ -33,7 +37,8 @@ and the scan's read request units (eventually consistent: half a unit per 4 KB).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import TypeVar
 
 from fanbench_common.limits import (
     ACCOUNT_THROTTLE_BURST,
@@ -49,6 +54,7 @@ from reports.prices import Prices, Usage, priced
 
 MB_PER_VCPU = 1769
 """Lambda allocates CPU in proportion to memory: 1,769 MB is one vCPU (Lambda docs, memory)."""
+_Figure = TypeVar("_Figure", int, float)
 READ_UNIT_BYTES = 4 * KIB
 EVENTUALLY_CONSISTENT_READ_UNITS = 0.5
 LAMBDA_SCALE_WINDOW_S = 10.0
@@ -94,9 +100,14 @@ class Platform:
 
     @property
     def effective_cores(self) -> float:
+        return self.cores_at(self.memory_mb)
+
+    def cores_at(self, memory_mb: int) -> float:
+        """The CPU share a function of ``memory_mb`` gets: a full core on a shared host (the
+        stage does not divide it by memory), Lambda's share by memory on AWS."""
         if self.host_cores is not None:
             return 1.0
-        return min(1.0, self.memory_mb / MB_PER_VCPU)
+        return min(1.0, memory_mb / MB_PER_VCPU)
 
     @property
     def items_per_page(self) -> int:
@@ -112,7 +123,66 @@ class VariantShape:
     shard_size: int | None = None
     """Recipients per fan-out invocation; None posts everything from sendmessage."""
     scan_segments: int = 1
+    cpu_ms_per_post: float | None = None
+    """CPU per post on one full core, where it is not the platform's Python handlers'."""
+    invocation_cpu_ms: float = 0.0
+    """CPU every invocation spends before its posts scale with N (clients, TLS handshakes)."""
+    memory_mb: int | None = None
+    """Its own template's MemorySize; None: the platform's."""
+    timeout_s: float | None = None
+    """Its own template's Timeout; None: the platform's."""
+    item_bytes: int | None = None
+    """Its own connection item's size; None: the platform's (fanbench's items)."""
+    sources: tuple[tuple[str, str], ...] = ()
+    """Where each of its own figures comes from."""
 
+    def function(self, platform: Platform) -> Platform:
+        """The platform as this variant's sendmessage function sees it."""
+        return replace(
+            platform,
+            cpu_ms_per_post=_own(self.cpu_ms_per_post, platform.cpu_ms_per_post),
+            memory_mb=_own(self.memory_mb, platform.memory_mb),
+            function_timeout_s=_own(self.timeout_s, platform.function_timeout_s),
+            item_bytes=_own(self.item_bytes, platform.item_bytes),
+        )
+
+
+def _own(figure: _Figure | None, platform_figure: _Figure) -> _Figure:
+    return platform_figure if figure is None else figure
+
+
+TUTORIAL_SOURCE = (
+    "measured on the local stage over TLS, AMD EPYC (stage_as_aws 2026-12-06, BENCHMARKS.md): "
+    "a least-squares line through the tutorial's median Lambda CPU per broadcast at 99, 299 "
+    "and 999 recipients (255, 486 and 874 ms)"
+)
+TUTORIAL = VariantShape(
+    Variant.TUTORIAL,
+    post_concurrency=50,
+    paginates=False,
+    cpu_ms_per_post=0.65,
+    invocation_cpu_ms=234.0,
+    memory_mb=256,
+    timeout_s=10.0,
+    item_bytes=28,
+    sources=(
+        (
+            "post_concurrency",
+            "AWS SDK for JavaScript v3: NodeHttpHandler's agent defaults to "
+            "maxSockets 50; Promise.all starts every post at once",
+        ),
+        ("cpu_ms_per_post", f"{TUTORIAL_SOURCE}: the slope"),
+        (
+            "invocation_cpu_ms",
+            f"{TUTORIAL_SOURCE}: the intercept (a new management client, "
+            "so new TLS connections, per invocation)",
+        ),
+        ("memory_mb", "the tutorial's template: SendMessageHandler MemorySize 256"),
+        ("timeout_s", "the tutorial's template: SendMessageHandler Timeout 10"),
+        ("item_bytes", "DynamoDB's item-size rule: connectionId (12) and a 16-character id"),
+    ),
+)
+"""The AWS tutorial's own app (``fanbench_common/apps/tutorial``), as its template deploys it."""
 
 VARIANTS: dict[str, VariantShape] = {
     Variant.SEQUENTIAL: VariantShape(Variant.SEQUENTIAL, post_concurrency=1, paginates=False),
@@ -121,9 +191,11 @@ VARIANTS: dict[str, VariantShape] = {
     Variant.SHARDED: VariantShape(
         Variant.SHARDED, post_concurrency=32, paginates=True, shard_size=500, scan_segments=4
     ),
+    Variant.TUTORIAL: TUTORIAL,
 }
 """Shapes of the handlers as deployed with template.yaml's defaults: the tutorial's 50-socket
-agent (baseline), PostConcurrency 32 (optimized, and each fan-out of sharded)."""
+agent (baseline), PostConcurrency 32 (optimized, and each fan-out of sharded); and the
+tutorial's own app as its own template deploys it."""
 
 MEASURED_HERE = "measured on the local stage, AMD EPYC 2 cores (BENCHMARKS.md)"
 AWS = Platform(
@@ -221,6 +293,7 @@ def bucket_seconds(posts: float, offered_rps: float, rate: float | None, burst: 
 
 def function_post_rate(platform: Platform, variant: VariantShape) -> tuple[float, str]:
     """Posts per second one function sustains, and which of its limits binds."""
+    platform = variant.function(platform)
     cpu_s = platform.cpu_ms_per_post / 1000 / platform.effective_cores
     in_flight = variant.post_concurrency / (platform.post_latency_ms / 1000 + cpu_s)
     cpu_bound = 1 / cpu_s
@@ -271,11 +344,12 @@ def predict(
 ) -> Prediction:
     """Time to last delivery and cost of one broadcast to ``audience`` connections."""
     prices = prices or Prices()
+    platform = variant.function(platform)
     recipients = max(0, audience - 1)
     visible = recipients if variant.paginates else min(recipients, platform.items_per_page - 1)
     scanned = audience if variant.paginates else min(audience, platform.items_per_page)
     read_units = _read_units(platform, scanned)
-    fixed_s = platform.fixed_ms / 1000
+    fixed_s = (platform.fixed_ms + variant.invocation_cpu_ms / platform.effective_cores) / 1000
     latency_s = platform.post_latency_ms / 1000
     rate, limit = function_post_rate(platform, variant)
     memory_gb = platform.memory_mb / 1024
@@ -383,13 +457,17 @@ def plan_markdown(platform: Platform, predictions: list[Prediction]) -> str:
         f"- `effective_cores` = {platform.effective_cores:.3f}: "
         + platform.sources.get("effective_cores", "memory / 1,769 MB, at most 1")
     )
+    shown = [v for v in VARIANTS.values() if v.name in {p.variant for p in predictions}]
     lines.append(
         "- variants: "
         + "; ".join(
             f"{v.name}: {v.post_concurrency} posts in flight"
             + (", one scan page" if not v.paginates else ", every scan page")
             + (f", shards of {v.shard_size}" if v.shard_size else "")
-            for v in VARIANTS.values()
+            for v in shown
         )
     )
+    for v in shown:
+        for name, source in v.sources:
+            lines.append(f"- {v.name}'s own `{name}` = {getattr(v, name)}: {source}")
     return "\n".join(lines) + "\n"

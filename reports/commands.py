@@ -115,7 +115,12 @@ def plan(
                          "must be positive")  # fmt: skip
     sources = {**platform.sources, **{name: "given on the command line" for name in given}}
     platform = replace(platform, **given, sources=sources)
+    # A figure given on the command line is every variant's, the tutorial's own included.
     variants = [VARIANTS[name] for name in variant_names]
+    if cpu_ms_per_post is not None:
+        variants = [replace(v, cpu_ms_per_post=None) for v in variants]
+    if memory_mb is not None:
+        variants = [replace(v, memory_mb=None) for v in variants]
     if shard_size is not None:
         if shard_size < 1:
             raise ValueError("--shard-size must be at least 1")

@@ -12,8 +12,8 @@ from fanbench_common.variants import (
 from reports.capacity import VARIANTS as MODELLED
 
 
-def test_every_template_variant_is_modelled_by_the_capacity_model() -> None:
-    assert set(MODELLED) == set(TEMPLATE_VARIANTS)
+def test_every_variant_is_modelled_by_the_capacity_model() -> None:
+    assert set(MODELLED) == set(Variant) == {*TEMPLATE_VARIANTS, Variant.TUTORIAL}
     assert all(shape.name == name for name, shape in MODELLED.items())
 
 

@@ -116,6 +116,41 @@ def test_on_a_shared_host_parallel_shards_share_its_cores() -> None:
     assert p.seconds >= 9_999 * per_post_s / 2
 
 
+def test_the_tutorial_runs_on_its_own_templates_cpu_share_and_timeout() -> None:
+    tutorial = VARIANTS["tutorial"]
+    assert (tutorial.memory_mb, tutorial.timeout_s, tutorial.post_concurrency) == (256, 10.0, 50)
+    cores = 256 / 1769
+    rate, limit = function_post_rate(SIMPLE, tutorial)
+    assert limit == "cpu"
+    assert rate == pytest.approx(cores / (tutorial.cpu_ms_per_post / 1000))  # type: ignore[operator]
+    p = predict(SIMPLE, tutorial, 1001)
+    setup_s = tutorial.invocation_cpu_ms / 1000 / cores
+    assert p.seconds == pytest.approx(setup_s + 1000 / rate + 0.010)
+    assert p.lambda_gb_seconds == pytest.approx(0.25 * p.seconds)
+    # The platform's own figures stay the Python handlers'.
+    assert predict(SIMPLE, OPTIMIZED, 1001).seconds == pytest.approx(1000 / 1000 + 0.010)
+
+
+def test_the_tutorial_stops_at_its_ten_second_timeout_on_aws() -> None:
+    tutorial = VARIANTS["tutorial"]
+    p = predict(AWS, tutorial, 10_000)
+    assert (p.limit, p.seconds) == ("timeout", 10.0)
+    rate, _ = function_post_rate(AWS, tutorial)
+    assert 0 < p.reached < 10.0 * rate < 9_999
+    assert predict(AWS, OPTIMIZED, 10_000).reached == 9_999
+
+
+def test_a_memory_given_on_the_command_line_is_the_tutorials_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["plan", "--sizes", "1000", "--variants", "tutorial", "--json"]
+    assert main(argv) == 0
+    (own,) = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--memory-mb", "1769"]) == 0
+    (given,) = json.loads(capsys.readouterr().out)
+    assert given["seconds"] < own["seconds"] / 5  # a full vCPU instead of 256 MB's share
+
+
 def test_cost_counts_messages_requests_duration_and_reads() -> None:
     prices = Prices()
     p = predict(SIMPLE, replace(OPTIMIZED, post_concurrency=100), 1001, prices, message_bytes=64)

@@ -12,7 +12,8 @@ times out, then a little longer so late duplicates are counted.
   and what matters is that nobody gets the message twice and the handler's EMF
   counts (Delivered, Undelivered, Unknown) say what the receivers got.
 
-Variants: the tutorial's ``baseline``, ``optimized`` with each post client
+Variants: the AWS tutorial's own Node.js app (``tutorial``, its template but for
+the experiment's timeout), its Python port ``baseline``, ``optimized`` with each post client
 (boto3, signed), and ``sharded`` with a shard size that splits the audience
 into ``shards`` fan-outs (the template's 500 would post a 300-receiver audience
 from sendmessage itself).
@@ -35,7 +36,7 @@ from loadtest.stage.config import StageConfig
 from loadtest.stage.faults import Faults
 
 NAME = "at_limits"
-VARIANTS = ("baseline", "optimized", "optimized-signed", "sharded")
+VARIANTS = ("tutorial", "baseline", "optimized", "optimized-signed", "sharded")
 SETTLE_S = 1.0
 
 
@@ -81,6 +82,8 @@ class Sample:
 def _config(variant: str, experiment: str, plan: Plan) -> StageConfig:
     base, _, client = variant.partition("-")
     parameters = {"PostClient": "signed" if client == "signed" else "boto3"}
+    if base == "tutorial":
+        parameters = {}  # its own template has none
     if base == "sharded":
         parameters["ShardSize"] = str(math.ceil(plan.receivers / plan.shards))
     if experiment == "throttled":

@@ -46,3 +46,7 @@ def test_the_stage_configs_carry_the_limits() -> None:
     assert late.function_timeout_s == 3.0
     assert late.faults.post_latency_ms == 400.0
     assert late.parameters == {"PostClient": "boto3", "ShardSize": "100"}
+    tutorial = at_limits._config("tutorial", "near the deadline", plan)
+    assert (tutorial.variant, tutorial.parameters) == ("tutorial", {})  # its template has none
+    assert tutorial.function_timeout_s == 3.0
+    assert plan.variants[0] == "tutorial"

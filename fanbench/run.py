@@ -51,7 +51,6 @@ from loadtest.stage.config import (
     config_from_args,
     resolve_template,
 )
-from loadtest.stage.dynamodb import free_port
 from loadtest.stage.launcher import LocalStage, StageError
 from reports import saturation
 from reports.analysis import analyze
@@ -195,6 +194,8 @@ def locust_command(
     if args.workers:
         # Locust's master binds every interface on port 5557 by default: on a shared machine
         # two swarms would collide, and the workers here are on this host anyway.
+        from loadtest.stage.dynamodb import free_port  # boto3's import, only when it is needed
+
         port = str(free_port(LOOPBACK))
         command += ["--processes", str(args.workers), "--master-bind-host", LOOPBACK,
                     "--master-bind-port", port, "--master-port", port]  # fmt: skip

@@ -5,7 +5,8 @@ Against a real local stage that silently drops 2 % of its posts, Locust's
 deliveries (so its failure ratio is the report's loss rate) and its failures
 file must explain them; without the fault every ledger row shows 0 failures.
 The faulty run is one process exporting through ``--otel`` as well; the
-fault-free one is distributed (a master and two worker processes).
+fault-free one is distributed (a master and two worker processes), whose fan-out
+row must count every receipt the workers recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from loadtest.stage.dynamodb import free_port
 from loadtest.stage.faults import Faults
 from loadtest.stage.launcher import LocalStage
 from reports.analysis import analyze
+from tests.in_locust.test_swarm_stats import fanout_row
 from tests.repo import REPO_ROOT
 
 RUN_TIMEOUT_S = 120
@@ -131,6 +133,10 @@ def test_locust_csv_carries_the_reports_loss(stage: LocalStage, tmp_path: Path) 
         assert counts.lost == 0, counts
         assert int(lost["Failure Count"]) == 0
         assert LOST not in explained
+        # Each worker's fan-out receipts, batched and reported to the master, all counted.
+        fanout = fanout_row(tmp_path)
+        assert int(fanout["Request Count"]) == len(read_run(tmp_path / "run").deliveries["client"])
+        assert int(fanout["Failure Count"]) == 0
 
 
 def _aggregated(out: Path) -> dict[str, str]:

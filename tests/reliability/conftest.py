@@ -9,9 +9,9 @@ of waiting behind them.
 
 Under pytest-xdist (``make test``: ``--dist loadfile``, a module's tests on one
 worker), a worker starts a module's swarms when the first of its tests that reads
-them runs; the other workers run the direct tests meanwhile. (``--dist loadgroup``
-would let two modules that read one swarm share it, but pytest 9 ignores the group
-xdist 3.8 writes into a test's id, so ``lambda-errors`` runs once per module.)
+them runs; the other workers run the direct tests meanwhile. Two modules cannot share
+a swarm there (``--dist loadgroup`` would allow it, but pytest 9 ignores the group
+xdist 3.8 writes into a test's id), so the tests that read one swarm live in one module.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ fail before the handler runs. A failed ``$connect`` refuses the handshake (502);
 a failed ``sendmessage`` answers its sender with ``Internal server error`` and
 delivers nothing. The fault seed makes the stage's first invocation fail, and a
 swarm's first invocation is always a ``$connect``, so a refused connect is certain.
+``fanbench run``'s terminal summary must say so too, not leave it to run.json.
 
 Why Lambda errors: the stage has no connect-rate throttle, and a ``$connect``
 token refuses every user of a swarm (they share one token), while this refuses
@@ -74,3 +75,15 @@ def test_error_frames_lose_only_their_own_message(swarms: SwarmQueue) -> None:
 def test_a_refused_connect_is_reported_without_a_traceback(swarms: SwarmQueue) -> None:
     result = swarms.result("lambda-errors").check()
     assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+
+
+def test_connect_failures_appear_in_the_summary_lines(swarms: SwarmQueue) -> None:
+    result = swarms.result("lambda-errors").check()
+    run = result.run
+    refused = int(np.sum(run.errors["kind"] == "connect_failed"))
+    assert refused >= 1
+    line = next(line for line in result.stdout.splitlines() if "connect failures" in line)
+    assert f"connect failures {refused} (first: " in line
+    assert "HTTP 502" in line
+    assert f"connections {len(run.membership['client'])}," in line
+    assert f"unexpected receipts {result.counts.unexpected}" in line

@@ -58,7 +58,9 @@ HEADER = struct.Struct("!I")
 
 def forkserver_context() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*lambda_worker.PRELOAD, "loadtest.stage.lambda_worker"])
+    context.set_forkserver_preload(
+        [*lambda_worker.PRELOAD, "loadtest.stage.lambda_preload", "loadtest.stage.lambda_worker"]
+    )
     return context
 
 

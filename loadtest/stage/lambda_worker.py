@@ -1,7 +1,8 @@
 """One Lambda execution environment: a process that imports a handler and serves invocations.
 
 Environments are forked from a forkserver that has already imported boto3 and
-botocore (``PRELOAD``), so a cold start costs what Lambda's does after its
+botocore (``PRELOAD``) and parsed the models the handlers' clients use
+(``lambda_preload``), so a cold start costs what Lambda's does after its
 runtime is up — importing the handler module and running its module-scope
 code — instead of a Python interpreter boot plus boto3's import on a laptop
 core. The handler module itself is imported fresh in every environment.

@@ -28,7 +28,7 @@ from tests.reliability.support import SwarmResult, finish_swarm, start_swarm
 pytestmark = pytest.mark.timeout(600)
 
 CRASH_SWARM = (
-    "--users", "10", "--spawn-rate", "10", "--duration", "16", "--send-interval", "0.5",
+    "--users", "10", "--spawn-rate", "10", "--duration", "10", "--send-interval", "0.5",
     "--warmup", "1", "--drain", "1", "--settle", "1", "--no-report", "--quiet",
     "--workers", "2",
 )  # fmt: skip

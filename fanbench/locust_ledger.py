@@ -40,6 +40,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -55,6 +56,9 @@ LOST, DUPLICATE, LATE = "lost deliveries", "duplicate receipts", "late receipts"
 TAB = "fanout"
 CSV_PATH = "/fanbench/fanout.csv"
 PUBLISH_INTERVAL_S = 1.0
+CSV_TICK_POLL_S = 0.02
+CSV_TICK_SLACK_S = 0.5
+"""How much later than its interval a tick of Locust's CSV writer may come on a busy host."""
 COLUMNS = [
     ("second", "Second"),
     ("expected", "Deliveries expected"),
@@ -118,6 +122,25 @@ def set_rows(stats: RequestStats, rows: Iterable[LedgerRow], now_s: float) -> No
             stats.errors.pop(key, None)
 
 
+def wait_for_csv_tick(stats_csv: Path) -> bool:
+    """Wait until Locust's CSV writer has rewritten ``stats_csv`` once more (it does every
+    ``CSV_STATS_INTERVAL_SEC``, in one go between two greenlet switches, so that rewrite holds
+    the rows set before this call); ``False`` if no rewrite was seen in time."""
+
+    def written() -> int:
+        with contextlib.suppress(OSError):
+            return stats_csv.stat().st_mtime_ns
+        return 0
+
+    before = written()
+    deadline = time.monotonic() + CSV_STATS_INTERVAL_SEC + CSV_TICK_SLACK_S
+    while time.monotonic() < deadline:
+        gevent.sleep(CSV_TICK_POLL_S)
+        if written() != before:
+            return True
+    return False
+
+
 def tab_rows(figures: LiveFigures | None) -> list[dict[str, Any]]:
     """The fan-out tab's table: the whole test so far (with the saturation line), then each
     second, newest first."""
@@ -171,7 +194,7 @@ class LedgerView:
             return
         options = self.environment.parsed_options
         if options is not None and getattr(options, "csv_prefix", None):
-            gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.2)
+            wait_for_csv_tick(Path(f"{options.csv_prefix}_stats.csv"))
 
     # -- OpenTelemetry ------------------------------------------------------------------
 

@@ -203,26 +203,42 @@ class MasterState:
             return self.local.recorder.received
         return sum(c.get("receipts", 0) for c in self.collector.counters.values())
 
-    def wait_for_quiet(self) -> dict[str, Any]:
-        """After the drain window: wait until no receipt arrives for ``QUIET_S`` (plus one
-        shipping interval when workers report), or until ``drain_limit_s`` after the stop."""
+    def wait_for_quiet(self, last_change: tuple[int, int]) -> dict[str, Any]:
+        """After the drain window: wait until no receipt has arrived for ``QUIET_S`` (plus one
+        shipping interval when workers report), or until ``drain_limit_s`` after the stop.
+
+        ``last_change`` is (receipts, when that count was first seen) as watched since the
+        stop: the quiet window runs from the last receipt, so a drain window that was
+        already quiet counts towards it."""
         quiet_ns = int((QUIET_S + (0 if self.local is not None else SHIP_INTERVAL_S)) * 1e9)
         limit_ns = self.stop_sending_ns + int(self.scenario.drain_limit_s * 1e9)
-        seen, changed_ns = self.receipts_so_far(), time.time_ns()
+        seen, changed_ns = last_change
         while True:
             now = time.time_ns()
             if now - changed_ns >= quiet_ns or now >= limit_ns:
                 break
             gevent.sleep(POLL_S)
-            count = self.receipts_so_far()
-            if count != seen:
-                seen, changed_ns = count, time.time_ns()
+            seen, changed_ns = self._watch_receipts(seen, changed_ns)
         return {
             "quiet_s": quiet_ns / 1e9,
             "limit_s": self.scenario.drain_limit_s,
             "last_receipt_seen_ns": changed_ns,
             "settled": time.time_ns() - changed_ns >= quiet_ns,
         }
+
+    def _watch_receipts(self, seen: int, changed_ns: int) -> tuple[int, int]:
+        count = self.receipts_so_far()
+        return (count, time.time_ns()) if count != seen else (seen, changed_ns)
+
+    def _drain(self) -> tuple[int, int]:
+        """Sleep through the drain window, watching for receipts; (receipts, when last
+        changed)."""
+        last_change = (self.receipts_so_far(), time.time_ns())
+        until = time.monotonic() + self.scenario.drain_s
+        while (left := until - time.monotonic()) > 0:
+            gevent.sleep(min(POLL_S, left))
+            last_change = self._watch_receipts(*last_change)
+        return last_change
 
     def _unresponsive(self) -> set[int]:
         """Workers Locust has marked missing (no heartbeat): not worth waiting for."""
@@ -267,9 +283,9 @@ class MasterState:
         clocks = None
         if self.local is None:
             clocks = gevent.spawn(self.measure_clocks, "stop")
-        gevent.sleep(self.scenario.drain_s)
+        last_change = self._drain()
         drain_deadline_ns = time.time_ns()
-        self.drain = self.wait_for_quiet()
+        self.drain = self.wait_for_quiet(last_change)
         if clocks is not None:
             clocks.join(timeout=PING_ROUNDS * 0.1 + 5)
         complete = self.collect()

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import time
+from pathlib import Path
 from typing import Any
 
+import gevent
+import pytest
 from locust.stats import RequestStats
 
+from fanbench import locust_ledger
 from fanbench.live_ledger import LiveFigures
 from fanbench.locust_ledger import (
     COLUMNS,
@@ -19,6 +24,7 @@ from fanbench.locust_ledger import (
     set_rows,
     tab_csv,
     tab_rows,
+    wait_for_csv_tick,
 )
 
 NOW_S = 1_700_000_000.0
@@ -95,3 +101,26 @@ def test_the_tab_shows_the_whole_test_then_each_second_newest_first() -> None:
     table = list(csv.reader(io.StringIO(tab_csv(figures(200, 4, 190)))))
     assert table[0] == [title for _, title in COLUMNS]
     assert table[3][:6] == ["0", "200", "190", "4", "12.5", ""]
+
+
+def test_the_final_rows_wait_for_the_csv_writers_next_rewrite_not_a_whole_interval(
+    tmp_path: Path,
+) -> None:
+    stats_csv = tmp_path / "locust_stats.csv"
+    stats_csv.write_text("Type,Name\n")
+    gevent.spawn_later(0.1, stats_csv.write_text, "Type,Name\nledger,lost deliveries\n")
+    began = time.monotonic()
+    assert wait_for_csv_tick(stats_csv)
+    assert time.monotonic() - began < 0.6  # not the writer's whole 1 s interval plus slack
+
+
+def test_without_a_rewrite_the_wait_ends_after_one_interval_and_some_slack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(locust_ledger, "CSV_STATS_INTERVAL_SEC", 0.2)
+    monkeypatch.setattr(locust_ledger, "CSV_TICK_SLACK_S", 0.1)
+    stats_csv = tmp_path / "locust_stats.csv"
+    stats_csv.write_text("Type,Name\n")
+    began = time.monotonic()
+    assert not wait_for_csv_tick(stats_csv)
+    assert 0.3 <= time.monotonic() - began < 1.0

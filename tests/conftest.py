@@ -12,15 +12,17 @@ import pytest
 collect_ignore = [] if os.environ.get("IN_LOCUST_INTERPRETER") else ["in_locust"]
 
 LONGEST_FIRST = (
-    "tests/test_install.py", "tests/test_in_locust.py", "tests/loadtest/test_calibration.py",
-    "tests/fanbench/test_trials.py", "tests/bench/test_variant_faults.py",
-    "tests/reliability/test_faults_end_to_end.py", "tests/bench/test_at_limits.py",
-    "tests/reliability/test_lambda_timeout.py", "tests/fanbench/test_sidebyside.py",
-    "tests/bench/test_stage_headroom.py",
+    "tests/test_in_locust.py", "tests/reliability/test_faults_end_to_end.py",
+    "tests/fanbench/test_trials.py", "tests/loadtest/test_calibration.py",
+    "tests/handlers/test_sendmessage.py", "tests/reliability/test_lambda_timeout.py",
+    "tests/fanbench/test_sidebyside.py", "tests/bench/test_variant_faults.py",
+    "tests/stage/test_stage_as_aws.py", "tests/reliability/test_swarm_across_hosts.py",
+    "tests/reliability/test_clock_skew.py",
 )  # fmt: skip
-"""The modules that took longest with 4 xdist workers (60-120 s each, 2026-12-06). Collected
-first, so that workers start on them and the short modules fill in around them: collected
-last (pytest's alphabetical order puts tests/test_*.py there), they were the run's tail."""
+"""The modules that took longest with 2 xdist workers beside a busy core (25-75 s each,
+2026-12-06). Collected first, so that workers start on them and the short modules fill in
+around them: collected last (pytest's alphabetical order puts tests/test_*.py there),
+they were the run's tail."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,12 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast lint typecheck pytest bench clean chromium
 
-# Two pytest-xdist workers, a module to a worker (its stages start once). The suite is
-# CPU-bound on 2 cores (about 700 CPU-seconds: a real stage, Lambda workers and Locust per
-# swarm): beside a busy core, 2 workers took 11-12 min and passed 3 times; 4 took 9 min 49 s
-# but starved the timing-sensitive swarms (load average 16, 9 failures); one process
-# took 16 min 40 s. PYTEST_WORKERS=4 suits a larger machine; PYTEST_WORKERS=0 runs one.
-PYTEST_WORKERS ?= 2
+# Three pytest-xdist workers, a module to a worker (its stages start once). The suite is
+# CPU-bound on 2 cores (a real stage, Lambda workers and Locust per swarm), and much of a
+# swarm is waiting on the clock: a third worker fills those waits. Measured beside a busy
+# core: see the README's development section. PYTEST_WORKERS=0 runs one process.
+PYTEST_WORKERS ?= 3
 PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 # Pure rules: no stage, swarm, browser or subprocess.
 FAST_TESTS := tests/common tests/bench/test_pure.py tests/stage/test_pure_rules.py \

@@ -10,7 +10,7 @@ time. ``Summary.to_json()`` is summary.json's ``analyze`` part and each comparis
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy.typing as npt
@@ -21,6 +21,20 @@ from reports.saturation import Saturation
 from reports.stats import percentiles
 
 SUMMARY_VERSION = 1
+
+
+class _FieldsToJson:
+    """``to_json`` for a figure whose document is its fields, in declaration order; a nested
+    figure writes its own ``to_json``, a tuple a list."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {field.name: _json_value(getattr(self, field.name)) for field in fields(self)}  # type: ignore[arg-type]
+
+
+def _json_value(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,7 @@ class Percentiles:
 
 
 @dataclass(frozen=True)
-class Latency:
+class Latency(_FieldsToJson):
     """Fan-out latency of the measured deliveries (first receipts of expected pairs, warm-up
     excluded), from the actual and from the intended send time."""
 
@@ -63,24 +77,14 @@ class Latency:
     from_intended: Percentiles
     deliveries_measured: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "from_sent": self.from_sent.to_json(),
-            "from_intended": self.from_intended.to_json(),
-            "deliveries_measured": self.deliveries_measured,
-        }
-
 
 @dataclass(frozen=True)
-class Rate:
+class Rate(_FieldsToJson):
     """``count`` of ``trials`` as a fraction, with its 95 % interval."""
 
     count: int
     rate: float
     ci95: tuple[float, float]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "rate": self.rate, "ci95": list(self.ci95)}
 
 
 @dataclass(frozen=True)
@@ -90,15 +94,9 @@ class LossRate(Rate):
 
     messages_with_expected_recipients: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **super().to_json(),
-            "messages_with_expected_recipients": self.messages_with_expected_recipients,
-        }
-
 
 @dataclass(frozen=True)
-class Rates:
+class Rates(_FieldsToJson):
     loss: LossRate
     duplicates: Rate
     out_of_order: Rate
@@ -107,30 +105,13 @@ class Rates:
     error_frames: Rate
     """Of messages sent; the others before it are of receipts."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "loss": self.loss.to_json(),
-            "duplicates": self.duplicates.to_json(),
-            "out_of_order": self.out_of_order.to_json(),
-            "late": self.late.to_json(),
-            "negative_latency": self.negative_latency.to_json(),
-            "error_frames": self.error_frames.to_json(),
-        }
-
 
 @dataclass(frozen=True)
-class Throughput:
+class Throughput(_FieldsToJson):
     sends_per_s: float
     deliveries_per_s: float
     duration_s: float
     """Start of the test to when sending stopped."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sends_per_s": self.sends_per_s,
-            "deliveries_per_s": self.deliveries_per_s,
-            "duration_s": self.duration_s,
-        }
 
 
 @dataclass(frozen=True)
